@@ -1,0 +1,9 @@
+//! gradleak: measure, layer by layer, how much usable information the gradients of a neural network give away
+//! about a client's private inputs and latent attributes.
+//!
+//! The pipeline reads top to bottom: [`data`] -> [`models`] -> [`train`] -> gradients (+ defences) ->
+//! measurements -> report.
+
+pub mod data;
+pub mod io;
+pub mod models;

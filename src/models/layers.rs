@@ -1,0 +1,152 @@
+//! Layers with trainable parameters, each under a stable name.
+//!
+//! gradleak studies the gradient of each *named layer* (weights and bias together), so the layers are written out
+//! here instead of taken from `tch::nn`: every forward pass can record, per layer, the layer's input and a zero
+//! "probe" added to its output. The gradient of the loss with respect to that probe is the gradient at the layer's
+//! output, which is what per-sample gradient formulas (as in Opacus' grad samplers) combine with the input.
+
+use tch::{nn, Tensor};
+
+/// Geometry of a 2-D convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConvGeometry {
+    pub in_channels: i64,
+    pub out_channels: i64,
+    pub kernel: i64,
+    pub stride: i64,
+    pub padding: i64,
+}
+
+/// What a named layer computes.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LayerKind {
+    Linear { in_features: i64, out_features: i64 },
+    Conv2d(ConvGeometry),
+    GroupNorm { groups: i64, channels: i64, eps: f64 },
+}
+
+impl LayerKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            LayerKind::Linear { .. } => "linear",
+            LayerKind::Conv2d(_) => "conv2d",
+            LayerKind::GroupNorm { .. } => "group_norm",
+        }
+    }
+}
+
+/// A layer with trainable parameters: a weight and a bias, both stored in the model's `VarStore` under
+/// `<name>.weight` and `<name>.bias`.
+#[derive(Debug)]
+pub struct ParamLayer {
+    pub name: String,
+    pub kind: LayerKind,
+    pub weight: Tensor,
+    pub bias: Tensor,
+}
+
+/// What one layer's forward pass recorded for per-sample gradients.
+#[derive(Debug)]
+pub struct LayerRecord {
+    /// Index of the layer in `Model::layers()`.
+    pub layer: usize,
+    /// The layer's input (detached from nothing: it stays in the graph).
+    pub input: Tensor,
+    /// A zero tensor of the output's shape, added to the output; d loss / d probe is the output gradient.
+    pub output_probe: Tensor,
+}
+
+/// Per-forward-pass context: training mode (dropout on) and an optional recorder of layer inputs.
+#[derive(Debug, Default)]
+pub struct Forward {
+    /// Dropout is applied only when true.
+    pub train: bool,
+    /// When set, every named layer appends its [`LayerRecord`].
+    pub records: Option<Vec<LayerRecord>>,
+}
+
+impl Forward {
+    pub fn eval() -> Self {
+        Forward { train: false, records: None }
+    }
+    pub fn train() -> Self {
+        Forward { train: true, records: None }
+    }
+    /// A forward pass that records the inputs and output probes of every named layer.
+    pub fn recording(train: bool) -> Self {
+        Forward { train, records: Some(Vec::new()) }
+    }
+}
+
+impl ParamLayer {
+    pub fn linear(vs: &nn::Path, name: &str, in_features: i64, out_features: i64) -> Self {
+        let p = vs / name;
+        // PyTorch's default initialisation for nn.Linear.
+        let bound = 1.0 / (in_features as f64).sqrt();
+        let weight = p.var("weight", &[out_features, in_features], nn::Init::Uniform { lo: -bound, up: bound });
+        let bias = p.var("bias", &[out_features], nn::Init::Uniform { lo: -bound, up: bound });
+        ParamLayer { name: name.to_string(), kind: LayerKind::Linear { in_features, out_features }, weight, bias }
+    }
+
+    pub fn conv2d(vs: &nn::Path, name: &str, g: ConvGeometry) -> Self {
+        let p = vs / name;
+        // PyTorch's default initialisation for nn.Conv2d.
+        let fan_in = g.in_channels * g.kernel * g.kernel;
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let weight = p.var(
+            "weight",
+            &[g.out_channels, g.in_channels, g.kernel, g.kernel],
+            nn::Init::Uniform { lo: -bound, up: bound },
+        );
+        let bias = p.var("bias", &[g.out_channels], nn::Init::Uniform { lo: -bound, up: bound });
+        ParamLayer { name: name.to_string(), kind: LayerKind::Conv2d(g), weight, bias }
+    }
+
+    pub fn group_norm(vs: &nn::Path, name: &str, channels: i64) -> Self {
+        let p = vs / name;
+        let weight = p.var("weight", &[channels], nn::Init::Const(1.0));
+        let bias = p.var("bias", &[channels], nn::Init::Const(0.0));
+        let groups = group_count(channels);
+        ParamLayer { name: name.to_string(), kind: LayerKind::GroupNorm { groups, channels, eps: 1e-5 }, weight, bias }
+    }
+
+    /// Number of trainable scalars (weight and bias).
+    pub fn num_params(&self) -> i64 {
+        self.weight.numel() as i64 + self.bias.numel() as i64
+    }
+
+    /// The layer's own computation, without recording.
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        match self.kind {
+            LayerKind::Linear { .. } => x.linear(&self.weight, Some(&self.bias)),
+            LayerKind::Conv2d(g) => x.conv2d(&self.weight, Some(&self.bias), [g.stride; 2], [g.padding; 2], [1, 1], 1),
+            LayerKind::GroupNorm { groups, eps, .. } => {
+                x.group_norm(groups, Some(&self.weight), Some(&self.bias), eps, false)
+            }
+        }
+    }
+
+    /// Forward pass; records input and an output probe when the context asks for it.
+    pub fn forward(&self, index: usize, x: &Tensor, fwd: &mut Forward) -> Tensor {
+        let y = self.apply(x);
+        match fwd.records.as_mut() {
+            None => y,
+            Some(records) => {
+                let probe = y.zeros_like().set_requires_grad(true);
+                let y = &y + &probe;
+                records.push(LayerRecord { layer: index, input: x.shallow_clone(), output_probe: probe });
+                y
+            }
+        }
+    }
+}
+
+/// Groups for GroupNorm: up to 32, with at least two channels per group.
+pub fn group_count(channels: i64) -> i64 {
+    let mut g = 32;
+    while g > 1 && (channels % g != 0 || channels / g < 2) {
+        g /= 2;
+    }
+    g
+}
