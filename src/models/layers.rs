@@ -81,7 +81,7 @@ impl Forward {
 
 impl ParamLayer {
     pub fn linear(vs: &nn::Path, name: &str, in_features: i64, out_features: i64) -> Self {
-        let p = vs / name;
+        let p = sub_path(vs, name);
         // PyTorch's default initialisation for nn.Linear.
         let bound = 1.0 / (in_features as f64).sqrt();
         let weight = p.var("weight", &[out_features, in_features], nn::Init::Uniform { lo: -bound, up: bound });
@@ -90,7 +90,7 @@ impl ParamLayer {
     }
 
     pub fn conv2d(vs: &nn::Path, name: &str, g: ConvGeometry) -> Self {
-        let p = vs / name;
+        let p = sub_path(vs, name);
         // PyTorch's default initialisation for nn.Conv2d.
         let fan_in = g.in_channels * g.kernel * g.kernel;
         let bound = 1.0 / (fan_in as f64).sqrt();
@@ -104,7 +104,7 @@ impl ParamLayer {
     }
 
     pub fn group_norm(vs: &nn::Path, name: &str, channels: i64) -> Self {
-        let p = vs / name;
+        let p = sub_path(vs, name);
         let weight = p.var("weight", &[channels], nn::Init::Const(1.0));
         let bias = p.var("bias", &[channels], nn::Init::Const(0.0));
         let groups = group_count(channels);
@@ -140,6 +140,13 @@ impl ParamLayer {
             }
         }
     }
+}
+
+/// The `VarStore` path of a dotted layer name (`layer1.0.conv1` -> `layer1` / `0` / `conv1`).
+fn sub_path<'a>(vs: &nn::Path<'a>, name: &str) -> nn::Path<'a> {
+    let mut parts = name.split('.');
+    let first = parts.next().unwrap_or(name);
+    parts.fold(vs / first, |p, part| &p / part)
 }
 
 /// Groups for GroupNorm: up to 32, with at least two channels per group.

@@ -1,0 +1,67 @@
+//! `gradleak models`: the architectures, or the named layers of one for a given input.
+
+use anyhow::Result;
+
+use gradleak::data::InputShape;
+use gradleak::models::{Arch, Model, ModelSpec};
+
+use super::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct ModelsArgs {
+    /// Show the named layers of this architecture.
+    pub model: Option<String>,
+    /// Input as CxHxW (images) or F (tabular features).
+    #[arg(long, default_value = "1x28x28")]
+    pub input: String,
+    /// Number of classes.
+    #[arg(long, default_value_t = 10)]
+    pub classes: i64,
+    /// Channel multiplier (AlexNet, VGG).
+    #[arg(long, default_value_t = 1.0)]
+    pub width: f64,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn parse_input_shape(s: &str) -> Result<InputShape> {
+    let parts: Vec<&str> = s.split('x').collect();
+    let nums: Result<Vec<i64>, _> = parts.iter().map(|p| p.trim().parse::<i64>()).collect();
+    match nums.as_deref() {
+        Ok([c, h, w]) if *c > 0 && *h > 0 && *w > 0 => Ok(InputShape::Image { channels: *c, height: *h, width: *w }),
+        Ok([f]) if *f > 0 => Ok(InputShape::Tabular { features: *f }),
+        _ => anyhow::bail!("--input: expected CxHxW (e.g. 3x32x32) or a feature count (e.g. 104), got '{s}'"),
+    }
+}
+
+pub fn run(_global: &Global, args: ModelsArgs) -> Result<()> {
+    let Some(name) = args.model else {
+        if args.json {
+            let rows: Vec<_> = Arch::ALL
+                .iter()
+                .map(|a| serde_json::json!({"name": a.name(), "description": a.description()}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        } else {
+            for a in Arch::ALL {
+                println!("{:<10} {}", a.name(), a.description());
+            }
+        }
+        return Ok(());
+    };
+    let mut spec = ModelSpec::new(name.parse::<Arch>()?, parse_input_shape(&args.input)?, args.classes);
+    spec.width = args.width;
+    let model = Model::new(&spec)?;
+    let layers = model.layer_infos();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"spec": spec, "layers": layers}))?);
+        return Ok(());
+    }
+    println!("{} on {}: {} named layers, {} parameters", spec.arch, spec.input, layers.len(), model.num_params());
+    println!("{:<24} {:<10} {:>12}  weight shape", "layer", "type", "parameters");
+    for l in layers {
+        println!("{:<24} {:<10} {:>12}  {:?}", l.name, l.kind.type_name(), l.num_params, l.weight_shape);
+    }
+    Ok(())
+}
