@@ -4,6 +4,7 @@
 //! The pipeline reads top to bottom: [`data`] -> [`models`] -> [`train`] -> gradients (+ defences) ->
 //! measurements -> report.
 
+pub mod arrays;
 pub mod data;
 pub mod io;
 pub mod models;
