@@ -8,3 +8,5 @@ pub mod arrays;
 pub mod data;
 pub mod io;
 pub mod models;
+pub mod progress;
+pub mod train;

@@ -527,8 +527,9 @@ impl Model {
 
     /// Loads parameters from a safetensors checkpoint, checking that names and shapes match this model.
     pub fn load_weights(&mut self, path: &std::path::Path) -> Result<()> {
-        let named = Tensor::read_safetensors(path)
+        let mut named = Tensor::read_safetensors(path)
             .with_context(|| format!("{}: not a readable safetensors checkpoint", path.display()))?;
+        named.sort_by(|a, b| a.0.cmp(&b.0));
         let mut vars = self.vs.variables();
         for (name, t) in &named {
             let Some(v) = vars.get_mut(name) else {
@@ -545,7 +546,9 @@ impl Model {
             }
             tch::no_grad(|| v.copy_(t));
         }
-        for name in vars.keys() {
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        for name in names {
             if !named.iter().any(|(n, _)| n == name) {
                 bail!("{}: checkpoint has no tensor '{name}' that model {} needs", path.display(), self.spec.arch);
             }
