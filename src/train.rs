@@ -134,10 +134,9 @@ pub fn evaluate(model: &Model, split: &Split) -> (f64, f64) {
     (loss_sum / n as f64, correct as f64 / n as f64)
 }
 
-/// Builds a model with seeded initial weights.
+/// Builds a model with initial weights from the training seed.
 pub fn init_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
-    tch::manual_seed(seed as i64);
-    Model::new(spec)
+    Model::new(spec, seed)
 }
 
 /// Trains `model` on `data`; writes checkpoints and metadata to `out_dir` when given. Seeds libtorch's RNG (for
@@ -258,7 +257,7 @@ impl SavedRun {
             let saved: Vec<String> = self.run.epochs.iter().map(|m| m.epoch.to_string()).collect();
             bail!("{}: no checkpoint for epoch {epoch}; saved epochs: {}", self.dir.display(), saved.join(", "));
         };
-        let mut model = Model::new(&self.run.model)?;
+        let mut model = Model::new(&self.run.model, self.run.config.seed)?;
         model.load_weights(&self.dir.join(&m.checkpoint))?;
         Ok(model)
     }

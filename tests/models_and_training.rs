@@ -48,7 +48,7 @@ fn every_architecture_builds_for_every_supported_input() {
         for input in inputs {
             let mut spec = ModelSpec::new(arch, input, 10);
             spec.width = 0.25; // keep AlexNet/VGG small for the test
-            let model = Model::new(&spec).unwrap_or_else(|e| panic!("{arch} on {input}: {e:#}"));
+            let model = Model::new(&spec, 0).unwrap_or_else(|e| panic!("{arch} on {input}: {e:#}"));
             let logits = model.predict(&Tensor::rand(input.batch(3), (Kind::Float, tch::Device::Cpu)));
             assert_eq!(logits.size(), vec![3, 10], "{arch} on {input}");
             let infos = model.layer_infos();
@@ -58,14 +58,14 @@ fn every_architecture_builds_for_every_supported_input() {
             assert_eq!(total, model.num_params(), "{arch}: named layers hold every parameter");
         }
     }
-    let mlp = Model::new(&ModelSpec::new(Arch::Mlp, InputShape::Tabular { features: 104 }, 2)).unwrap();
+    let mlp = Model::new(&ModelSpec::new(Arch::Mlp, InputShape::Tabular { features: 104 }, 2), 0).unwrap();
     assert_eq!(mlp.predict(&Tensor::zeros([5, 104], (Kind::Float, tch::Device::Cpu))).size(), vec![5, 2]);
 }
 
 #[test]
 fn layer_names_are_stable_and_readable() {
     let names = |arch, input| -> Vec<String> {
-        Model::new(&ModelSpec::new(arch, input, 10)).unwrap().layer_infos().into_iter().map(|l| l.name).collect()
+        Model::new(&ModelSpec::new(arch, input, 10), 0).unwrap().layer_infos().into_iter().map(|l| l.name).collect()
     };
     assert_eq!(names(Arch::Lenet, image(1, 28)), ["conv1", "conv2", "conv3", "fc"]);
     assert_eq!(names(Arch::Lenet5, image(1, 28)), ["conv1", "conv2", "fc1", "fc2", "fc3"]);
@@ -77,7 +77,7 @@ fn layer_names_are_stable_and_readable() {
     assert_eq!(names(Arch::Resnet18, image(3, 32)).len(), 1 + 1 + 8 * 4 + 3 * 2 + 1);
     assert_eq!(names(Arch::Vgg11, image(3, 32)).len(), 8 + 3);
     // A layer's gradient is weight then bias: both exist under the layer's name in the VarStore.
-    let model = Model::new(&ModelSpec::new(Arch::Resnet20, image(3, 32), 10)).unwrap();
+    let model = Model::new(&ModelSpec::new(Arch::Resnet20, image(3, 32), 10), 0).unwrap();
     let vars = model.vs.variables();
     assert!(vars.contains_key("layer2.0.shortcut.conv.weight") && vars.contains_key("layer2.0.shortcut.conv.bias"));
 }
@@ -85,16 +85,16 @@ fn layer_names_are_stable_and_readable() {
 #[test]
 fn bad_model_configurations_are_clear_errors() {
     let tabular = InputShape::Tabular { features: 10 };
-    let err = Model::new(&ModelSpec::new(Arch::Lenet, tabular, 2)).unwrap_err().to_string();
+    let err = Model::new(&ModelSpec::new(Arch::Lenet, tabular, 2), 0).unwrap_err().to_string();
     assert!(err.contains("needs image inputs") && err.contains("--model mlp"), "{err}");
     let mut spec = ModelSpec::new(Arch::Lenet5, image(1, 28), 10);
     spec.dropout = DropoutSpec { rate: 0.5, at: vec!["conv9".into()] };
-    let err = format!("{:#}", Model::new(&spec).unwrap_err());
+    let err = format!("{:#}", Model::new(&spec, 0).unwrap_err());
     assert!(err.contains("'conv9'") && err.contains("fc1, fc2, fc3"), "{err}");
     spec.dropout = DropoutSpec { rate: 1.5, at: vec![] };
-    assert!(Model::new(&spec).unwrap_err().to_string().contains("--dropout must be in [0, 1)"));
+    assert!(Model::new(&spec, 0).unwrap_err().to_string().contains("--dropout must be in [0, 1)"));
     assert!("resnet99".parse::<Arch>().unwrap_err().to_string().contains("lenet, lenet5"));
-    let model = Model::new(&ModelSpec::new(Arch::Lenet5, image(1, 28), 10)).unwrap();
+    let model = Model::new(&ModelSpec::new(Arch::Lenet5, image(1, 28), 10), 0).unwrap();
     assert!(model.layer_index("fc9").unwrap_err().to_string().contains("conv1, conv2, fc1, fc2, fc3"));
 }
 
@@ -102,7 +102,7 @@ fn bad_model_configurations_are_clear_errors() {
 fn dropout_acts_only_in_training_mode_and_where_asked() {
     let mut spec = ModelSpec::new(Arch::Mlp, InputShape::Tabular { features: 20 }, 3);
     spec.dropout = DropoutSpec { rate: 0.5, at: vec!["fc2".into()] };
-    let model = Model::new(&spec).unwrap();
+    let model = Model::new(&spec, 0).unwrap();
     let x = Tensor::rand([64, 20], (Kind::Float, tch::Device::Cpu));
     let eval_a = model.predict(&x);
     let eval_b = model.predict(&x);
@@ -115,20 +115,19 @@ fn dropout_acts_only_in_training_mode_and_where_asked() {
 fn checkpoints_round_trip_and_mismatches_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("w.safetensors");
-    tch::manual_seed(1);
-    let a = Model::new(&ModelSpec::new(Arch::Lenet5, image(1, 28), 10)).unwrap();
+    let a = Model::new(&ModelSpec::new(Arch::Lenet5, image(1, 28), 10), 1).unwrap();
     a.save_weights(&path).unwrap();
-    tch::manual_seed(2);
-    let mut b = Model::new(&ModelSpec::new(Arch::Lenet5, image(1, 28), 10)).unwrap();
+    let mut b = Model::new(&ModelSpec::new(Arch::Lenet5, image(1, 28), 10), 2).unwrap();
+    assert!(!a.vs.variables()["conv1.weight"].equal(&b.vs.variables()["conv1.weight"]), "seeds give weights");
     b.load_weights(&path).unwrap();
     let x = Tensor::rand([2, 1, 28, 28], (Kind::Float, tch::Device::Cpu));
     assert!(a.predict(&x).equal(&b.predict(&x)));
     // Same architecture, other input: shapes differ.
-    let mut c = Model::new(&ModelSpec::new(Arch::Lenet5, image(3, 32), 10)).unwrap();
+    let mut c = Model::new(&ModelSpec::new(Arch::Lenet5, image(3, 32), 10), 0).unwrap();
     let err = format!("{:#}", c.load_weights(&path).unwrap_err());
     assert!(err.contains("w.safetensors") && err.contains("conv1.weight") && err.contains("expects"), "{err}");
     // Another architecture: names differ.
-    let mut d = Model::new(&ModelSpec::new(Arch::Mlp, InputShape::Tabular { features: 784 }, 10)).unwrap();
+    let mut d = Model::new(&ModelSpec::new(Arch::Mlp, InputShape::Tabular { features: 784 }, 10), 0).unwrap();
     assert!(
         format!("{:#}", d.load_weights(&path).unwrap_err()).contains("'conv1.bias' is not a parameter of model mlp")
     );
@@ -191,7 +190,7 @@ fn out_of_range_hyperparameters_are_refused() {
         (TrainConfig { momentum: 1.0, ..Default::default() }, "--momentum must be in [0, 1)"),
     ];
     for (config, expected) in cases {
-        let mut model = Model::new(&spec).unwrap();
+        let mut model = Model::new(&spec, 0).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let err = train::train(&mut model, &data, &config, Some(dir.path()), Progress::HIDDEN).unwrap_err();
         assert!(err.to_string().contains(expected), "{err} should mention {expected}");

@@ -52,7 +52,7 @@ pub fn run(_global: &Global, args: ModelsArgs) -> Result<()> {
     };
     let mut spec = ModelSpec::new(name.parse::<Arch>()?, parse_input_shape(&args.input)?, args.classes);
     spec.width = args.width;
-    let model = Model::new(&spec)?;
+    let model = Model::new(&spec, 0)?;
     let layers = model.layer_infos();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"spec": spec, "layers": layers}))?);

@@ -5,6 +5,7 @@
 //! "probe" added to its output. The gradient of the loss with respect to that probe is the gradient at the layer's
 //! output, which is what per-sample gradient formulas (as in Opacus' grad samplers) combine with the input.
 
+use rand::Rng;
 use tch::{nn, Tensor};
 
 /// Geometry of a 2-D convolution.
@@ -80,26 +81,22 @@ impl Forward {
 }
 
 impl ParamLayer {
-    pub fn linear(vs: &nn::Path, name: &str, in_features: i64, out_features: i64) -> Self {
+    pub fn linear(vs: &nn::Path, name: &str, in_features: i64, out_features: i64, rng: &mut impl Rng) -> Self {
         let p = sub_path(vs, name);
         // PyTorch's default initialisation for nn.Linear.
         let bound = 1.0 / (in_features as f64).sqrt();
-        let weight = p.var("weight", &[out_features, in_features], nn::Init::Uniform { lo: -bound, up: bound });
-        let bias = p.var("bias", &[out_features], nn::Init::Uniform { lo: -bound, up: bound });
+        let weight = p.var_copy("weight", &uniform(rng, &[out_features, in_features], bound));
+        let bias = p.var_copy("bias", &uniform(rng, &[out_features], bound));
         ParamLayer { name: name.to_string(), kind: LayerKind::Linear { in_features, out_features }, weight, bias }
     }
 
-    pub fn conv2d(vs: &nn::Path, name: &str, g: ConvGeometry) -> Self {
+    pub fn conv2d(vs: &nn::Path, name: &str, g: ConvGeometry, rng: &mut impl Rng) -> Self {
         let p = sub_path(vs, name);
         // PyTorch's default initialisation for nn.Conv2d.
         let fan_in = g.in_channels * g.kernel * g.kernel;
         let bound = 1.0 / (fan_in as f64).sqrt();
-        let weight = p.var(
-            "weight",
-            &[g.out_channels, g.in_channels, g.kernel, g.kernel],
-            nn::Init::Uniform { lo: -bound, up: bound },
-        );
-        let bias = p.var("bias", &[g.out_channels], nn::Init::Uniform { lo: -bound, up: bound });
+        let weight = p.var_copy("weight", &uniform(rng, &[g.out_channels, g.in_channels, g.kernel, g.kernel], bound));
+        let bias = p.var_copy("bias", &uniform(rng, &[g.out_channels], bound));
         ParamLayer { name: name.to_string(), kind: LayerKind::Conv2d(g), weight, bias }
     }
 
@@ -140,6 +137,15 @@ impl ParamLayer {
             }
         }
     }
+}
+
+/// Uniform(-bound, bound) values from our own seeded generator: initial weights then depend only on the model's
+/// seed, not on libtorch's global generator (shared by every thread of the process).
+fn uniform(rng: &mut impl Rng, shape: &[i64], bound: f64) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let bound = bound as f32;
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+    Tensor::from_slice(&values).reshape(shape)
 }
 
 /// The `VarStore` path of a dotted layer name (`layer1.0.conv1` -> `layer1` / `0` / `conv1`).

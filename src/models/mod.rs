@@ -16,6 +16,8 @@ use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use tch::{nn, Device, Kind, Tensor};
 
 pub use layers::{ConvGeometry, Forward, LayerKind, LayerRecord, ParamLayer};
@@ -217,6 +219,7 @@ impl fmt::Debug for Model {
 /// Builds the op list while tracking the feature-map shape, so classifier sizes follow from the input.
 struct Builder<'a> {
     root: nn::Path<'a>,
+    rng: ChaCha8Rng,
     layers: Vec<ParamLayer>,
     ops: Vec<Op>,
     /// (channels, height, width) of the current feature map; height = width = 1 once flattened.
@@ -235,7 +238,8 @@ impl<'a> Builder<'a> {
         let (c, h, w) = self.shape;
         let padding = kernel / 2;
         let g = ConvGeometry { in_channels: c, out_channels, kernel, stride, padding };
-        let index = self.push_layer(ParamLayer::conv2d(&self.root, name, g));
+        let layer = ParamLayer::conv2d(&self.root, name, g, &mut self.rng);
+        let index = self.push_layer(layer);
         let out = |n: i64| (n + 2 * padding - kernel) / stride + 1;
         self.shape = (out_channels, out(h), out(w));
         index
@@ -284,7 +288,10 @@ impl<'a> Builder<'a> {
         if d.rate > 0.0 && here {
             self.ops.push(Op::Dropout(d.rate));
         }
-        let i = self.push_layer(ParamLayer::linear(&self.root, name, in_features, out_features));
+        let i = {
+            let layer = ParamLayer::linear(&self.root, name, in_features, out_features, &mut self.rng);
+            self.push_layer(layer)
+        };
         self.ops.push(Op::Layer(i));
         self.shape = (out_features, 1, 1);
     }
@@ -314,9 +321,9 @@ fn scaled(channels: i64, width: f64) -> i64 {
 }
 
 impl Model {
-    /// Builds a freshly initialised model on the CPU (f32). Initialisation draws from libtorch's global RNG: call
-    /// `tch::manual_seed` first for reproducible weights.
-    pub fn new(spec: &ModelSpec) -> Result<Model> {
+    /// Builds a model on the CPU (f32) with PyTorch's default initialisation, drawn from a generator seeded by
+    /// `seed`: the same seed gives the same weights.
+    pub fn new(spec: &ModelSpec, seed: u64) -> Result<Model> {
         spec.validate()?;
         let vs = nn::VarStore::new(Device::Cpu);
         let shape = match spec.input {
@@ -325,6 +332,7 @@ impl Model {
         };
         let mut b = Builder {
             root: vs.root(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
             layers: Vec::new(),
             ops: Vec::new(),
             shape,
