@@ -1,0 +1,113 @@
+//! Gradients of every named layer, per sample (vectorised) or averaged over a batch.
+//!
+//! Per-sample gradients come from one forward and one backward pass: the forward pass records each named layer's
+//! input `a` and adds a zero probe to its output; one backward pass of the *summed* loss gives the gradient `g` at
+//! every layer's output, separately for each sample (no layer mixes samples: GroupNorm normalises within a sample).
+//! A small "grad sampler" per layer kind then combines `a` and `g` sample by sample, as Opacus does:
+//!
+//! | layer      | weight gradient of sample n                         | bias gradient        |
+//! |------------|------------------------------------------------------|----------------------|
+//! | linear     | `g[n]^T a[n]` (outer product)                        | `g[n]`               |
+//! | conv2d     | `g[n] (out x L) . unfold(a[n]) (C k k x L)^T`        | `g[n]` summed over L |
+//! | group norm | `sum over positions of g[n] * normalise(a[n])`       | `g[n]` summed        |
+//!
+//! A layer's gradient is a flat vector: the weight gradient (in the weight's row-major order) then the bias
+//! gradient. With `create_graph` the result stays differentiable (for sensitivity and gradient-matching attacks).
+
+use tch::{Kind, Tensor};
+
+use crate::models::{ConvGeometry, Forward, LayerKind, Model};
+
+/// Sum of the per-sample cross-entropy losses (nats), in the logits' precision.
+fn summed_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
+    let log_probs = logits.log_softmax(-1, logits.kind());
+    -log_probs.gather(1, &labels.unsqueeze(1), false).sum(logits.kind())
+}
+
+/// Per-sample gradients of every named layer: `result[l]` has shape (N, P_l), in the order of `model.layers()`.
+///
+/// `train` switches dropout on (as when a client computes its update). With `create_graph` the gradients can be
+/// differentiated again, e.g. with respect to `inputs` when it requires grad.
+pub fn per_sample_gradients(
+    model: &Model,
+    inputs: &Tensor,
+    labels: &Tensor,
+    train: bool,
+    create_graph: bool,
+) -> Vec<Tensor> {
+    let mut fwd = Forward::recording(train);
+    let logits = model.forward(inputs, &mut fwd);
+    let loss = summed_loss(&logits, labels);
+    let records = fwd.records.take().unwrap_or_default();
+    let probes: Vec<&Tensor> = records.iter().map(|r| &r.output_probe).collect();
+    let output_grads = Tensor::run_backward(&[&loss], &probes, create_graph, create_graph);
+    let mut per_layer: Vec<Option<Tensor>> = (0..model.layers().len()).map(|_| None).collect();
+    for (record, g) in records.iter().zip(&output_grads) {
+        let layer = &model.layers()[record.layer];
+        per_layer[record.layer] = Some(sample_layer(layer.kind, &record.input, g));
+    }
+    per_layer
+        .into_iter()
+        .zip(model.layers())
+        .map(|(g, layer)| g.unwrap_or_else(|| panic!("layer {} was not reached by the forward pass", layer.name)))
+        .collect()
+}
+
+/// The grad sampler of one layer kind: per-sample gradient (N, P) from the layer input and output gradient.
+fn sample_layer(kind: LayerKind, input: &Tensor, output_grad: &Tensor) -> Tensor {
+    match kind {
+        LayerKind::Linear { .. } => sample_linear(input, output_grad),
+        LayerKind::Conv2d(g) => sample_conv2d(input, output_grad, g),
+        LayerKind::GroupNorm { groups, eps, .. } => sample_group_norm(input, output_grad, groups, eps),
+    }
+}
+
+fn sample_linear(a: &Tensor, g: &Tensor) -> Tensor {
+    let weight = Tensor::einsum("no,ni->noi", &[g, a], None::<i64>);
+    Tensor::cat(&[weight.flatten(1, -1), g.shallow_clone()], 1)
+}
+
+fn sample_conv2d(a: &Tensor, g: &Tensor, geom: ConvGeometry) -> Tensor {
+    let k = geom.kernel;
+    // (N, C*k*k, L): each column is the receptive field of one output position, in the weight's (C, kh, kw) order.
+    let columns = a.im2col([k, k], [1, 1], [geom.padding; 2], [geom.stride; 2]);
+    let g = g.flatten(2, -1); // (N, out, L)
+    let weight = Tensor::einsum("nol,nkl->nok", &[&g, &columns], None::<i64>);
+    let bias = g.sum_dim_intlist([2i64].as_slice(), false, g.kind());
+    Tensor::cat(&[weight.flatten(1, -1), bias], 1)
+}
+
+fn sample_group_norm(a: &Tensor, g: &Tensor, groups: i64, eps: f64) -> Tensor {
+    let normalised = a.group_norm(groups, None::<&Tensor>, None::<&Tensor>, eps, false);
+    let dims = [2i64, 3].as_slice();
+    let weight = (g * normalised).sum_dim_intlist(dims, false, g.kind());
+    let bias = g.sum_dim_intlist(dims, false, g.kind());
+    Tensor::cat(&[weight, bias], 1)
+}
+
+/// Gradient of the batch's *mean* loss for every named layer, by ordinary backpropagation: `result[l]` is a flat
+/// vector of P_l values. This is the update a client shares for a batch (before any defence).
+pub fn batch_gradients(
+    model: &Model,
+    inputs: &Tensor,
+    labels: &Tensor,
+    train: bool,
+    create_graph: bool,
+) -> Vec<Tensor> {
+    let logits = model.forward(inputs, &mut Forward { train, records: None });
+    let loss = Model::loss(&logits, labels);
+    let params: Vec<&Tensor> = model.layers().iter().flat_map(|l| [&l.weight, &l.bias]).collect();
+    let grads = Tensor::run_backward(&[&loss], &params, create_graph, create_graph);
+    grads.chunks(2).map(|wb| Tensor::cat(&[wb[0].flatten(0, -1), wb[1].flatten(0, -1)], 0)).collect()
+}
+
+/// Concatenation of the chosen layers' gradients along the last axis.
+pub fn concat_layers(per_layer: &[Tensor], layers: &[usize]) -> Tensor {
+    let parts: Vec<&Tensor> = layers.iter().map(|&l| &per_layer[l]).collect();
+    Tensor::cat(&parts, -1)
+}
+
+/// Euclidean norm of each row of a (N, P) tensor, in f64 accumulation for stability.
+pub fn row_norms(t: &Tensor) -> Tensor {
+    t.to_kind(Kind::Double).square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double).sqrt()
+}
