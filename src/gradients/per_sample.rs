@@ -63,7 +63,8 @@ fn sample_layer(kind: LayerKind, input: &Tensor, output_grad: &Tensor) -> Tensor
 }
 
 fn sample_linear(a: &Tensor, g: &Tensor) -> Tensor {
-    let weight = Tensor::einsum("no,ni->noi", &[g, a], None::<i64>);
+    // A batched outer product; bmm is about twice as fast as the equivalent einsum here.
+    let weight = g.unsqueeze(2).bmm(&a.unsqueeze(1));
     Tensor::cat(&[weight.flatten(1, -1), g.shallow_clone()], 1)
 }
 
@@ -72,7 +73,7 @@ fn sample_conv2d(a: &Tensor, g: &Tensor, geom: ConvGeometry) -> Tensor {
     // (N, C*k*k, L): each column is the receptive field of one output position, in the weight's (C, kh, kw) order.
     let columns = a.im2col([k, k], [1, 1], [geom.padding; 2], [geom.stride; 2]);
     let g = g.flatten(2, -1); // (N, out, L)
-    let weight = Tensor::einsum("nol,nkl->nok", &[&g, &columns], None::<i64>);
+    let weight = g.bmm(&columns.transpose(1, 2)); // (N, out, C*k*k)
     let bias = g.sum_dim_intlist([2i64].as_slice(), false, g.kind());
     Tensor::cat(&[weight.flatten(1, -1), bias], 1)
 }
