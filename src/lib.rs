@@ -6,6 +6,7 @@
 
 pub mod arrays;
 pub mod data;
+pub mod defenses;
 pub mod gradients;
 pub mod io;
 pub mod models;

@@ -571,6 +571,22 @@ impl Model {
         crate::io::atomic_write_with(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(anyhow::Error::from))
     }
 
+    /// The same weights with another dropout rate (dropout has no parameters), at the model's dropout sites.
+    pub fn with_dropout(&self, rate: f64) -> Result<Model> {
+        let mut spec = self.spec.clone();
+        spec.dropout.rate = rate;
+        let mut model = Model::new(&spec, 0)?;
+        let source = self.vs.variables();
+        let mut target = model.vs.variables();
+        tch::no_grad(|| {
+            for (name, t) in target.iter_mut() {
+                t.copy_(&source[name]);
+            }
+        });
+        model.refresh_layer_handles();
+        Ok(model)
+    }
+
     /// The floating-point kind of the parameters.
     pub fn kind(&self) -> Kind {
         self.layers[0].weight.kind()
