@@ -30,7 +30,10 @@ fn main() {
     let n = 1000i64;
     let chunk = 250i64;
     println!("threads: {threads}; {n} samples; vectorised per-sample gradients in chunks of {chunk}");
-    println!("{:<22} {:>12} {:>14} {:>12} {:>14} {:>14}", "model", "batched (s)", "per-sample (s)", "loop (s)", "x batched", "loop / vect.");
+    println!(
+        "{:<22} {:>12} {:>14} {:>12} {:>14} {:>14}",
+        "model", "batched (s)", "per-sample (s)", "loop (s)", "x batched", "loop / vect."
+    );
     for (arch, input) in [
         (Arch::Lenet, InputShape::Image { channels: 1, height: 28, width: 28 }),
         (Arch::Lenet5, InputShape::Image { channels: 1, height: 28, width: 28 }),
@@ -47,7 +50,8 @@ fn main() {
         let vectorised = time(3, || {
             let mut start = 0;
             while start < n {
-                let g = per_sample_gradients(&model, &x.narrow(0, start, chunk), &y.narrow(0, start, chunk), false, false);
+                let g =
+                    per_sample_gradients(&model, &x.narrow(0, start, chunk), &y.narrow(0, start, chunk), false, false);
                 assert!(!g.is_empty());
                 start += chunk;
             }

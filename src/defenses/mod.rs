@@ -92,13 +92,16 @@ impl FromStr for Defense {
     fn from_str(s: &str) -> Result<Self> {
         let (name, args) = s.split_once(':').unwrap_or((s, ""));
         let number = |what: &str| -> Result<f64> {
-            args.trim().parse::<f64>().with_context(|| format!("defence '{s}': {what} must be a number; syntax: {SYNTAX}"))
+            args.trim()
+                .parse::<f64>()
+                .with_context(|| format!("defence '{s}': {what} must be a number; syntax: {SYNTAX}"))
         };
         let defense = match name.trim() {
             "dp" => {
                 let (mut clip, mut sigma) = (None, None);
                 for kv in args.split(',').filter(|kv| !kv.trim().is_empty()) {
-                    let (k, v) = kv.split_once('=').with_context(|| format!("defence '{s}': expected key=value in '{kv}'"))?;
+                    let (k, v) =
+                        kv.split_once('=').with_context(|| format!("defence '{s}': expected key=value in '{kv}'"))?;
                     let v: f64 = v.trim().parse().with_context(|| format!("defence '{s}': '{v}' is not a number"))?;
                     match k.trim() {
                         "clip" | "c" => clip = Some(v),
@@ -192,10 +195,10 @@ pub fn aggregate(per_sample: &[Tensor], plan: &DefensePlan, rng: &mut ChaCha8Rng
         None => per_sample.iter().map(|g| g.mean_dim([0i64].as_slice(), false, g.kind())).collect(),
         Some((clip, sigma)) => {
             // The clipping norm is over every shared layer together, as in DP-SGD.
-            let squared: Tensor = per_sample.iter().map(|g| row_norms(g).square()).fold(
-                Tensor::zeros([batch], (Kind::Double, tch::Device::Cpu)),
-                |acc, s| acc + s,
-            );
+            let squared: Tensor = per_sample
+                .iter()
+                .map(|g| row_norms(g).square())
+                .fold(Tensor::zeros([batch], (Kind::Double, tch::Device::Cpu)), |acc, s| acc + s);
             let scale = (clip / (squared.sqrt() + 1e-12)).clamp_max(1.0).to_kind(per_sample[0].kind()).unsqueeze(1);
             per_sample
                 .iter()

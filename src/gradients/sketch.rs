@@ -72,7 +72,10 @@ impl Sketch {
                         input_dim * dim
                     );
                 }
-                Projection::Dense(crate::defenses::gaussian(&mut rng, input_dim * dim, 1.0 / (dim as f64).sqrt()).reshape([input_dim, dim]))
+                Projection::Dense(
+                    crate::defenses::gaussian(&mut rng, input_dim * dim, 1.0 / (dim as f64).sqrt())
+                        .reshape([input_dim, dim]),
+                )
             }
             SketchKind::Sparse => {
                 let s = SPARSE_NONZEROS.min(dim);

@@ -126,7 +126,9 @@ pub fn write_store(dir: &Path, manifest: &Manifest, updates: &SharedUpdates, ove
     ] {
         named.push((name.to_string(), t.contiguous()));
     }
-    crate::io::atomic_write_with(&dir.join(TENSORS_FILE), |tmp| Tensor::write_safetensors(&named, tmp).map_err(Into::into))?;
+    crate::io::atomic_write_with(&dir.join(TENSORS_FILE), |tmp| {
+        Tensor::write_safetensors(&named, tmp).map_err(Into::into)
+    })?;
     crate::io::write_json(&manifest_path, manifest)
 }
 
@@ -136,8 +138,8 @@ impl GradientStore {
         let manifest_path = dir.join(MANIFEST_FILE);
         let text = std::fs::read_to_string(&manifest_path)
             .with_context(|| format!("{}: cannot read (is this a gradient store folder?)", manifest_path.display()))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).with_context(|| format!("{}: not a valid store manifest", manifest_path.display()))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a valid store manifest", manifest_path.display()))?;
         if manifest.format != FORMAT {
             bail!("{}: format '{}', expected '{FORMAT}'", manifest_path.display(), manifest.format);
         }
@@ -160,7 +162,8 @@ impl GradientStore {
         };
         let mut layers = Vec::new();
         for l in &manifest.layers {
-            let full = if l.full { Some(take(&format!("grad.{}", l.info.name), Some(l.info.num_params))?) } else { None };
+            let full =
+                if l.full { Some(take(&format!("grad.{}", l.info.name), Some(l.info.num_params))?) } else { None };
             let sketch = match l.sketch_dim {
                 Some(k) => Some(take(&format!("sketch.{}", l.info.name), Some(k))?),
                 None => None,

@@ -116,7 +116,12 @@ fn draw_batches(split_size: i64, num_updates: i64, batch_size: i64, rng: &mut Ch
 }
 
 /// Computes `config.num_updates` shared updates of `model` on `split`.
-pub fn compute_updates(model: &Model, split: &Split, config: &UpdateConfig, progress: Progress) -> Result<SharedUpdates> {
+pub fn compute_updates(
+    model: &Model,
+    split: &Split,
+    config: &UpdateConfig,
+    progress: Progress,
+) -> Result<SharedUpdates> {
     let plan = DefensePlan::new(&config.defenses)?;
     let n = config.num_updates;
     let b = config.batch_size;
@@ -165,7 +170,14 @@ pub fn compute_updates(model: &Model, split: &Split, config: &UpdateConfig, prog
         .map(|&l| {
             let layer = &model.layers()[l];
             (layer.num_params() > config.sketch_dim)
-                .then(|| Sketch::new(config.sketch_kind, layer.num_params(), config.sketch_dim, layer_seed(config.seed, &layer.name)))
+                .then(|| {
+                    Sketch::new(
+                        config.sketch_kind,
+                        layer.num_params(),
+                        config.sketch_dim,
+                        layer_seed(config.seed, &layer.name),
+                    )
+                })
                 .transpose()
         })
         .collect::<Result<_>>()?;

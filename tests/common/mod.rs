@@ -37,4 +37,3 @@ pub fn quadrant_dataset(input: InputShape, n_train: i64, n_test: i64, seed: i64)
         test: make(n_test),
     }
 }
-
