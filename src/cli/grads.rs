@@ -1,0 +1,112 @@
+//! `gradleak grads`: shared updates of a checkpoint on a data split, written as a gradient store.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use gradleak::data;
+use gradleak::defenses::Defense;
+use gradleak::gradients::sketch::SketchKind;
+use gradleak::gradients::store::{self, CheckpointRef};
+use gradleak::gradients::updates::{compute_updates, UpdateConfig};
+use gradleak::progress::Progress;
+use gradleak::train::SavedRun;
+
+use super::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct GradsArgs {
+    /// Training run folder (from `gradleak train`).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Checkpoint epoch (0 = initialisation; default: the last saved).
+    #[arg(long)]
+    pub epoch: Option<usize>,
+    /// Split the victims come from.
+    #[arg(long, default_value = "train", value_parser = ["train", "test"])]
+    pub split: String,
+    /// Number of shared updates.
+    #[arg(long, default_value_t = 1000)]
+    pub updates: i64,
+    /// Samples per shared update (the victim is the first).
+    #[arg(long, default_value_t = 1)]
+    pub batch_size: i64,
+    /// A defence, repeatable: dp:clip=C,sigma=S | dropout:P | prune:F | quantize:B | noise:STD | protect:L1+L2
+    #[arg(long = "defense", alias = "defence")]
+    pub defenses: Vec<Defense>,
+    /// DP accounting: delta (with a dp defence).
+    #[arg(long, default_value_t = 1e-5)]
+    pub delta: f64,
+    /// DP accounting: steps (default: one epoch of the training set at this batch size).
+    #[arg(long)]
+    pub steps: Option<u64>,
+    /// Layers to store, comma-separated (default: all shared layers).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Option<Vec<String>>,
+    /// Layers with more parameters are also stored as a sketch of this dimension.
+    #[arg(long, default_value_t = 4096)]
+    pub sketch_dim: i64,
+    #[arg(long, value_enum, default_value_t = SketchKind::Sparse)]
+    pub sketch: SketchKind,
+    /// Layers with more parameters are stored only as a sketch.
+    #[arg(long, default_value_t = 262_144)]
+    pub full_max_params: i64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output folder for the store.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace a store already in the out folder.
+    #[arg(long)]
+    pub force: bool,
+    /// Print the manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
+    let saved = SavedRun::open(&args.run)?;
+    let epoch = args.epoch.unwrap_or_else(|| saved.run.epochs.last().map(|e| e.epoch).unwrap_or(0));
+    let model = saved.model_at(epoch)?;
+    let dataset = data::load(&saved.run.dataset, &global.data_dir)?;
+    let split = if args.split == "train" { &dataset.train } else { &dataset.test };
+    let config = UpdateConfig {
+        num_updates: args.updates,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        defenses: args.defenses.clone(),
+        layers: args.layers.clone(),
+        sketch_kind: args.sketch,
+        sketch_dim: args.sketch_dim,
+        full_max_params: args.full_max_params,
+    };
+    let dp = gradleak::gradients::dp_record(&config, dataset.train.len(), args.delta, args.steps)?;
+    let updates = compute_updates(&model, split, &config, Progress::new(global.quiet || args.json))?;
+    let test_accuracy = saved.run.epochs.iter().find(|e| e.epoch == epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);
+    let checkpoint = CheckpointRef { run: args.run.display().to_string(), epoch, test_accuracy };
+    let manifest = gradleak::gradients::manifest(&model, &dataset, &args.split, Some(checkpoint), &config, &updates, dp);
+    store::write_store(&args.out, &manifest, &updates, args.force)
+        .with_context(|| format!("gradient store {}", args.out.display()))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&manifest)?);
+        return Ok(());
+    }
+    println!(
+        "{} updates of {} (epoch {epoch}) on {} {} split, batch size {}, defence: {}",
+        manifest.num_updates, manifest.model.arch, manifest.dataset, manifest.split, manifest.batch_size, manifest.defense
+    );
+    if let Some(dp) = &manifest.dp {
+        let eps = dp.epsilon.map(|e| format!("{e:.3}")).unwrap_or_else(|| "infinite".into());
+        println!("DP: epsilon {eps} at delta {} (q = {:.5}, {} steps)", dp.delta, dp.sample_rate, dp.steps);
+    }
+    println!("{:<24} {:>12} {:>6} {:>8}", "layer", "parameters", "full", "sketch");
+    for l in &manifest.layers {
+        let sketch = l.sketch_dim.map(|k| k.to_string()).unwrap_or_else(|| "-".into());
+        println!("{:<24} {:>12} {:>6} {:>8}", l.info.name, l.info.num_params, if l.full { "yes" } else { "no" }, sketch);
+    }
+    if !manifest.protected.is_empty() {
+        println!("not shared (protected): {}", manifest.protected.join(", "));
+    }
+    println!("written to {}", args.out.display());
+    Ok(())
+}
