@@ -27,7 +27,7 @@
 //!
 //! minimised over a fixed grid of orders ([`default_orders`], the grid of dp-accounting). This is the computation
 //! of `dp_accounting.rdp.RdpAccountant` (and of Opacus' RDP accountant), and the tests check it against
-//! dp-accounting to 1e-9 relative.
+//! dp-accounting (16 settings, agreement better than 1e-9 relative).
 
 use anyhow::{bail, Result};
 use serde::Serialize;
