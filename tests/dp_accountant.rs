@@ -12,8 +12,8 @@
 //!
 //! Run that script to regenerate the tables. With the same orders our computation is the same, up to floating-point
 //! rounding (log-gamma and log-erfc come from different libraries): the largest relative difference measured is
-//! 3.9e-10 (q = 0.001, sigma = 20, where order 256 is optimal). The tests require 1e-8 relative for epsilon and every RDP value (far tighter
-//! than the 1% that would matter), and the same optimal order.
+//! 3.9e-10 (q = 0.001, sigma = 20, where order 256 is optimal). The tests require 1e-8 relative for epsilon and
+//! every RDP value (far tighter than the 1% that would matter), and the same optimal order.
 
 use gradleak::defenses::accountant::{default_orders, epsilon, epsilon_with_orders, rdp};
 
