@@ -192,7 +192,7 @@ pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> Result<Priva
     }
     let mut best = PrivacySpent { epsilon: f64::INFINITY, best_order: None };
     for (&a, &r) in orders.iter().zip(rdp) {
-        if !(a >= 1.0) {
+        if a.is_nan() || a < 1.0 {
             bail!("Rényi orders must be >= 1, got {a}");
         }
         if r.is_nan() || r < 0.0 {
@@ -250,8 +250,8 @@ mod tests {
     #[test]
     fn integer_orders_match_the_closed_form_for_order_two() {
         // A_2 = (1-q)^2 + 2q(1-q) + q^2 e^{1/sigma^2} = 1 + q^2 (e^{1/sigma^2} - 1).
-        for (q, sigma) in [(0.01, 1.0), (0.3, 0.7), (0.9, 4.0)] {
-            let want = (q * q * ((1.0 / (sigma * sigma)) as f64).exp_m1()).ln_1p();
+        for (q, sigma) in [(0.01f64, 1.0f64), (0.3, 0.7), (0.9, 4.0)] {
+            let want = (q * q * (1.0 / (sigma * sigma)).exp_m1()).ln_1p();
             let got = rdp(q, sigma, 1, &[2.0]).unwrap()[0];
             assert!((got - want).abs() <= 1e-12 * want, "q={q} sigma={sigma}: {got} vs {want}");
         }
