@@ -5,8 +5,9 @@
     venv/bin/python scripts/reference_dp_epsilon.py
 
 Prints one Rust tuple per setting: (sample rate, noise multiplier, steps, delta, epsilon, optimal order), with the
-floats printed by repr() so they round-trip exactly; then, for three settings, the RDP of one step at a few orders. The orders are dp-accounting's DEFAULT_RDP_ORDERS, which is
-also gradleak's `accountant::default_orders()` (1.1, 1.2, ..., 10.9, 11, ..., 63, 128, 256, 512, 1024).
+floats printed by repr() so they round-trip exactly; then, for three settings, the RDP of one step at a few orders.
+The orders are dp-accounting's DEFAULT_RDP_ORDERS, which is also gradleak's `accountant::default_orders()`
+(1.1, 1.2, ..., 10.9, 11, ..., 63, 128, 256, 512, 1024).
 """
 
 from importlib.metadata import version

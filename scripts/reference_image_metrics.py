@@ -71,7 +71,8 @@ def main():
             data_range=data_range,
             channel_axis=0,
         )
-        print(f"({c}, {h}, {w}, {seed}, {amp!r}, {data_range!r}, {win or 0}, {float(mse)!r}, {float(psnr)!r}, {float(ssim)!r}),")
+        values = ", ".join(repr(float(v)) for v in (mse, psnr, ssim))
+        print(f"({c}, {h}, {w}, {seed}, {amp!r}, {data_range!r}, {win or 0}, {values}),")
 
 
 if __name__ == "__main__":

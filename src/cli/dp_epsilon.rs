@@ -60,7 +60,9 @@ pub fn run(_global: &Global, args: DpEpsilonArgs) -> Result<()> {
     }
     match spent.best_order {
         Some(order) if spent.epsilon.is_finite() => {
-            println!("epsilon = {:.4} at delta = {delta:e} (optimal Rényi order {order})", spent.epsilon)
+            let eps = spent.epsilon;
+            let shown = if eps == 0.0 || eps >= 0.01 { format!("{eps:.4}") } else { format!("{eps:.3e}") };
+            println!("epsilon = {shown} at delta = {delta:e} (optimal Rényi order {order})")
         }
         _ => println!("epsilon = inf at delta = {delta:e}: no finite guarantee (no noise)"),
     }
