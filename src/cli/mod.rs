@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+mod data;
 mod models;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct Global {
 pub enum Command {
     /// List the model architectures, or the named layers of one.
     Models(models::ModelsArgs),
+    /// List, fetch and inspect datasets.
+    Data(data::DataArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -43,5 +46,6 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Models(args) => models::run(&cli.global, args),
+        Command::Data(args) => data::run(&cli.global, args),
     }
 }
