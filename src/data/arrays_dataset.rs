@@ -88,10 +88,8 @@ fn labels(path: &Path) -> Result<Tensor> {
         _ => bail!("{}: shape {size:?}, expected (N,) or (N, 1) labels", path.display()),
     };
     let as_f = y.to_kind(Kind::Double);
-    if as_f.numel() > 0 {
-        if (as_f.frac().abs().max().double_value(&[])) > 0.0 || as_f.min().double_value(&[]) < 0.0 {
-            bail!("{}: labels must be integers 0, 1, 2, ...", path.display());
-        }
+    if as_f.numel() > 0 && (as_f.frac().abs().max().double_value(&[]) > 0.0 || as_f.min().double_value(&[]) < 0.0) {
+        bail!("{}: labels must be integers 0, 1, 2, ...", path.display());
     }
     Ok(y.to_kind(Kind::Int64))
 }

