@@ -1,1 +1,4 @@
+//! Measurements on features (gradients, sketches of them) against targets (inputs, labels, attributes).
+
 pub mod image_metrics;
+pub mod vinfo;
