@@ -5,6 +5,7 @@ mod dp_epsilon;
 mod grads;
 mod models;
 mod train;
+mod vinfo;
 
 use std::path::PathBuf;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Grads(grads::GradsArgs),
     /// The (epsilon, delta) guarantee of DP-SGD, by the Rényi-DP accountant.
     DpEpsilon(dp_epsilon::DpEpsilonArgs),
+    /// Usable (V-)information of features about a target, with a bootstrap interval.
+    Vinfo(vinfo::VinfoArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -59,5 +62,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(&cli.global, args),
         Command::Grads(args) => grads::run(&cli.global, args),
         Command::DpEpsilon(args) => dp_epsilon::run(&cli.global, args),
+        Command::Vinfo(args) => vinfo::run(&cli.global, args),
     }
 }

@@ -8,9 +8,7 @@ use std::collections::VecDeque;
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::model::{
-    floored_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser,
-};
+use super::model::{floored_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser};
 
 /// Ridge strengths tried, relative to the mean eigenvalue of the Gram matrix of the standardised training
 /// features: 10^-6 .. 10^3.
@@ -122,8 +120,11 @@ impl ConditionalModel for RidgeGaussian {
         let coef = coefs[best].take().ok_or_else(|| anyhow!("ridge: missing coefficients"))?;
         let weight = if dual { x.tr().matmul(&coef) } else { coef };
         let var = floored_variance(&(val.y - (xv.matmul(&weight) + &y_mean)), &self.floor);
-        let tried =
-            grid.iter().zip(&losses).filter_map(|(g, l)| l.map(|l| (10f64.powi(*g), l / std::f64::consts::LN_2))).collect();
+        let tried = grid
+            .iter()
+            .zip(&losses)
+            .filter_map(|(g, l)| l.map(|l| (10f64.powi(*g), l / std::f64::consts::LN_2)))
+            .collect();
         self.fitted = Some(RidgeFit {
             standardiser,
             weight,

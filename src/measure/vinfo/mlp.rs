@@ -5,15 +5,13 @@
 
 use anyhow::{anyhow, bail, Result};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::model::{
-    floored_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser,
-};
+use super::model::{floored_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser};
 
 /// Training settings of the MLP families (the hidden sizes are part of [`super::Family::Mlp`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,12 +114,13 @@ impl ConditionalModel for Mlp {
         if self.hidden.is_empty() || self.hidden.iter().any(|&h| h < 1) {
             bail!("MLP hidden sizes must be positive, got {:?}", self.hidden);
         }
-        tch::manual_seed(self.seed as i64);
         let standardiser = Standardiser::fit(train.x);
         let x = standardiser.apply(train.x).to_kind(Kind::Float);
         let xv = standardiser.apply(val.x);
         let (y_mean, y_scale) = match self.task {
-            Task::Classes(_) => (Tensor::zeros([1], (Kind::Double, Device::Cpu)), Tensor::ones([1], (Kind::Double, Device::Cpu))),
+            Task::Classes(_) => {
+                (Tensor::zeros([1], (Kind::Double, Device::Cpu)), Tensor::ones([1], (Kind::Double, Device::Cpu)))
+            }
             Task::Gaussian(_) => {
                 let m = train.y.mean_dim(0, false, Kind::Double);
                 let s = train.y.std_dim(0, false, false);
@@ -137,17 +136,23 @@ impl ConditionalModel for Mlp {
         let mut net = nn::seq();
         let mut width = x.size()[1];
         for (i, &h) in self.hidden.iter().enumerate() {
-            net = net.add(nn::linear(vs.root() / format!("hidden{i}"), width, h, Default::default())).add_fn(|t| t.relu());
+            net = net
+                .add(nn::linear(vs.root() / format!("hidden{i}"), width, h, Default::default()))
+                .add_fn(|t| t.relu());
             width = h;
         }
         net = net.add(nn::linear(vs.root() / "out", width, self.outputs(train.y), Default::default()));
-        let mut opt = nn::AdamW { wd: self.opts.weight_decay, ..Default::default() }.build(&vs, self.opts.learning_rate)?;
+        init_weights(&vs, self.seed);
+        let mut opt =
+            nn::AdamW { wd: self.opts.weight_decay, ..Default::default() }.build(&vs, self.opts.learning_rate)?;
         let val_loss = |net: &nn::Sequential| -> f64 {
             let out = forward_f64(net, &xv);
             match &self.task {
-                Task::Classes(_) => {
-                    -out.log_softmax(1, Kind::Double).gather(1, &val.y.unsqueeze(1), false).mean(Kind::Double).double_value(&[])
-                }
+                Task::Classes(_) => -out
+                    .log_softmax(1, Kind::Double)
+                    .gather(1, &val.y.unsqueeze(1), false)
+                    .mean(Kind::Double)
+                    .double_value(&[]),
                 Task::Gaussian(floor) => gaussian_validation_loss(val.y, &(out * &y_scale + &y_mean), floor),
             }
         };
@@ -223,6 +228,24 @@ impl ConditionalModel for Mlp {
                 "validation_bits": f.best_val_bits,
             }),
         }
+    }
+}
+
+/// Initialises every layer as PyTorch does by default (uniform in +-1/sqrt(fan_in) for weights and biases), but
+/// from a ChaCha stream seeded with `seed`, so a fit does not depend on libtorch's global generator (which other
+/// threads may be drawing from).
+fn init_weights(vs: &nn::VarStore, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1417);
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &vars[name];
+        let layer = name.rsplit_once('.').map_or(name.as_str(), |(l, _)| l);
+        let fan_in = vars.get(&format!("{layer}.weight")).map_or(1, |w| w.size()[1]);
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let values: Vec<f32> = (0..t.numel()).map(|_| rng.random_range(-bound..bound) as f32).collect();
+        tch::no_grad(|| t.shallow_clone().copy_(&Tensor::from_slice(&values).view(t.size().as_slice())));
     }
 }
 

@@ -356,8 +356,7 @@ pub fn estimate(features: &Tensor, target: &Target, family: &Family, opts: &Esti
         let train = Part { x: &xtr, y: &ytr };
         let val = Part { x: &xva, y: &yva };
         let seed = derive_seed(opts.seed, 100 + k as u64);
-        let (mut null, mut cond): (Box<dyn ConditionalModel>, Box<dyn ConditionalModel>) = match (&prepared, family)
-        {
+        let (mut null, mut cond): (Box<dyn ConditionalModel>, Box<dyn ConditionalModel>) = match (&prepared, family) {
             (Prepared::Classes { classes, .. }, Family::Linear) => {
                 (Box::new(ClassFrequencies::new(*classes)), Box::new(LogisticRegression::new(*classes)))
             }

@@ -78,9 +78,7 @@ impl Protocol {
                 check_fraction("the validation fraction", val_fraction)?;
                 check_fraction("the test fraction", test_fraction)?;
                 if val_fraction + test_fraction >= 1.0 {
-                    bail!(
-                        "validation and test fractions ({val_fraction} + {test_fraction}) leave no training samples"
-                    );
+                    bail!("validation and test fractions ({val_fraction} + {test_fraction}) leave no training samples");
                 }
             }
             Protocol::CrossFit { folds, val_fraction } => {
@@ -145,9 +143,8 @@ pub fn bootstrap_ci(values: &[f64], resamples: usize, seed: u64) -> [f64; 2] {
         return [f64::NAN, f64::NAN];
     }
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..resamples)
-        .map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64)
-        .collect();
+    let mut means: Vec<f64> =
+        (0..resamples).map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
     means.sort_by(f64::total_cmp);
     [quantile(&means, 0.025), quantile(&means, 0.975)]
 }
