@@ -32,8 +32,12 @@ impl Normal {
 /// times slower than one after another. Each test holds this lock.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Also runs libtorch on one thread: these problems are small, and on a shared machine two threads that wait
+/// for each other at every operation made the MLP test 40 times slower.
 fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+    let guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    tch::set_num_threads(1);
+    guard
 }
 
 fn opts(seed: u64) -> EstimateOptions {
