@@ -89,6 +89,7 @@ fn gaussian_channel_recovers_the_analytic_information_and_improves_with_n() {
     // plus the fitting bias of 7x3 ridge coefficients on ~2,560 training samples, about
     // (D+1)K / (2 n ln 2) = 0.006 bits; 0.02 covers it.
     let tol = 2.0 * half_width(&e) + 0.02;
+    eprintln!("gaussian channel, n = 4000: {:.4} bits {:?}, analytic {truth:.4}", e.bits, e.ci95);
     assert!((e.bits - truth).abs() < tol, "estimate {} vs analytic {truth} (tolerance {tol})", e.bits);
     assert!((e.bits - truth).abs() < 0.1, "estimate {} vs analytic {truth}", e.bits);
     assert!(e.ci95[0] < e.bits && e.bits < e.ci95[1]);
@@ -112,6 +113,7 @@ fn gaussian_channel_recovers_the_analytic_information_and_improves_with_n() {
             / 4.0
     };
     let (small, large) = (mean_error(200), mean_error(4000));
+    eprintln!("gaussian channel, mean |error|: {small:.4} bits (n = 200), {large:.4} bits (n = 4000)");
     assert!(large < small, "mean |error|: {small} bits with 200 samples, {large} bits with 4000");
     assert!(large < 0.05, "mean |error| with 4000 samples: {large}");
 }
@@ -147,11 +149,12 @@ fn class_channel(n: i64, seed: u64) -> (Tensor, Tensor, f64) {
 fn class_channel_recovers_the_analytic_information() {
     let _serial = serial();
     let (x, y, truth) = class_channel(3000, 2);
-    assert!((truth - 0.55).abs() < 0.1, "analytic value {truth}");
+    assert!(truth > 0.0 && truth < 3f64.log2(), "analytic value {truth}");
     let e = estimate(&x, &Target::Categorical(y), &Family::Linear, &opts(0)).unwrap();
     // Sampling noise (two CI half-widths, about four standard errors) plus the fitting bias of 4x3 logistic
     // parameters on ~1,920 training samples, about (D+1)C / (2 n ln 2) = 0.005 bits; 0.02 covers it.
     let tol = 2.0 * half_width(&e) + 0.02;
+    eprintln!("class channel: {:.4} bits {:?}, analytic {truth:.4}, accuracy {:?}", e.bits, e.ci95, e.accuracy);
     assert!((e.bits - truth).abs() < tol, "estimate {} vs analytic {truth} (tolerance {tol})", e.bits);
     // The Bayes accuracy of this channel is (2 Phi(0.75) + 2 Phi(0.75) - 1) / 3 = 0.698; 3,000 scored samples give
     // a standard error of 0.008, so +-0.04 is five standard errors.
@@ -235,6 +238,7 @@ fn the_mlp_family_finds_what_the_linear_family_cannot() {
     let o = EstimateOptions { protocol: Protocol::CrossFit { folds: 3, val_fraction: 0.2 }, ..opts(0) };
     let lin = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::Linear, &o).unwrap();
     let mlp = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::Mlp { hidden: vec![32, 32] }, &o).unwrap();
+    eprintln!("xor: linear {:.4} bits, mlp {:.4} bits {:?}", lin.bits, mlp.bits, mlp.ci95);
     assert!(lin.bits < 0.05, "linear {}", lin.bits);
     // Near the axes the boundary stays uncertain with ~1,000 training samples; 0.6 of the 1 bit is a loose floor.
     assert!(mlp.bits > 0.6 && mlp.bits <= 1.0 + 2.0 * half_width(&mlp), "mlp {}", mlp.bits);
