@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+mod dp_epsilon;
 mod models;
 
 use std::path::PathBuf;
@@ -35,6 +36,8 @@ pub struct Global {
 pub enum Command {
     /// List the model architectures, or the named layers of one.
     Models(models::ModelsArgs),
+    /// The (epsilon, delta) guarantee of DP-SGD, by the Rényi-DP accountant.
+    DpEpsilon(dp_epsilon::DpEpsilonArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -43,5 +46,6 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Models(args) => models::run(&cli.global, args),
+        Command::DpEpsilon(args) => dp_epsilon::run(&cli.global, args),
     }
 }
