@@ -1,1 +1,2 @@
+pub mod attacks;
 pub mod image_metrics;
