@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+mod attack;
 mod data;
 mod dp_epsilon;
 mod grads;
@@ -47,6 +48,8 @@ pub enum Command {
     Grads(grads::GradsArgs),
     /// The (epsilon, delta) guarantee of DP-SGD, by the Rényi-DP accountant.
     DpEpsilon(dp_epsilon::DpEpsilonArgs),
+    /// Reconstruct inputs from shared updates with DLG, iDLG or Inverting Gradients.
+    Attack(attack::AttackArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -59,5 +62,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(&cli.global, args),
         Command::Grads(args) => grads::run(&cli.global, args),
         Command::DpEpsilon(args) => dp_epsilon::run(&cli.global, args),
+        Command::Attack(args) => attack::run(&cli.global, args),
     }
 }

@@ -713,6 +713,13 @@ pub struct MeanScores {
     pub label_accuracy: f64,
 }
 
+/// A matched layer and its weight in the gradient distance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MatchedLayer {
+    pub name: String,
+    pub weight: f64,
+}
+
 /// Everything about an attack run; serialised as `attack.json`.
 #[derive(Debug, Serialize)]
 pub struct AttackReport {
@@ -723,7 +730,7 @@ pub struct AttackReport {
     /// A readable name of the defences.
     pub defense: String,
     /// The matched layers and their weights.
-    pub matched_layers: Vec<(String, f64)>,
+    pub matched_layers: Vec<MatchedLayer>,
     /// Layers the client did not share.
     pub protected: Vec<String>,
     pub label_source: LabelSource,
@@ -813,8 +820,12 @@ pub fn run_attacks(
         label_source = rec.label_source;
         if matched_layers.is_empty() {
             let m = matcher(model, &shared, config)?;
-            matched_layers =
-                m.layers.iter().zip(&m.weights).map(|(&l, &w)| (model.layers()[l].name.clone(), w)).collect();
+            matched_layers = m
+                .layers
+                .iter()
+                .zip(&m.weights)
+                .map(|(&l, &weight)| MatchedLayer { name: model.layers()[l].name.clone(), weight })
+                .collect();
         }
         results.push(UpdateResult {
             update: u as usize,
