@@ -77,6 +77,11 @@ pub struct AttackArgs {
 }
 
 pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
+    if global.threads == 0 {
+        // An attack is a long chain of small operations: intra-op threads mostly add synchronisation (and are many
+        // times slower when another process keeps a core busy). --threads N overrides this for large models.
+        tch::set_num_threads(1);
+    }
     let saved = SavedRun::open(&args.run)?;
     let epoch = args.epoch.unwrap_or_else(|| saved.run.epochs.last().map(|e| e.epoch).unwrap_or(0));
     let mut model = saved.model_at(epoch)?;
