@@ -129,7 +129,7 @@ fn idlg_label_is_right_for_twenty_single_images() {
 
 #[test]
 fn idlg_recovers_the_image_with_the_inferred_label() {
-    let report = attack(&dlg_lenet(4), &share(1, 1, &[]), &config(Method::Idlg, 150));
+    let report = attack(&dlg_lenet(4), &share(1, 1, &[]), &config(Method::Idlg, 300));
     assert!(report.mean.psnr > 30.0, "iDLG PSNR {:.2} dB", report.mean.psnr);
     eprintln!("iDLG PSNR {:.2} dB", report.mean.psnr);
     assert_eq!(report.mean.label_accuracy, 1.0);

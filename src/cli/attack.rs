@@ -110,9 +110,6 @@ pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
     config.layer_weights = args.layer_weights.clone();
     config.seed = args.seed;
     config.validate()?;
-    if !config.layer_weights.is_empty() && config.layers.is_empty() {
-        bail!("--layer-weights needs --layers: name the layers the weights belong to");
-    }
     let dataset = data::load(&saved.run.dataset, &global.data_dir)?;
     let split = if args.split == "train" { &dataset.train } else { &dataset.test };
     let share = ShareConfig { samples: args.samples, batch_size: args.batch_size, defenses: args.defenses.clone() };
