@@ -293,6 +293,12 @@ fn bad_input_gives_clear_errors() {
     let e =
         format!("{:#}", attacks::run_attacks(&small, &mnist(), &share(1, 1, &[]), &cfg, Progress::HIDDEN).unwrap_err());
     assert!(e.contains("model lenet takes 1x16x16 images"), "{e}");
+    // More victims than images.
+    let e = format!(
+        "{:#}",
+        attacks::run_attacks(&model, &mnist(), &share(201, 1, &[]), &cfg, Progress::HIDDEN).unwrap_err()
+    );
+    assert!(e.contains("--samples 201 is larger than the split (200 images)"), "{e}");
     // A tabular model.
     let mlp = Model::new(&ModelSpec::new(Arch::Mlp, data::InputShape::Tabular { features: 784 }, 10), 0).unwrap();
     let e =

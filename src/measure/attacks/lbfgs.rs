@@ -59,6 +59,9 @@ pub struct LbfgsResult {
     pub stop: Stop,
 }
 
+/// An objective: the loss at a point and its gradient.
+pub type Objective<'a> = dyn FnMut(&[f64]) -> (f64, Vec<f64>) + 'a;
+
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     // Four accumulators let the compiler vectorise the reduction.
     let mut acc = [0.0f64; 4];
@@ -92,7 +95,7 @@ fn finite(f: f64, g: &[f64]) -> bool {
 /// Minimises `f` from `x0` for at most `iterations` iterations. `f` returns the loss and its gradient; `on_iteration`
 /// is called after every iteration with (iteration, loss).
 pub fn minimize(
-    f: &mut dyn FnMut(&[f64]) -> (f64, Vec<f64>),
+    f: &mut Objective,
     x0: &[f64],
     iterations: usize,
     options: &LbfgsOptions,
@@ -235,7 +238,7 @@ struct LineSearch {
 
 /// One evaluation at `x + t d`; non-finite results become (+inf, zero gradient, +inf slope).
 struct Probe<'a> {
-    f: &'a mut dyn FnMut(&[f64]) -> (f64, Vec<f64>),
+    f: &'a mut Objective<'a>,
     x: &'a [f64],
     d: &'a [f64],
     evaluations: usize,
@@ -261,7 +264,7 @@ impl Probe<'_> {
 /// the start was found.
 #[allow(clippy::too_many_arguments)]
 fn strong_wolfe(
-    f: &mut dyn FnMut(&[f64]) -> (f64, Vec<f64>),
+    f: &mut Objective,
     x: &[f64],
     mut t: f64,
     d: &[f64],
@@ -387,11 +390,35 @@ mod tests {
         (f, g)
     }
 
+    /// No tolerance stops, as the attacks run it.
+    fn exact() -> LbfgsOptions {
+        LbfgsOptions { tolerance_grad: 0.0, tolerance_change: 0.0, ..Default::default() }
+    }
+
     #[test]
     fn minimises_rosenbrock() {
+        let r = minimize(&mut rosenbrock, &[-1.2, 1.0], 200, &exact(), &mut |_, _| {});
+        assert!((r.x[0] - 1.0).abs() < 1e-8 && (r.x[1] - 1.0).abs() < 1e-8, "{r:?}");
+        // PyTorch's tolerances stop earlier, near the minimum.
         let r = minimize(&mut rosenbrock, &[-1.2, 1.0], 200, &LbfgsOptions::default(), &mut |_, _| {});
-        assert!((r.x[0] - 1.0).abs() < 1e-5 && (r.x[1] - 1.0).abs() < 1e-5, "{r:?}");
-        assert!(r.iterations < 100, "{r:?}");
+        assert!(r.loss < 1e-8 && r.iterations < 60, "{r:?}");
+        assert!(r.stop != Stop::Iterations, "{r:?}");
+    }
+
+    #[test]
+    fn follows_pytorch_lbfgs_step_by_step() {
+        // torch.optim.LBFGS(lr=1, history_size=100, line_search_fn="strong_wolfe", tolerances 0) in float64 on
+        // Rosenbrock from (-1.2, 1), torch 2.13.0: (iterations, x, y, closure evaluations).
+        let reference = [
+            (5, -1.0203084803940978, 1.0352769866467468, 7),
+            (10, -0.6657084570888959, 0.41398308319536115, 12),
+            (20, 0.5136224431368508, 0.2558152810317753, 26),
+        ];
+        for (iterations, x, y, evaluations) in reference {
+            let r = minimize(&mut rosenbrock, &[-1.2, 1.0], iterations, &exact(), &mut |_, _| {});
+            assert!((r.x[0] - x).abs() < 1e-9 && (r.x[1] - y).abs() < 1e-9, "{iterations}: {r:?}");
+            assert_eq!((r.iterations, r.evaluations), (iterations, evaluations), "{r:?}");
+        }
     }
 
     #[test]
@@ -403,9 +430,14 @@ mod tests {
             let g = x.iter().zip(&scales).map(|(x, s)| s * (x - 1.0)).collect();
             (f, g)
         };
-        let r = minimize(&mut f, &[0.0; 50], 100, &LbfgsOptions::default(), &mut |_, _| {});
-        assert!(r.x.iter().all(|v| (v - 1.0).abs() < 1e-6), "{r:?}");
-        assert!(r.iterations <= 60, "{}", r.iterations);
+        let mut iterations_to_converge = None;
+        let r = minimize(&mut f, &[0.0; 50], 100, &exact(), &mut |i, loss| {
+            if loss < 1e-16 && iterations_to_converge.is_none() {
+                iterations_to_converge = Some(i);
+            }
+        });
+        assert!(r.x.iter().all(|v| (v - 1.0).abs() < 1e-7), "{r:?}");
+        assert!(iterations_to_converge.is_some_and(|i| i <= 60), "{iterations_to_converge:?}");
     }
 
     #[test]

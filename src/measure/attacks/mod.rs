@@ -556,10 +556,11 @@ fn run_signed_adam(
             (LabelPlan::Optimize, None) => unreachable!("optimised labels have logits"),
         };
         let grads = matcher.gradients(&xv, &labels);
-        let mut loss = matcher.cosine(&grads);
-        if config.tv_weight > 0.0 {
-            loss = loss + objective::total_variation(&xv) * config.tv_weight;
-        }
+        let loss = if config.tv_weight > 0.0 {
+            matcher.cosine(&grads) + objective::total_variation(&xv) * config.tv_weight
+        } else {
+            matcher.cosine(&grads)
+        };
         evaluations += 1;
         let value = loss.double_value(&[]);
         let mut inputs = vec![&xv];
@@ -776,6 +777,13 @@ pub fn run_attacks(
     }
     if share.samples < 1 {
         bail!("--samples must be at least 1, got {}", share.samples);
+    }
+    if share.samples > split.len() {
+        bail!(
+            "--samples {} is larger than the split ({} images): victims must be distinct",
+            share.samples,
+            split.len()
+        );
     }
     let update_config = UpdateConfig {
         num_updates: share.samples,

@@ -48,29 +48,24 @@ impl Matcher<'_> {
     /// DLG's distance: `sum_l w_l ||g_l - t_l||^2`.
     pub fn squared_l2(&self, grads: &[Tensor]) -> Tensor {
         let kind = grads[0].kind();
-        let mut total = Tensor::zeros([], (kind, tch::Device::Cpu));
-        for ((g, t), w) in grads.iter().zip(&self.targets).zip(&self.weights) {
-            if *w != 0.0 {
-                total = total + (g - t).square().sum(kind) * *w;
-            }
-        }
-        total
+        let terms: Vec<Tensor> = self.weighted(grads).map(|(g, t, w)| (g - t).square().sum(kind) * w).collect();
+        Tensor::stack(&terms, 0).sum(kind)
     }
 
     /// Inverting Gradients' distance: `1 - <g, t>_w / (|g|_w |t|_w)` over the concatenated, weighted layers.
     pub fn cosine(&self, grads: &[Tensor]) -> Tensor {
         let kind = grads[0].kind();
-        let zero = || Tensor::zeros([], (kind, tch::Device::Cpu));
-        let (mut inner, mut g_norm, mut t_norm) = (zero(), zero(), zero());
-        for ((g, t), w) in grads.iter().zip(&self.targets).zip(&self.weights) {
-            if *w != 0.0 {
-                inner = inner + (g * t).sum(kind) * *w;
-                g_norm = g_norm + g.square().sum(kind) * *w;
-                t_norm = t_norm + t.square().sum(kind) * *w;
-            }
-        }
+        let sum = |terms: Vec<Tensor>| Tensor::stack(&terms, 0).sum(kind);
+        let inner = sum(self.weighted(grads).map(|(g, t, w)| (g * t).sum(kind) * w).collect());
+        let g_norm = sum(self.weighted(grads).map(|(g, _, w)| g.square().sum(kind) * w).collect());
+        let t_norm = sum(self.weighted(grads).map(|(_, t, w)| t.square().sum(kind) * w).collect());
         // A tiny floor keeps the quotient finite for an all-zero gradient.
         1.0 - inner / ((g_norm.sqrt() * t_norm.sqrt()) + 1e-30)
+    }
+
+    /// (gradient, target, weight) of every layer with a non-zero weight.
+    fn weighted<'b>(&'b self, grads: &'b [Tensor]) -> impl Iterator<Item = (&'b Tensor, &'b Tensor, f64)> + 'b {
+        grads.iter().zip(&self.targets).zip(&self.weights).filter(|(_, w)| **w != 0.0).map(|((g, t), w)| (g, t, *w))
     }
 }
 
@@ -78,14 +73,14 @@ impl Matcher<'_> {
 pub fn total_variation(x: &Tensor) -> Tensor {
     let (h, w) = (x.size()[2], x.size()[3]);
     let kind = x.kind();
-    let mut tv = Tensor::zeros([], (kind, tch::Device::Cpu));
+    let mut terms = vec![Tensor::zeros([], (kind, tch::Device::Cpu))];
     if w > 1 {
-        tv = tv + (x.narrow(3, 0, w - 1) - x.narrow(3, 1, w - 1)).abs().mean(kind);
+        terms.push((x.narrow(3, 0, w - 1) - x.narrow(3, 1, w - 1)).abs().mean(kind));
     }
     if h > 1 {
-        tv = tv + (x.narrow(2, 0, h - 1) - x.narrow(2, 1, h - 1)).abs().mean(kind);
+        terms.push((x.narrow(2, 0, h - 1) - x.narrow(2, 1, h - 1)).abs().mean(kind));
     }
-    tv
+    Tensor::stack(&terms, 0).sum(kind)
 }
 
 /// A tensor's values as `f64`.
