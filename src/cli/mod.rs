@@ -1,5 +1,6 @@
 //! Command-line interface: one file per subcommand.
 
+mod attack;
 mod data;
 mod dp_epsilon;
 mod grads;
@@ -50,6 +51,8 @@ pub enum Command {
     DpEpsilon(dp_epsilon::DpEpsilonArgs),
     /// Usable (V-)information of features about a target, with a bootstrap interval.
     Vinfo(vinfo::VinfoArgs),
+    /// Reconstruct inputs from shared updates with DLG, iDLG or Inverting Gradients.
+    Attack(attack::AttackArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -63,5 +66,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Grads(args) => grads::run(&cli.global, args),
         Command::DpEpsilon(args) => dp_epsilon::run(&cli.global, args),
         Command::Vinfo(args) => vinfo::run(&cli.global, args),
+        Command::Attack(args) => attack::run(&cli.global, args),
     }
 }

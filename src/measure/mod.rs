@@ -1,4 +1,5 @@
 //! Measurements on features (gradients, sketches of them) against targets (inputs, labels, attributes).
 
+pub mod attacks;
 pub mod image_metrics;
 pub mod vinfo;
