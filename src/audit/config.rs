@@ -1,0 +1,318 @@
+//! The audit's TOML configuration: what to train or load, what to measure, and the grid of cells to sweep.
+//!
+//! Every section rejects unknown keys (the error names the key and the valid ones). All fields have defaults, so an
+//! empty file (or no file) audits the embedded default: LeNet on the embedded Fashion-MNIST subset, targets input +
+//! label + one latent attribute, the linear family, with sensitivity.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::defenses::Defense;
+use crate::train::OptimizerKind;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Seed of every random choice in the audit.
+    pub seed: u64,
+    /// Dataset name or path spec (see `gradleak data list`).
+    pub dataset: String,
+    /// Model architecture (see `gradleak models`).
+    pub model: String,
+    /// Channel multiplier (AlexNet, VGG).
+    pub width: f64,
+    /// Hidden units (MLP).
+    pub hidden: i64,
+    pub training: TrainingConfig,
+    pub measure: MeasureConfig,
+    pub grid: GridConfig,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            seed: 0,
+            dataset: "embedded".into(),
+            model: "lenet".into(),
+            width: 1.0,
+            hidden: 128,
+            training: TrainingConfig::default(),
+            measure: MeasureConfig::default(),
+            grid: GridConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainingConfig {
+    pub optimizer: OptimizerKind,
+    pub epochs: usize,
+    pub batch_size: i64,
+    pub lr: f64,
+    pub momentum: f64,
+    pub weight_decay: f64,
+    /// An existing training run folder to audit instead of training (its dataset and model must match).
+    pub run: Option<PathBuf>,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            optimizer: OptimizerKind::Adam,
+            epochs: 2,
+            batch_size: 64,
+            lr: 1e-3,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            run: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MeasureConfig {
+    /// Shared updates per cell.
+    pub updates: i64,
+    /// Split the victims come from: `train` or `test`.
+    pub split: String,
+    /// Layers measured one by one (empty: every layer).
+    pub layers: Vec<String>,
+    /// Extra groups of layers measured together, e.g. `[["conv1", "conv2"]]`.
+    pub groups: Vec<Vec<String>>,
+    /// Also measure all shared layers together (the group `all`).
+    pub all_layers: bool,
+    /// `input`, `label`, `attribute` (the dataset's first), `attribute:NAME`, or `attributes` (every one).
+    pub targets: Vec<String>,
+    /// Predictive families: `linear`, `mlp`, `mlp:256,128`.
+    pub families: Vec<String>,
+    /// `crossfit` (K-fold, every sample scored) or `split`.
+    pub protocol: String,
+    pub folds: usize,
+    pub bootstrap: usize,
+    /// Dimension of the sketch of large layers.
+    pub sketch_dim: i64,
+    /// Input and latent-attribute sensitivity.
+    pub sensitivity: bool,
+    pub sensitivity_samples: i64,
+    pub probes: usize,
+    /// Principal-subspace dimension for latent sensitivity.
+    pub latent_k: usize,
+    /// Localisation: protect the fewest layers that bring the rest under this fraction of the unprotected leakage.
+    pub localisation_fraction: f64,
+    /// Reference attack per cell: `dlg`, `idlg`, `ig` (none when absent).
+    pub attack: Option<String>,
+    pub attack_samples: usize,
+    pub attack_iterations: usize,
+}
+
+impl Default for MeasureConfig {
+    fn default() -> Self {
+        MeasureConfig {
+            updates: 600,
+            split: "train".into(),
+            layers: Vec::new(),
+            groups: Vec::new(),
+            all_layers: true,
+            targets: vec!["input".into(), "label".into(), "attribute:thickness".into()],
+            families: vec!["linear".into()],
+            protocol: "split".into(),
+            folds: 5,
+            bootstrap: 1000,
+            sketch_dim: 1024,
+            sensitivity: true,
+            sensitivity_samples: 32,
+            probes: 8,
+            latent_k: 5,
+            localisation_fraction: 0.1,
+            attack: None,
+            attack_samples: 2,
+            attack_iterations: 100,
+        }
+    }
+}
+
+/// The axes of the sweep; a cell is one value of each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GridConfig {
+    pub batch_size: Vec<i64>,
+    /// Checkpoint epochs (0 = initialisation). Empty: the last trained epoch.
+    pub epoch: Vec<usize>,
+    /// Dropout rates: the model is trained with this rate and the update computed with it active.
+    pub dropout: Vec<f64>,
+    /// DP-SGD settings: `none` or `clip=C,sigma=S`.
+    pub dp: Vec<String>,
+    /// Other defence lists (each a list of `prune:F`, `quantize:B`, `noise:STD`).
+    pub defense: Vec<Vec<String>>,
+    /// Protected layer lists.
+    pub protect: Vec<Vec<String>>,
+}
+
+impl Default for GridConfig {
+    fn default() -> Self {
+        GridConfig {
+            batch_size: vec![1],
+            epoch: Vec::new(),
+            dropout: vec![0.0],
+            dp: vec!["none".into()],
+            defense: vec![Vec::new()],
+            protect: vec![Vec::new()],
+        }
+    }
+}
+
+/// One point of the grid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    pub batch_size: i64,
+    pub epoch: usize,
+    pub dropout: f64,
+    /// (clip, noise multiplier).
+    pub dp: Option<(f64, f64)>,
+    pub defenses: Vec<Defense>,
+    pub protect: Vec<String>,
+}
+
+impl Cell {
+    /// Defences applied to the shared update, in pipeline order (dropout lives in the model).
+    pub fn update_defenses(&self) -> Vec<Defense> {
+        let mut d = Vec::new();
+        if !self.protect.is_empty() {
+            d.push(Defense::Protect { layers: self.protect.clone() });
+        }
+        if let Some((clip, noise_multiplier)) = self.dp {
+            d.push(Defense::Dp { clip, noise_multiplier });
+        }
+        d.extend(self.defenses.iter().cloned());
+        d
+    }
+
+    /// A readable name of every defence of the cell, dropout included (`none` when there is none).
+    pub fn defense_label(&self) -> String {
+        let mut all = Vec::new();
+        if self.dropout > 0.0 {
+            all.push(Defense::Dropout { rate: self.dropout });
+        }
+        all.extend(self.update_defenses());
+        crate::defenses::describe(&all)
+    }
+}
+
+fn parse_dp(s: &str) -> Result<Option<(f64, f64)>> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    match format!("dp:{s}").parse::<Defense>()? {
+        Defense::Dp { clip, noise_multiplier } => Ok(Some((clip, noise_multiplier))),
+        _ => unreachable!("a dp: string parses to a dp defence"),
+    }
+}
+
+impl AuditConfig {
+    /// Reads a TOML file; unknown keys are errors that name the file.
+    pub fn from_file(path: &Path) -> Result<AuditConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        Self::from_toml(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    pub fn from_toml(text: &str) -> Result<AuditConfig> {
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim().replace('\n', " ")))
+    }
+
+    /// Checks ranges and that the grid has cells; model and dataset names are checked when they are loaded.
+    pub fn validate(&self) -> Result<()> {
+        let m = &self.measure;
+        if m.updates < 10 {
+            bail!("measure.updates must be at least 10, got {}", m.updates);
+        }
+        if m.split != "train" && m.split != "test" {
+            bail!("measure.split must be 'train' or 'test', got '{}'", m.split);
+        }
+        if m.targets.is_empty() {
+            bail!("measure.targets is empty; expected some of: input, label, attribute, attribute:NAME, attributes");
+        }
+        if m.families.is_empty() {
+            bail!("measure.families is empty; expected some of: linear, mlp, mlp:SIZES");
+        }
+        for f in &m.families {
+            f.parse::<crate::measure::vinfo::Family>().with_context(|| "measure.families".to_string())?;
+        }
+        if m.protocol != "split" && m.protocol != "crossfit" {
+            bail!("measure.protocol must be 'split' or 'crossfit', got '{}'", m.protocol);
+        }
+        if !(m.localisation_fraction > 0.0 && m.localisation_fraction < 1.0) {
+            bail!("measure.localisation_fraction must be in (0, 1), got {}", m.localisation_fraction);
+        }
+        if let Some(a) = &m.attack {
+            if !["dlg", "idlg", "ig"].contains(&a.as_str()) {
+                bail!("measure.attack must be dlg, idlg or ig, got '{a}'");
+            }
+        }
+        let cells = self.cells()?;
+        if cells.is_empty() {
+            bail!("the grid has no cells: every grid axis needs at least one value");
+        }
+        Ok(())
+    }
+
+    /// Every cell of the grid, in a fixed order. `epoch` defaults to the last trained epoch.
+    pub fn cells(&self) -> Result<Vec<Cell>> {
+        let g = &self.grid;
+        let epochs = if g.epoch.is_empty() { vec![self.training.epochs] } else { g.epoch.clone() };
+        for &b in &g.batch_size {
+            if b < 1 {
+                bail!("grid.batch_size values must be at least 1, got {b}");
+            }
+        }
+        for &d in &g.dropout {
+            if !(0.0..1.0).contains(&d) {
+                bail!("grid.dropout values must be in [0, 1), got {d}");
+            }
+        }
+        let dps: Vec<Option<(f64, f64)>> =
+            g.dp.iter().map(|s| parse_dp(s).with_context(|| format!("grid.dp entry '{s}'"))).collect::<Result<_>>()?;
+        let defenses: Vec<Vec<Defense>> = g
+            .defense
+            .iter()
+            .map(|list| {
+                list.iter()
+                    .map(|s| {
+                        let d: Defense = s.parse().with_context(|| "grid.defense".to_string())?;
+                        match d {
+                            Defense::Dp { .. } | Defense::Dropout { .. } | Defense::Protect { .. } => {
+                                bail!("grid.defense: put '{s}' on its own axis (grid.dp, grid.dropout, grid.protect)")
+                            }
+                            d => Ok(d),
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<_>>()?;
+        let mut cells = Vec::new();
+        for &epoch in &epochs {
+            for &dropout in &g.dropout {
+                for &batch_size in &g.batch_size {
+                    for dp in &dps {
+                        for d in &defenses {
+                            for protect in &g.protect {
+                                cells.push(Cell {
+                                    batch_size,
+                                    epoch,
+                                    dropout,
+                                    dp: *dp,
+                                    defenses: d.clone(),
+                                    protect: protect.clone(),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(cells)
+    }
+}

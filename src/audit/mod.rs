@@ -1,0 +1,141 @@
+//! The audit: from a configuration to a layer-wise leakage report, over a grid of cells.
+//!
+//! For each cell (batch size, checkpoint epoch, dropout, DP setting, other defences, protected layers) the audit
+//! takes the trained model at that epoch, computes the shared updates of `measure.updates` victims, and measures
+//! per layer, per layer group and for all shared layers together, for every target and family, the usable
+//! information in bits (with a 95% CI); then the input and latent-attribute sensitivity and their rank agreement with
+//! V-information; then the localisation (the fewest layers whose protection leaves the rest under a fraction of the
+//! unprotected leakage, measured); optionally a reference attack.
+//!
+//! Every cell is keyed by a hash of everything that determines it and written to `cells/<key>.json` atomically
+//! once finished, so an interrupted sweep loses at most the cell in progress and resumes where it stopped. Models are
+//! trained once per dropout rate into `runs/<key>/` and reused.
+
+pub mod config;
+mod run;
+
+pub use config::{AuditConfig, Cell};
+pub use run::{run_audit, run_cell, AuditOptions, AuditSummary};
+
+use serde::{Deserialize, Serialize};
+
+/// The columns every row of a cell carries, so the flat arrays can be filtered in pandas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellKeys {
+    /// The cell's key (hash of its full configuration).
+    pub cell: String,
+    pub batch_size: i64,
+    pub epoch: usize,
+    pub dropout: f64,
+    /// A readable name of the cell's defences (`none` when there is none).
+    pub defense: String,
+    /// DP epsilon (one epoch of DP-SGD at this batch size, delta 1e-5), null without DP.
+    pub epsilon: Option<f64>,
+    /// Test accuracy of the checkpoint.
+    pub test_accuracy: f64,
+}
+
+/// One V-information estimate: a (cell, layer or group, target, family) row.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    #[serde(flatten)]
+    pub keys: CellKeys,
+    /// A layer name, a group `a+b`, or `all`.
+    pub layer: String,
+    pub num_params: i64,
+    /// `full`, `sketch` (a random projection, a lower bound) or `mixed` for groups.
+    pub features: String,
+    pub feature_dim: i64,
+    /// `input`, `label` or `attribute:NAME`.
+    pub target: String,
+    pub family: String,
+    pub bits: f64,
+    pub ci95: [f64; 2],
+    pub bits_per_dim: Option<f64>,
+    pub r2: Option<f64>,
+    pub accuracy: Option<f64>,
+    pub n_train: usize,
+    pub n_test: usize,
+}
+
+/// One sensitivity value of a layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SensitivityRecord {
+    #[serde(flatten)]
+    pub keys: CellKeys,
+    pub layer: String,
+    /// `input` or `attribute:NAME`.
+    pub target: String,
+    /// `jacobian_norm`, `relative`, `per_parameter` (input); `subspace_distance`, `spread_ratio` (attributes).
+    pub kind: String,
+    pub value: f64,
+    pub ci95: [f64; 2],
+}
+
+/// Spearman rank correlation across layers between a sensitivity kind and V-information for one target.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Agreement {
+    #[serde(flatten)]
+    pub keys: CellKeys,
+    pub target: String,
+    pub kind: String,
+    pub family: String,
+    pub spearman: Option<f64>,
+    pub layers: usize,
+}
+
+/// One step of the localisation search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocalisationStep {
+    pub protected: Vec<String>,
+    /// Usable information of all other layers together (bits).
+    pub remaining_bits: f64,
+    pub ci95: [f64; 2],
+}
+
+/// Where a target's usable information sits, and what protecting the top layers leaves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Localisation {
+    #[serde(flatten)]
+    pub keys: CellKeys,
+    pub target: String,
+    pub family: String,
+    /// Layers by bits, most first.
+    pub ranking: Vec<(String, f64)>,
+    /// Bits of all shared layers together.
+    pub unprotected_bits: f64,
+    pub fraction: f64,
+    /// The fewest top-ranked layers whose protection brought the rest under `fraction * unprotected_bits`.
+    pub protect: Vec<String>,
+    pub steps: Vec<LocalisationStep>,
+}
+
+/// A reference attack's mean scores in a cell.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttackRecord {
+    #[serde(flatten)]
+    pub keys: CellKeys,
+    pub method: String,
+    pub samples: usize,
+    pub mse: f64,
+    pub psnr: f64,
+    pub ssim: Option<f64>,
+    pub label_accuracy: f64,
+    /// PNG grid of originals and reconstructions, relative to the out folder.
+    pub image: String,
+}
+
+/// Everything measured in one cell: `cells/<key>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CellResult {
+    pub keys: CellKeys,
+    pub cell: Cell,
+    pub records: Vec<Record>,
+    pub sensitivity: Vec<SensitivityRecord>,
+    pub agreement: Vec<Agreement>,
+    pub localisation: Vec<Localisation>,
+    pub attacks: Vec<AttackRecord>,
+    /// What the sensitivity analysis applied of the defences, and what it could not.
+    pub notes: Vec<String>,
+    pub seconds: f64,
+}
