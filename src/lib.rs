@@ -9,6 +9,7 @@ pub mod data;
 pub mod defenses;
 pub mod gradients;
 pub mod io;
+pub mod measure;
 pub mod models;
 pub mod progress;
 pub mod train;
