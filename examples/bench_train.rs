@@ -13,11 +13,11 @@ use gradleak::train::{self, TrainConfig};
 use tch::{Kind, Tensor};
 
 fn split(n: i64) -> Split {
-    Split {
-        inputs: Tensor::rand([n, 1, 28, 28], (Kind::Float, tch::Device::Cpu)),
-        labels: Tensor::randint(10, [n], (Kind::Int64, tch::Device::Cpu)),
-        attributes: Tensor::zeros([n, 1], (Kind::Int64, tch::Device::Cpu)),
-    }
+    Split::new(
+        Tensor::rand([n, 1, 28, 28], (Kind::Float, tch::Device::Cpu)),
+        Tensor::randint(10, [n], (Kind::Int64, tch::Device::Cpu)),
+        Tensor::zeros([n, 1], (Kind::Int64, tch::Device::Cpu)),
+    )
 }
 
 fn main() {

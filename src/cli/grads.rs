@@ -84,7 +84,8 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
     let updates = compute_updates(&model, split, &config, Progress::new(global.quiet || args.json))?;
     let test_accuracy = saved.run.epochs.iter().find(|e| e.epoch == epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);
     let checkpoint = CheckpointRef { run: args.run.display().to_string(), epoch, test_accuracy };
-    let manifest = gradleak::gradients::manifest(&model, &dataset, &args.split, Some(checkpoint), &config, &updates, dp);
+    let manifest =
+        gradleak::gradients::manifest(&model, &dataset, &args.split, Some(checkpoint), &config, &updates, dp);
     store::write_store(&args.out, &manifest, &updates, args.force)
         .with_context(|| format!("gradient store {}", args.out.display()))?;
     if args.json {
@@ -93,7 +94,12 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
     }
     println!(
         "{} updates of {} (epoch {epoch}) on {} {} split, batch size {}, defence: {}",
-        manifest.num_updates, manifest.model.arch, manifest.dataset, manifest.split, manifest.batch_size, manifest.defense
+        manifest.num_updates,
+        manifest.model.arch,
+        manifest.dataset,
+        manifest.split,
+        manifest.batch_size,
+        manifest.defense
     );
     if let Some(dp) = &manifest.dp {
         let eps = dp.epsilon.map(|e| format!("{e:.3}")).unwrap_or_else(|| "infinite".into());
@@ -102,7 +108,13 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
     println!("{:<24} {:>12} {:>6} {:>8}", "layer", "parameters", "full", "sketch");
     for l in &manifest.layers {
         let sketch = l.sketch_dim.map(|k| k.to_string()).unwrap_or_else(|| "-".into());
-        println!("{:<24} {:>12} {:>6} {:>8}", l.info.name, l.info.num_params, if l.full { "yes" } else { "no" }, sketch);
+        println!(
+            "{:<24} {:>12} {:>6} {:>8}",
+            l.info.name,
+            l.info.num_params,
+            if l.full { "yes" } else { "no" },
+            sketch
+        );
     }
     if !manifest.protected.is_empty() {
         println!("not shared (protected): {}", manifest.protected.join(", "));

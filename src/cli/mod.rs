@@ -1,6 +1,10 @@
 //! Command-line interface: one file per subcommand.
 
+mod data;
+mod dp_epsilon;
+mod grads;
 mod models;
+mod train;
 
 use std::path::PathBuf;
 
@@ -33,8 +37,16 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// List, fetch and inspect datasets.
+    Data(data::DataArgs),
     /// List the model architectures, or the named layers of one.
     Models(models::ModelsArgs),
+    /// Train a model, with a checkpoint per epoch.
+    Train(train::TrainArgs),
+    /// Compute shared updates (per-layer gradients, after defences) of a checkpoint: a gradient store.
+    Grads(grads::GradsArgs),
+    /// The (epsilon, delta) guarantee of DP-SGD, by the Rényi-DP accountant.
+    DpEpsilon(dp_epsilon::DpEpsilonArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -42,6 +54,10 @@ pub fn run(cli: Cli) -> Result<()> {
         tch::set_num_threads(cli.global.threads);
     }
     match cli.command {
+        Command::Data(args) => data::run(&cli.global, args),
         Command::Models(args) => models::run(&cli.global, args),
+        Command::Train(args) => train::run(&cli.global, args),
+        Command::Grads(args) => grads::run(&cli.global, args),
+        Command::DpEpsilon(args) => dp_epsilon::run(&cli.global, args),
     }
 }

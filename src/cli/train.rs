@@ -61,7 +61,8 @@ pub struct TrainArgs {
 
 pub fn run(global: &Global, args: TrainArgs) -> Result<()> {
     let arch: Arch = args.model.parse()?;
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{arch}-{}-seed{}", args.dataset, args.seed)));
+    let out =
+        args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{arch}-{}-seed{}", args.dataset, args.seed)));
     if out.join(METADATA_FILE).exists() && !args.force {
         bail!("{}: already holds a training run; choose another --out or pass --force to replace it", out.display());
     }
@@ -104,7 +105,10 @@ pub fn run(global: &Global, args: TrainArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
         return Ok(());
     }
-    println!("{:>5} {:>10} {:>9} {:>9} {:>9} {:>8}", "epoch", "train loss", "train acc", "test loss", "test acc", "seconds");
+    println!(
+        "{:>5} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "epoch", "train loss", "train acc", "test loss", "test acc", "seconds"
+    );
     for e in &run.epochs {
         let opt = |v: Option<f64>, pct: bool| match v {
             Some(v) if pct => format!("{:.2}%", 100.0 * v),

@@ -9,6 +9,11 @@
 //! - on the averaged update, in the order given: `noise` (Gaussian, no clipping), `prune` (zero the smallest
 //!   fraction of each layer's entries by magnitude, the DLG paper's defence), `quantize` (b-bit symmetric uniform
 //!   quantisation per layer).
+//!
+//! [`accountant`] turns the DP-SGD parameters (sample rate, noise multiplier, steps) into an `(epsilon, delta)`
+//! guarantee with a Rényi-DP accountant.
+
+pub mod accountant;
 
 use std::fmt;
 use std::str::FromStr;

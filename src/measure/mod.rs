@@ -1,1 +1,2 @@
+pub mod image_metrics;
 pub mod sensitivity;

@@ -26,7 +26,7 @@ pub fn quadrant_dataset(input: InputShape, n_train: i64, n_test: i64, seed: i64)
             inputs += one_hot;
         }
         let attributes = labels.remainder(2).unsqueeze(1);
-        Split { inputs, labels, attributes }
+        Split::new(inputs, labels, attributes)
     };
     Dataset {
         name: "quadrants".into(),
