@@ -290,7 +290,7 @@ fn latent_sensitivity_separates_different_groups_from_identical_ones() {
         &[Tensor::zeros([300], (Kind::Int64, tch::Device::Cpu)), Tensor::ones([200], (Kind::Int64, tch::Device::Cpu))],
         0,
     );
-    let config = LatentConfig { k: 3, bootstrap: 100, seed: 0 };
+    let config = LatentConfig { k: 3, bootstrap: 100, permutations: 10, seed: 0 };
     // Same distribution.
     let same = Tensor::cat(&[low_rank(300, &a, &scales, 0.0, 3), low_rank(200, &a, &scales, 0.0, 4)], 0);
     let s = latent_sensitivity_layer("same", &same, "full", &labels, &config).unwrap();
@@ -301,6 +301,9 @@ fn latent_sensitivity_separates_different_groups_from_identical_ones() {
     assert!(s.subspace_distance.value < 0.1, "same: {:?}", s.subspace_distance);
     assert!(t.subspace_distance.value > 0.8, "different: {:?}", t.subspace_distance);
     assert!(s.subspace_distance.ci[1] < t.subspace_distance.ci[0]);
+    // The relabelling null is near the same-distribution distance and far below the different one.
+    assert!(s.subspace_distance_null < 0.15 && t.subspace_distance_null < 0.6, "{s:?} {t:?}");
+    assert!(t.subspace_distance.value > t.subspace_distance_null + 0.3);
     // Ratio: the same distribution stays near its null value 1/300 + 1/200 (about 0.0083); a mean shift of 1 in
     // every one of 40 coordinates (squared distance 40) over a total variance of 14 + 2 gives about 2.8.
     assert!((s.spread_ratio_null - (1.0 / 300.0 + 1.0 / 200.0)).abs() < 0.002, "{}", s.spread_ratio_null);
@@ -322,7 +325,7 @@ fn latent_sensitivity_separates_different_groups_from_identical_ones() {
 #[test]
 fn latent_sensitivity_refuses_empty_groups_and_large_k() {
     let x = Tensor::randn([10, 6], (Kind::Double, tch::Device::Cpu));
-    let config = LatentConfig { k: 2, bootstrap: 10, seed: 0 };
+    let config = LatentConfig { k: 2, bootstrap: 10, permutations: 5, seed: 0 };
     let ones = Tensor::ones([10], (Kind::Int64, tch::Device::Cpu));
     let err = latent_sensitivity_layer("l", &x, "full", &ones, &config).unwrap_err().to_string();
     assert!(err.contains("group 0") && err.contains("empty"), "{err}");
@@ -341,7 +344,7 @@ fn latent_sensitivity_on_shared_updates_and_a_store() {
     let model = Model::new(&ModelSpec::new(Arch::Lenet, data.input_shape, data.num_classes()), 0).unwrap();
     let config = UpdateConfig { num_updates: 100, sketch_dim: 256, ..Default::default() };
     let updates = compute_updates(&model, &data.train, &config, Progress::HIDDEN).unwrap();
-    let latent = LatentConfig { k: 2, bootstrap: 20, seed: 1 };
+    let latent = LatentConfig { k: 2, bootstrap: 20, permutations: 5, seed: 1 };
     let report = latent_sensitivity(&updates, 0, "right", None, &latent, Progress::HIDDEN).unwrap();
     assert_eq!(report.layers.len(), 4);
     let kinds: Vec<&str> = report.layers.iter().map(|l| l.features.as_str()).collect();

@@ -4,6 +4,7 @@ mod data;
 mod dp_epsilon;
 mod grads;
 mod models;
+mod sensitivity;
 mod train;
 
 use std::path::PathBuf;
@@ -47,6 +48,8 @@ pub enum Command {
     Grads(grads::GradsArgs),
     /// The (epsilon, delta) guarantee of DP-SGD, by the Rényi-DP accountant.
     DpEpsilon(dp_epsilon::DpEpsilonArgs),
+    /// Why a layer leaks: sensitivity of each layer's gradient to the input and to a latent attribute.
+    Sensitivity(sensitivity::SensitivityArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -59,5 +62,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(&cli.global, args),
         Command::Grads(args) => grads::run(&cli.global, args),
         Command::DpEpsilon(args) => dp_epsilon::run(&cli.global, args),
+        Command::Sensitivity(args) => sensitivity::run(&cli.global, args),
     }
 }

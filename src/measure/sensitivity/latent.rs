@@ -15,6 +15,10 @@
 //!   `spread_ratio_null` = (tr S_0 / n_0 + tr S_1 / n_1) / ((tr S_0 + tr S_1) / 2), about 1/n_0 + 1/n_1: read
 //!   the ratio against that floor.
 //!
+//! Even two groups from one distribution have a subspace distance above 0 at finite sizes (their principal
+//! directions are estimated with noise), so a null reference is reported: the mean distance after randomly
+//! relabelling the updates with the same group sizes (`subspace_distance_null`). Read the distance against it.
+//!
 //! Intervals: percentile bootstrap, resampling within each group (seeded). Resampling duplicates rows, which
 //! makes principal subspaces noisier, so the distance's interval sits somewhat above the point estimate.
 //!
@@ -23,6 +27,7 @@
 //! in column blocks), so wide layers cost O(N^2 d) once and then O(N^3) per resample.
 
 use anyhow::{bail, Context, Result};
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -42,12 +47,14 @@ pub struct LatentConfig {
     pub k: usize,
     /// Bootstrap resamples (within groups) for the intervals.
     pub bootstrap: usize,
+    /// Random relabellings (group sizes kept) for the subspace distance's null reference.
+    pub permutations: usize,
     pub seed: u64,
 }
 
 impl Default for LatentConfig {
     fn default() -> Self {
-        LatentConfig { k: 5, bootstrap: 200, seed: 0 }
+        LatentConfig { k: 5, bootstrap: 200, permutations: 20, seed: 0 }
     }
 }
 
@@ -63,6 +70,9 @@ pub struct LatentLayer {
     pub group_sizes: [i64; 2],
     /// sqrt(1 - ||U_0^T U_1||_F^2 / k), in [0, 1].
     pub subspace_distance: Estimate,
+    /// Mean subspace distance after randomly relabelling the updates (group sizes kept): what the distance is
+    /// when the attribute makes no difference, at these group sizes. NaN with no permutations.
+    pub subspace_distance_null: f64,
     /// Principal angles between the two subspaces, in degrees, smallest first.
     pub principal_angles_degrees: Vec<f64>,
     /// ||m_1 - m_0||^2 over the average within-group total variance.
@@ -230,6 +240,16 @@ pub fn latent_sensitivity_layer(
         distances.push(m.distance);
         ratios.push(m.ratio);
     }
+    // Null reference: the same updates, randomly relabelled with the same group sizes.
+    let mut null = Vec::with_capacity(config.permutations);
+    let mut all: Vec<i64> = (0..n).collect();
+    for _ in 0..config.permutations {
+        all.shuffle(&mut rng);
+        let (a, b) = all.split_at(sizes[0] as usize);
+        let m = measure_pair(&z.index_select(0, &Tensor::from_slice(a)), &z.index_select(0, &Tensor::from_slice(b)), k);
+        null.push(m.distance);
+    }
+    let subspace_distance_null = if null.is_empty() { f64::NAN } else { null.iter().sum::<f64>() / null.len() as f64 };
     let ci = |draws: Vec<f64>, p: f64| if config.bootstrap == 0 { [p, p] } else { percentile_interval(draws) };
     Ok(LatentLayer {
         name: name.to_string(),
@@ -237,6 +257,7 @@ pub fn latent_sensitivity_layer(
         dim: d,
         group_sizes: sizes,
         subspace_distance: Estimate { value: point.distance, ci: ci(distances, point.distance), estimator_se: None },
+        subspace_distance_null,
         principal_angles_degrees: point.angles_degrees,
         spread_ratio: Estimate { value: point.ratio, ci: ci(ratios, point.ratio), estimator_se: None },
         spread_ratio_null: point.ratio_null,
