@@ -206,6 +206,9 @@ fn print_input(i: &InputRun, args: &SensitivityArgs) {
         "input sensitivity of {} (epoch {}) on {} {} split: {} samples, {estimator}, seed {}",
         i.arch, i.epoch, i.dataset, args.split, r.samples, r.seed
     );
+    if r.dropout_active {
+        println!("dropout active while computing the gradients (masks drawn once per chunk, seeded, held fixed)");
+    }
     for d in &r.defenses.applied {
         println!("defence {} applied: {}", d.defense, d.note);
     }

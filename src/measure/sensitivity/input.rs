@@ -333,6 +333,11 @@ impl<'m> SharedGradientFn<'m> {
         self.dropout_model.as_ref().unwrap_or(self.base)
     }
 
+    /// Whether dropout acts while the gradients are computed (training mode and a nonzero rate).
+    pub fn dropout_active(&self) -> bool {
+        self.train && self.model().spec.dropout.rate > 0.0
+    }
+
     /// Names of the measured layers.
     pub fn layer_names(&self) -> Vec<String> {
         self.layers.iter().map(|&l| self.model().layers()[l].name.clone()).collect()
@@ -457,7 +462,8 @@ pub struct InputSensitivityReport {
     pub chunk_size: i64,
     pub bootstrap: usize,
     pub seed: u64,
-    pub train_mode: bool,
+    /// Whether dropout acted while the gradients were computed (masks fixed per chunk, seeded).
+    pub dropout_active: bool,
     pub defenses: DefenseReport,
     pub layers: Vec<LayerInputSensitivity>,
 }
@@ -500,8 +506,17 @@ pub fn input_sensitivity(
     if n < 1 {
         bail!("input sensitivity needs at least one sample");
     }
-    if labels.size() != [n] {
-        bail!("{n} inputs need {n} labels, got labels of shape {:?}", labels.size());
+    if labels.size() != [n] || labels.kind() != Kind::Int64 {
+        bail!("{n} inputs need {n} class indices (i64), got labels of shape {:?} ({:?})", labels.size(), labels.kind());
+    }
+    let expected = model.spec.input.batch(n);
+    if inputs.size() != expected {
+        bail!(
+            "model {} expects inputs of shape {expected:?} ({}), got {:?}",
+            model.spec.arch,
+            model.spec.input,
+            inputs.size()
+        );
     }
     if !config.exact && config.probes < 1 {
         bail!("--probes must be at least 1, got {}", config.probes);
@@ -524,8 +539,11 @@ pub fn input_sensitivity(
         let x = inputs.narrow(0, start, len).to_kind(kind);
         let y = labels.narrow(0, start, len);
         let ids: Vec<u64> = (start as u64..(start + len) as u64).collect();
-        // Dropout masks come from libtorch's generator; the graph is built once per chunk, so they stay fixed.
-        tch::manual_seed(derive_seed(config.seed, PURPOSE_DROPOUT.wrapping_add(c as u64)) as i64);
+        // Dropout masks come from libtorch's (process-wide) generator, seeded here only when dropout is active;
+        // the graph is built once per chunk, so the masks stay fixed while differentiating.
+        if f.dropout_active() {
+            tch::manual_seed(derive_seed(config.seed, PURPOSE_DROPOUT.wrapping_add(c as u64)) as i64);
+        }
         let map = |x: &Tensor| f.eval(x, &y, &ids);
         let lin = Linearisation::new(&map, &x)?;
         input_dim = lin.input_dim();
@@ -609,7 +627,7 @@ pub fn input_sensitivity(
         chunk_size: chunk,
         bootstrap: config.bootstrap,
         seed: config.seed,
-        train_mode: f.train,
+        dropout_active: f.dropout_active(),
         defenses: f.defenses.clone(),
         layers,
     })

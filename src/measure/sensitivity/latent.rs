@@ -118,22 +118,27 @@ struct PairMeasure {
 }
 
 /// Orthonormal basis (r x k) of the top-k principal directions of the centred rows `c` (n x r).
-fn principal_subspace(c: &Tensor, k: i64) -> Tensor {
+fn principal_subspace(c: &Tensor, k: i64) -> Result<Tensor> {
     let (n, r) = (c.size()[0], c.size()[1]);
     if r <= n {
         // Eigenvectors of the r x r scatter matrix, largest eigenvalues last.
-        let (_, vectors) = c.transpose(0, 1).matmul(c).linalg_eigh("L");
-        vectors.narrow(1, r - k, k)
+        let (_, vectors) = eigh(&c.transpose(0, 1).matmul(c))?;
+        Ok(vectors.narrow(1, r - k, k))
     } else {
         // Through the n x n Gram matrix: u = C^T v / ||C^T v||.
-        let (_, vectors) = c.matmul(&c.transpose(0, 1)).linalg_eigh("L");
+        let (_, vectors) = eigh(&c.matmul(&c.transpose(0, 1)))?;
         let u = c.transpose(0, 1).matmul(&vectors.narrow(1, n - k, k));
         let norms = u.square().sum_dim_intlist([0i64].as_slice(), true, Kind::Double).sqrt().clamp_min(1e-300);
-        u / norms
+        Ok(u / norms)
     }
 }
 
-fn measure_pair(z0: &Tensor, z1: &Tensor, k: i64) -> PairMeasure {
+/// Eigenvalues (ascending) and eigenvectors of a symmetric matrix.
+fn eigh(m: &Tensor) -> Result<(Tensor, Tensor)> {
+    m.f_linalg_eigh("L").map_err(|e| anyhow::anyhow!("symmetric eigendecomposition failed: {e}"))
+}
+
+fn measure_pair(z0: &Tensor, z1: &Tensor, k: i64) -> Result<PairMeasure> {
     let stats = |z: &Tensor| {
         let mean = z.mean_dim([0i64].as_slice(), true, Kind::Double);
         let centred = z - &mean;
@@ -147,24 +152,24 @@ fn measure_pair(z0: &Tensor, z1: &Tensor, k: i64) -> PairMeasure {
     let between = (m1 - m0).square().sum(Kind::Double).double_value(&[]);
     let (ratio, ratio_null) =
         if within > 0.0 { (between / within, (tv0 / n0 + tv1 / n1) / within) } else { (f64::NAN, f64::NAN) };
-    let u0 = principal_subspace(&c0, k);
-    let u1 = principal_subspace(&c1, k);
+    let u0 = principal_subspace(&c0, k)?;
+    let u1 = principal_subspace(&c1, k)?;
     let m = u0.transpose(0, 1).matmul(&u1);
     let overlap = m.square().sum(Kind::Double).double_value(&[]) / k as f64;
     let distance = (1.0 - overlap).max(0.0).sqrt();
     // Cosines of the principal angles: singular values of M = square roots of the eigenvalues of M^T M.
-    let (eig, _) = m.transpose(0, 1).matmul(&m).linalg_eigh("L");
+    let (eig, _) = eigh(&m.transpose(0, 1).matmul(&m))?;
     let mut angles_degrees: Vec<f64> =
         Vec::<f64>::try_from(eig.clamp(0.0, 1.0).sqrt().acos() * (180.0 / std::f64::consts::PI)).unwrap_or_default();
     angles_degrees.sort_by(|a, b| a.total_cmp(b));
-    PairMeasure { distance, angles_degrees, ratio, ratio_null }
+    Ok(PairMeasure { distance, angles_degrees, ratio, ratio_null })
 }
 
 /// Rows in coordinates that keep all inner products, f64, with at most min(N, d) columns.
-fn embed(features: &Tensor) -> Tensor {
+fn embed(features: &Tensor) -> Result<Tensor> {
     let (n, d) = (features.size()[0], features.size()[1]);
     if d <= n {
-        return features.to_kind(Kind::Double);
+        return Ok(features.to_kind(Kind::Double));
     }
     // Gram matrix in f64, a block of columns at a time so a wide f32 layer is never copied whole to f64.
     let block = ((1i64 << 24) / n.max(1)).max(1);
@@ -173,8 +178,8 @@ fn embed(features: &Tensor) -> Tensor {
         let part = features.narrow(1, start, block.min(d - start)).to_kind(Kind::Double);
         gram += part.matmul(&part.transpose(0, 1));
     }
-    let (values, vectors) = gram.linalg_eigh("L");
-    vectors * values.clamp_min(0.0).sqrt().unsqueeze(0)
+    let (values, vectors) = eigh(&gram)?;
+    Ok(vectors * values.clamp_min(0.0).sqrt().unsqueeze(0))
 }
 
 /// Latent sensitivity of one feature matrix `features` (N, d) to a binary `attribute` (N,) of 0/1 values.
@@ -224,10 +229,13 @@ pub fn latent_sensitivity_layer(
     if k > d {
         bail!("--k {k} is larger than layer {name}'s feature dimension {d}");
     }
-    let z = embed(features);
+    if !bool::try_from(features.isfinite().all())? {
+        bail!("layer {name}: the features contain NaN or infinite values");
+    }
+    let z = embed(features)?;
     let (i0, i1) = (Tensor::from_slice(&group0), Tensor::from_slice(&group1));
     let (z0, z1) = (z.index_select(0, &i0), z.index_select(0, &i1));
-    let point = measure_pair(&z0, &z1, k);
+    let point = measure_pair(&z0, &z1, k)?;
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let (mut distances, mut ratios) = (Vec::new(), Vec::new());
     for _ in 0..config.bootstrap {
@@ -236,7 +244,7 @@ pub fn latent_sensitivity_layer(
             Tensor::from_slice(&idx)
         };
         let (r0, r1) = (resample(sizes[0]), resample(sizes[1]));
-        let m = measure_pair(&z0.index_select(0, &r0), &z1.index_select(0, &r1), k);
+        let m = measure_pair(&z0.index_select(0, &r0), &z1.index_select(0, &r1), k)?;
         distances.push(m.distance);
         ratios.push(m.ratio);
     }
@@ -246,7 +254,8 @@ pub fn latent_sensitivity_layer(
     for _ in 0..config.permutations {
         all.shuffle(&mut rng);
         let (a, b) = all.split_at(sizes[0] as usize);
-        let m = measure_pair(&z.index_select(0, &Tensor::from_slice(a)), &z.index_select(0, &Tensor::from_slice(b)), k);
+        let m =
+            measure_pair(&z.index_select(0, &Tensor::from_slice(a)), &z.index_select(0, &Tensor::from_slice(b)), k)?;
         null.push(m.distance);
     }
     let subspace_distance_null = if null.is_empty() { f64::NAN } else { null.iter().sum::<f64>() / null.len() as f64 };
