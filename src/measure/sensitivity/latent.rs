@@ -273,6 +273,11 @@ pub fn latent_sensitivity_layer(
     })
 }
 
+/// A stable 64-bit key of a layer name (FNV-1a).
+fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Latent sensitivity of the stored layers of `updates` (all, or those named in `layers`) to attribute column
 /// `column` (named `attribute`) of the victims.
 pub fn latent_sensitivity(
@@ -302,10 +307,11 @@ pub fn latent_sensitivity(
     let values = updates.victim_attributes.select(1, column as i64);
     let bar = progress.bar(chosen.len() as u64, "latent sensitivity");
     let mut out = Vec::new();
-    for (i, layer) in chosen.iter().enumerate() {
+    for layer in &chosen {
         let kind = if layer.full.is_some() { "full" } else { "sketch" };
-        let layer_config =
-            LatentConfig { seed: derive_seed(derive_seed(config.seed, PURPOSE_BOOTSTRAP), i as u64), ..config.clone() };
+        // Resamples keyed by the layer's name: the same layer gets the same resamples whatever else is measured.
+        let layer_seed = derive_seed(derive_seed(config.seed, PURPOSE_BOOTSTRAP), name_key(&layer.name));
+        let layer_config = LatentConfig { seed: layer_seed, ..config.clone() };
         out.push(
             latent_sensitivity_layer(&layer.name, layer.features(), kind, &values, &layer_config)
                 .with_context(|| format!("attribute '{attribute}', layer {}", layer.name))?,
