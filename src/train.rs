@@ -189,8 +189,8 @@ pub fn train(
             nn::Adam { wd: config.weight_decay, ..Default::default() }.build(&model.vs, config.learning_rate)?
         }
     };
-    // Dropout masks come from libtorch's global generator; the batch order from ours.
-    tch::manual_seed(config.seed as i64 ^ 0x5eed);
+    // The batch order and the dropout masks come from generators seeded by the run's seed.
+    let mut fwd = Forward::train().with_dropout_rng(crate::defenses::update_rng(config.seed, 0, 3));
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let n = data.train.len();
     let steps_per_epoch = (n + config.batch_size - 1) / config.batch_size;
@@ -205,7 +205,7 @@ pub fn train(
             let idx = Tensor::from_slice(batch);
             let x = data.train.inputs.index_select(0, &idx).to_kind(kind);
             let y = data.train.labels.index_select(0, &idx);
-            let logits = model.forward(&x, &mut Forward::train());
+            let logits = model.forward(&x, &mut fwd);
             let loss = Model::loss(&logits, &y);
             optimizer.backward_step(&loss);
             let batch_loss = loss.double_value(&[]);

@@ -166,3 +166,25 @@ fn out_of_range_hyperparameters_are_refused() {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written on refusal");
     }
 }
+
+#[test]
+fn training_with_dropout_is_reproducible_even_beside_other_threads() {
+    let data = quadrant_dataset(image(1, 8), 256, 32, 4);
+    let mut spec = ModelSpec::new(Arch::Lenet5, data.input_shape, data.num_classes());
+    spec.dropout = DropoutSpec { rate: 0.3, at: vec![] };
+    let config = TrainConfig { epochs: 1, batch_size: 16, seed: 21, ..Default::default() };
+    // Another thread drawing from libtorch's global generator must not change our dropout masks.
+    let noise = std::thread::spawn(|| {
+        for _ in 0..200 {
+            let _ = Tensor::rand([64], (Kind::Float, tch::Device::Cpu));
+        }
+    });
+    let weights = || {
+        let mut model = train::init_model(&spec, config.seed).unwrap();
+        train::train(&mut model, &data, &config, None, Progress::HIDDEN).unwrap();
+        model.vs.variables()["fc2.weight"].copy()
+    };
+    let (a, b) = (weights(), weights());
+    noise.join().unwrap();
+    assert!(a.equal(&b), "same seed, same dropout masks, same weights");
+}

@@ -1,5 +1,4 @@
-//! Dropout as a defence inside the differentiated function. Its masks come from libtorch's process-wide generator,
-//! so this test has a binary of its own: no other test can draw from (or reseed) that generator meanwhile.
+//! Dropout as a defence inside the differentiated function: seeded masks, held fixed while differentiating.
 
 use gradleak::data::InputShape;
 use gradleak::defenses::Defense;
@@ -31,4 +30,30 @@ fn dropout_masks_are_seeded_and_change_the_sensitivity() {
     assert_ne!(fc3(&a), fc3(&plain));
     let other_seeds: Vec<f64> = (2..6).map(|s| fc3(&run(dropout(), s))).collect();
     assert!(other_seeds.iter().any(|v| *v != fc3(&a)), "other seeds draw other masks: {other_seeds:?}");
+}
+
+#[test]
+fn jvp_with_dropout_matches_finite_differences_with_the_same_masks() {
+    use gradleak::measure::sensitivity::input::{finite_difference_jvp, Linearisation, SharedGradientFn};
+    let input = InputShape::Tabular { features: 5 };
+    let mut model = Model::new(&ModelSpec::new(Arch::Mlp, input, 3), 4).unwrap();
+    model.to_double();
+    let x = Tensor::from_slice(&[0.3f64, -0.1, 0.8, 0.5, -0.6, 0.2, 0.9, -0.4, 0.1, 0.7]).reshape([2, 5]);
+    let y = Tensor::from_slice(&[1i64, 0]);
+    let v = Tensor::from_slice(&[1.0f64, -0.5, 0.25, 0.0, 2.0, -1.0, 0.5, 1.5, -0.25, 0.75]).reshape([2, 5]);
+    let ids = [0u64, 1];
+    let with = SharedGradientFn::new(&model, None, &[Defense::Dropout { rate: 0.5 }], true, 3).unwrap();
+    let without = SharedGradientFn::new(&model, None, &[], true, 3).unwrap();
+    assert!(with.dropout_active() && !without.dropout_active());
+    let map = |x: &Tensor| with.eval(x, &y, &ids);
+    let jv = Linearisation::new(&map, &x).unwrap().jvp(&v).unwrap();
+    let fd = finite_difference_jvp(&map, &x, &v, 1e-5).unwrap();
+    for (a, b) in jv.iter().zip(&fd) {
+        let err = (a - b).norm().double_value(&[]) / b.norm().double_value(&[]);
+        assert!(err < 1e-6, "relative error {err:e}");
+    }
+    // The masks matter: without dropout the products differ.
+    let plain = |x: &Tensor| without.eval(x, &y, &ids);
+    let jv_plain = Linearisation::new(&plain, &x).unwrap().jvp(&v).unwrap();
+    assert!(!jv_plain[2].allclose(&jv[2], 1e-6, 1e-9, false));
 }

@@ -1,11 +1,13 @@
 //! Command-line interface: one file per subcommand.
 
+mod attack;
 mod data;
 mod dp_epsilon;
 mod grads;
 mod models;
 mod sensitivity;
 mod train;
+mod vinfo;
 
 use std::path::PathBuf;
 
@@ -48,6 +50,10 @@ pub enum Command {
     Grads(grads::GradsArgs),
     /// The (epsilon, delta) guarantee of DP-SGD, by the Rényi-DP accountant.
     DpEpsilon(dp_epsilon::DpEpsilonArgs),
+    /// Usable (V-)information of features about a target, with a bootstrap interval.
+    Vinfo(vinfo::VinfoArgs),
+    /// Reconstruct inputs from shared updates with DLG, iDLG or Inverting Gradients.
+    Attack(attack::AttackArgs),
     /// Why a layer leaks: sensitivity of each layer's gradient to the input and to a latent attribute.
     Sensitivity(sensitivity::SensitivityArgs),
 }
@@ -62,6 +68,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => train::run(&cli.global, args),
         Command::Grads(args) => grads::run(&cli.global, args),
         Command::DpEpsilon(args) => dp_epsilon::run(&cli.global, args),
+        Command::Vinfo(args) => vinfo::run(&cli.global, args),
+        Command::Attack(args) => attack::run(&cli.global, args),
         Command::Sensitivity(args) => sensitivity::run(&cli.global, args),
     }
 }

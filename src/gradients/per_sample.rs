@@ -35,7 +35,20 @@ pub fn per_sample_gradients(
     train: bool,
     create_graph: bool,
 ) -> Vec<Tensor> {
-    let mut fwd = Forward::recording(train);
+    per_sample_gradients_with(model, inputs, labels, Forward::recording(train), create_graph)
+}
+
+/// [`per_sample_gradients`] with a given forward context (e.g. seeded dropout masks); it must be recording.
+pub fn per_sample_gradients_with(
+    model: &Model,
+    inputs: &Tensor,
+    labels: &Tensor,
+    mut fwd: Forward,
+    create_graph: bool,
+) -> Vec<Tensor> {
+    if fwd.records.is_none() {
+        fwd.records = Some(Vec::new());
+    }
     let logits = model.forward(inputs, &mut fwd);
     let loss = summed_loss(&logits, labels);
     let records = fwd.records.take().unwrap_or_default();
@@ -95,7 +108,7 @@ pub fn batch_gradients(
     train: bool,
     create_graph: bool,
 ) -> Vec<Tensor> {
-    let logits = model.forward(inputs, &mut Forward { train, records: None });
+    let logits = model.forward(inputs, &mut Forward { train, ..Default::default() });
     let loss = Model::loss(&logits, labels);
     let params: Vec<&Tensor> = model.layers().iter().flat_map(|l| [&l.weight, &l.bias]).collect();
     let grads = Tensor::run_backward(&[&loss], &params, create_graph, create_graph);

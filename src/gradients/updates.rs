@@ -15,9 +15,9 @@ use tch::{Kind, Tensor};
 
 use crate::data::Split;
 use crate::defenses::{self, Defense, DefensePlan};
-use crate::gradients::per_sample::per_sample_gradients;
+use crate::gradients::per_sample::per_sample_gradients_with;
 use crate::gradients::sketch::{layer_seed, Sketch, SketchKind};
-use crate::models::Model;
+use crate::models::{Forward, Model};
 use crate::progress::Progress;
 
 /// How to draw and store shared updates.
@@ -162,8 +162,6 @@ pub fn compute_updates(
 
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let batches = draw_batches(split.len(), n, b, &mut rng);
-    // Dropout masks come from libtorch's generator.
-    tch::manual_seed(config.seed as i64);
 
     let sketches: Vec<Option<Sketch>> = shared
         .iter()
@@ -195,7 +193,8 @@ pub fn compute_updates(
         let idx = Tensor::from_slice(&flat);
         let x = split.inputs.index_select(0, &idx).to_kind(model.kind());
         let y = split.labels.index_select(0, &idx);
-        let per_sample = per_sample_gradients(model, &x, &y, true, false);
+        let fwd = Forward::recording(true).with_dropout_rng(defenses::update_rng(config.seed, chunk_index as u64, 2));
+        let per_sample = per_sample_gradients_with(model, &x, &y, fwd, false);
         let per_sample: Vec<Tensor> = shared.iter().map(|&l| per_sample[l].detach()).collect();
         let updates: Vec<Tensor> = if simple && plan.post.is_empty() {
             per_sample

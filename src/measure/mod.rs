@@ -1,2 +1,6 @@
+//! Measurements on features (gradients, sketches of them) against targets (inputs, labels, attributes).
+
+pub mod attacks;
 pub mod image_metrics;
 pub mod sensitivity;
+pub mod vinfo;

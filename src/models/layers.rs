@@ -6,6 +6,7 @@
 //! output, which is what per-sample gradient formulas (as in Opacus' grad samplers) combine with the input.
 
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use tch::{nn, Tensor};
 
 /// Geometry of a 2-D convolution.
@@ -58,25 +59,51 @@ pub struct LayerRecord {
     pub output_probe: Tensor,
 }
 
-/// Per-forward-pass context: training mode (dropout on) and an optional recorder of layer inputs.
+/// Per-forward-pass context: training mode (dropout on), where dropout masks come from, and an optional recorder
+/// of layer inputs.
 #[derive(Debug, Default)]
 pub struct Forward {
     /// Dropout is applied only when true.
     pub train: bool,
     /// When set, every named layer appends its [`LayerRecord`].
     pub records: Option<Vec<LayerRecord>>,
+    /// Dropout masks drawn from this generator; without one, from libtorch's global generator (shared by every
+    /// thread of the process, so only reproducible in a single-threaded program).
+    pub dropout_rng: Option<ChaCha8Rng>,
 }
 
 impl Forward {
     pub fn eval() -> Self {
-        Forward { train: false, records: None }
+        Forward::default()
     }
     pub fn train() -> Self {
-        Forward { train: true, records: None }
+        Forward { train: true, ..Default::default() }
     }
     /// A forward pass that records the inputs and output probes of every named layer.
     pub fn recording(train: bool) -> Self {
-        Forward { train, records: Some(Vec::new()) }
+        Forward { train, records: Some(Vec::new()), dropout_rng: None }
+    }
+    /// Draws dropout masks from a generator of our own (reproducible whatever other threads do).
+    pub fn with_dropout_rng(mut self, rng: ChaCha8Rng) -> Self {
+        self.dropout_rng = Some(rng);
+        self
+    }
+
+    /// Inverted dropout of rate `p` (identity outside training).
+    pub fn dropout(&mut self, x: &Tensor, p: f64) -> Tensor {
+        if !self.train || p == 0.0 {
+            return x.shallow_clone();
+        }
+        match self.dropout_rng.as_mut() {
+            None => x.dropout(p, true),
+            Some(rng) => {
+                let keep = 1.0 - p;
+                let scale = (1.0 / keep) as f32;
+                let mask: Vec<f32> =
+                    (0..x.numel()).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
+                x * Tensor::from_slice(&mask).reshape(x.size()).to_kind(x.kind())
+            }
+        }
     }
 }
 

@@ -487,7 +487,7 @@ impl Model {
                 Op::MaxPool2 => h.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false),
                 Op::AvgPool(s) => h.adaptive_avg_pool2d([*s, *s]),
                 Op::Flatten => h.flatten(1, -1),
-                Op::Dropout(p) => h.dropout(*p, fwd.train),
+                Op::Dropout(p) => fwd.dropout(&h, *p),
                 Op::Residual(r) => {
                     let l = &self.layers;
                     let y = l[r.conv1].forward(r.conv1, &h, fwd);

@@ -32,8 +32,8 @@
 //!
 //! The differentiated function is the *shared* gradient of a single sample (batch size 1), so defences that act on
 //! the gradient are applied inside it where they are differentiable: DP clipping (over all reported layers
-//! together, as `gradleak grads` clips over the shared layers), dropout (masks drawn once per chunk, seeded, and
-//! held fixed while differentiating), pruning (the mask of the kept entries is computed at x and held fixed), and
+//! together, as `gradleak grads` clips over the shared layers), dropout (masks drawn once per chunk from a seeded
+//! generator of our own, and held fixed while differentiating), pruning (the mask of the kept entries is computed at x and held fixed), and
 //! additive noise (DP or `noise`: a constant, so J is unchanged, but the noisy gradient's norm enters the relative
 //! sensitivity). Quantisation is piecewise constant: its derivative is zero almost everywhere, so it is not applied
 //! and the report says so. `protect` leaves the protected layers out.
@@ -46,8 +46,8 @@ use tch::{Kind, Tensor};
 
 use super::{bootstrap_means, derive_seed, Estimate};
 use crate::defenses::{self, Defense, DefensePlan};
-use crate::gradients::per_sample::per_sample_gradients;
-use crate::models::Model;
+use crate::gradients::per_sample::per_sample_gradients_with;
+use crate::models::{Forward, Model};
 use crate::progress::Progress;
 
 /// Seed purposes (streams of the user's seed).
@@ -241,7 +241,8 @@ pub struct DefenseNote {
 }
 
 /// A model's shared per-sample gradient of chosen layers, with the differentiable defences applied: the function
-/// whose input Jacobian the sensitivity measures.
+/// whose input Jacobian the sensitivity measures. For fixed sample ids it is a deterministic function of the
+/// inputs: noise and dropout masks come from generators keyed by the seed and the ids.
 pub struct SharedGradientFn<'m> {
     base: &'m Model,
     dropout_model: Option<Model>,
@@ -315,7 +316,13 @@ impl<'m> SharedGradientFn<'m> {
                 )),
             }
         }
-        let dropout_model = plan.dropout.map(|rate| model.with_dropout(rate)).transpose()?;
+        let mut dropout_model = plan.dropout.map(|rate| model.with_dropout(rate)).transpose()?;
+        if let Some(m) = dropout_model.as_mut() {
+            // `with_dropout` builds the copy in f32; keep the caller's precision.
+            if model.kind() == Kind::Double && m.kind() != Kind::Double {
+                m.to_double();
+            }
+        }
         Ok(SharedGradientFn {
             base: model,
             dropout_model,
@@ -351,7 +358,12 @@ impl<'m> SharedGradientFn<'m> {
         if ids.len() as i64 != n || y.size() != [n] {
             bail!("{n} inputs need {n} labels and {n} ids, got {:?} labels and {} ids", y.size(), ids.len());
         }
-        let all = per_sample_gradients(model, x, y, self.train, true);
+        // Dropout masks from a generator keyed by the seed and the chunk's first sample: a deterministic function
+        // of x, and the graph is built once per chunk, so the masks stay fixed while differentiating.
+        let mut dropout_rng = ChaCha8Rng::seed_from_u64(derive_seed(self.seed, PURPOSE_DROPOUT));
+        dropout_rng.set_stream(ids.first().copied().unwrap_or(0));
+        let fwd = Forward::recording(self.train).with_dropout_rng(dropout_rng);
+        let all = per_sample_gradients_with(model, x, y, fwd, true);
         let mut g: Vec<Tensor> = self.layers.iter().map(|&l| all[l].shallow_clone()).collect();
         let kind = g[0].kind();
         let mut noise_rngs: Vec<ChaCha8Rng> =
@@ -534,16 +546,11 @@ pub fn input_sensitivity(
     let kind = f.model().kind();
     let mut input_dim = 0;
     let bar = progress.bar(n as u64, "input sensitivity");
-    for (c, start) in (0..n).step_by(chunk as usize).enumerate() {
+    for start in (0..n).step_by(chunk as usize) {
         let len = chunk.min(n - start);
         let x = inputs.narrow(0, start, len).to_kind(kind);
         let y = labels.narrow(0, start, len);
         let ids: Vec<u64> = (start as u64..(start + len) as u64).collect();
-        // Dropout masks come from libtorch's (process-wide) generator, seeded here only when dropout is active;
-        // the graph is built once per chunk, so the masks stay fixed while differentiating.
-        if f.dropout_active() {
-            tch::manual_seed(derive_seed(config.seed, PURPOSE_DROPOUT.wrapping_add(c as u64)) as i64);
-        }
         let map = |x: &Tensor| f.eval(x, &y, &ids);
         let lin = Linearisation::new(&map, &x)?;
         input_dim = lin.input_dim();

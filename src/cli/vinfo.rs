@@ -1,0 +1,180 @@
+//! `gradleak vinfo`: usable (V-)information of a feature matrix about a target, from array files.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::Tensor;
+
+use gradleak::arrays::{read_array, write_npy};
+use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, MlpOptions, Protocol, Target, VInfoEstimate};
+
+use super::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct VinfoArgs {
+    /// Features G, (N, D): .npy, .csv or .safetensors (file.safetensors:tensor names a tensor).
+    #[arg(long)]
+    pub features: String,
+    /// Target Y: (N,) class codes or (N, K) values, same formats.
+    #[arg(long)]
+    pub target: String,
+    /// categorical (classes) or continuous (real values).
+    #[arg(long)]
+    pub kind: String,
+    /// Predictive family: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, or all (linear and mlp).
+    #[arg(long, default_value = "linear")]
+    pub family: String,
+    /// Seed of every random choice (split, MLP initialisation and minibatches, bootstrap).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// crossfit (every sample scored once) or split (one train/validation/test split).
+    #[arg(long, default_value = "crossfit")]
+    pub protocol: String,
+    /// Folds of cross-fitting.
+    #[arg(long, default_value_t = 5)]
+    pub folds: usize,
+    /// Fraction of the fitting samples that validate (hyperparameters, early stopping, residual variances).
+    #[arg(long, default_value_t = 0.2)]
+    pub val_fraction: f64,
+    /// Fraction of all samples scored under --protocol split.
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    /// Bootstrap resamples for the 95% interval.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Continuous targets: smallest variance of a dimension, as a fraction of its variance.
+    #[arg(long, default_value_t = 1e-4)]
+    pub variance_floor: f64,
+    /// MLP: most training epochs (early stopping usually ends sooner).
+    #[arg(long, default_value_t = 200)]
+    pub epochs: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the PVI (bits) of every sample to this .npy file: (N,), or (N, F) for F families, in the order
+    /// printed; NaN for samples not scored (under --protocol split).
+    #[arg(long)]
+    pub pvi_out: Option<PathBuf>,
+}
+
+/// `file.safetensors:tensor` -> (file, Some(tensor)); anything else -> (path, None).
+fn split_tensor_name(spec: &str) -> (PathBuf, Option<&str>) {
+    if let Some((file, key)) = spec.rsplit_once(':') {
+        if file.to_ascii_lowercase().ends_with(".safetensors") && !key.is_empty() {
+            return (PathBuf::from(file), Some(key));
+        }
+    }
+    (PathBuf::from(spec), None)
+}
+
+fn read(flag: &str, spec: &str) -> Result<Tensor> {
+    let (path, key) = split_tensor_name(spec);
+    read_array(&path, key).with_context(|| format!("--{flag}"))
+}
+
+pub fn run(_global: &Global, args: VinfoArgs) -> Result<()> {
+    let families = Family::parse_list(&args.family).context("--family")?;
+    let protocol = match args.protocol.as_str() {
+        "crossfit" => Protocol::CrossFit { folds: args.folds, val_fraction: args.val_fraction },
+        "split" => Protocol::Split { val_fraction: args.val_fraction, test_fraction: args.test_fraction },
+        p => bail!("--protocol: unknown protocol '{p}'; expected crossfit or split"),
+    };
+    protocol.validate().context("--protocol")?;
+    let features = read("features", &args.features)?;
+    let y = read("target", &args.target)?;
+    let target = match args.kind.as_str() {
+        "categorical" => Target::Categorical(y),
+        "continuous" => Target::Continuous(y),
+        k => bail!("--kind: unknown kind '{k}'; expected categorical or continuous"),
+    };
+    let opts = EstimateOptions {
+        seed: args.seed,
+        protocol,
+        bootstrap: args.bootstrap,
+        variance_floor: args.variance_floor,
+        mlp: MlpOptions { max_epochs: args.epochs, ..Default::default() },
+    };
+    let mut estimates = Vec::new();
+    for family in &families {
+        estimates.push(estimate(&features, &target, family, &opts)?);
+    }
+    if let Some(path) = &args.pvi_out {
+        write_pvi(path, &estimates)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json_report(&estimates))?);
+    } else {
+        print_table(&estimates);
+    }
+    Ok(())
+}
+
+fn write_pvi(path: &Path, estimates: &[VInfoEstimate]) -> Result<()> {
+    let n = estimates[0].n_samples;
+    let columns: Vec<Tensor> = estimates.iter().map(|e| Tensor::from_slice(&e.pvi_by_sample(n)).unsqueeze(1)).collect();
+    let all = Tensor::cat(&columns, 1);
+    let out = if estimates.len() == 1 { all.squeeze_dim(1) } else { all };
+    write_npy(path, &out).context("--pvi-out")
+}
+
+/// One family: its estimate. Several: the largest estimate at the top level (`best_family`) and every family under
+/// `families`.
+fn json_report(estimates: &[VInfoEstimate]) -> serde_json::Value {
+    if estimates.len() == 1 {
+        return serde_json::to_value(&estimates[0]).unwrap_or_default();
+    }
+    let best = estimates.iter().max_by(|a, b| a.bits.total_cmp(&b.bits)).expect("at least one family");
+    let families: serde_json::Map<String, serde_json::Value> =
+        estimates.iter().map(|e| (e.family.clone(), serde_json::to_value(e).unwrap_or_default())).collect();
+    serde_json::json!({
+        "bits": best.bits,
+        "ci95": best.ci95,
+        "best_family": best.family,
+        "target": best.target,
+        "n_samples": best.n_samples,
+        "n_train": best.n_train,
+        "n_val": best.n_val,
+        "n_test": best.n_test,
+        "n_features": best.n_features,
+        "target_dims": best.target_dims,
+        "seed": best.seed,
+        "protocol": best.protocol,
+        "families": families,
+    })
+}
+
+fn print_table(estimates: &[VInfoEstimate]) {
+    let e0 = &estimates[0];
+    let what = if e0.target == "continuous" {
+        format!("continuous target ({} dimensions)", e0.target_dims)
+    } else {
+        format!("categorical target ({} classes)", e0.target_dims)
+    };
+    println!(
+        "V-information of {what} from {} features: {} samples, {}; {} train / {} validation per fit, {} scored; seed {}",
+        e0.n_features, e0.n_samples, e0.protocol, e0.n_train, e0.n_val, e0.n_test, e0.seed
+    );
+    let continuous = e0.target == "continuous";
+    let extra = if continuous {
+        format!("{:>10} {:>8}", "bits/dim", "R^2")
+    } else {
+        format!("{:>9} {:>9}", "accuracy", "null acc")
+    };
+    println!(
+        "{:<14} {:>10} {:>23} {:>11} {:>11} {extra} {:>8}",
+        "family", "bits", "95% CI", "H(Y|∅)", "H(Y|G)", "seconds"
+    );
+    for e in estimates {
+        let ci = format!("[{:.4}, {:.4}]", e.ci95[0], e.ci95[1]);
+        let extra = if continuous {
+            format!("{:>10.5} {:>8.4}", e.bits_per_dim.unwrap_or(f64::NAN), e.r2.unwrap_or(f64::NAN))
+        } else {
+            format!("{:>9.4} {:>9.4}", e.accuracy.unwrap_or(f64::NAN), e.null_accuracy.unwrap_or(f64::NAN))
+        };
+        println!(
+            "{:<14} {:>10.4} {:>23} {:>11.4} {:>11.4} {extra} {:>8.2}",
+            e.family, e.bits, ci, e.h_null_bits, e.h_cond_bits, e.seconds
+        );
+    }
+    println!("bits: held-out H(Y|∅) - H(Y|G) per sample (mean pointwise V-information); negative values are kept.");
+}

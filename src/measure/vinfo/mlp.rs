@@ -1,0 +1,262 @@
+//! The MLP families: a ReLU network on standardised features, trained with Adam on minibatches and stopped early
+//! on the validation part. For class targets it outputs logits (softmax likelihood); for continuous targets it
+//! outputs the Gaussian mean (trained on standardised targets with the squared error), with diagonal variances from
+//! the validation residuals of the best epoch (floored), as for ridge regression.
+
+use anyhow::{anyhow, bail, Result};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, Module, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use super::model::{floored_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser};
+
+/// Training settings of the MLP families (the hidden sizes are part of [`super::Family::Mlp`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MlpOptions {
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// Decoupled weight decay (AdamW); 0 disables it.
+    pub weight_decay: f64,
+    pub batch_size: i64,
+    pub max_epochs: usize,
+    /// Stop after this many epochs without a better validation loss; the best epoch's weights are kept.
+    pub patience: usize,
+}
+
+impl Default for MlpOptions {
+    fn default() -> Self {
+        MlpOptions { learning_rate: 1e-3, weight_decay: 1e-4, batch_size: 128, max_epochs: 200, patience: 10 }
+    }
+}
+
+impl MlpOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            bail!("the MLP learning rate must be positive, got {}", self.learning_rate);
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!("the MLP weight decay must be >= 0, got {}", self.weight_decay);
+        }
+        if self.batch_size < 1 || self.max_epochs < 1 || self.patience < 1 {
+            bail!("the MLP batch size, epochs and patience must be >= 1");
+        }
+        Ok(())
+    }
+}
+
+/// What the network predicts.
+#[derive(Debug)]
+enum Task {
+    Classes(i64),
+    /// Gaussian mean; the variance floor (K,).
+    Gaussian(Tensor),
+}
+
+/// An MLP predictive family (see the module documentation).
+#[derive(Debug)]
+pub struct Mlp {
+    task: Task,
+    hidden: Vec<i64>,
+    opts: MlpOptions,
+    seed: u64,
+    fitted: Option<MlpFit>,
+}
+
+#[derive(Debug)]
+struct MlpFit {
+    _vs: nn::VarStore,
+    net: nn::Sequential,
+    standardiser: Standardiser,
+    /// Target mean and scale (continuous targets).
+    y_mean: Tensor,
+    y_scale: Tensor,
+    var: Option<Tensor>,
+    best_epoch: usize,
+    epochs: usize,
+    best_val_bits: f64,
+}
+
+impl Mlp {
+    /// An MLP classifier over `classes` classes.
+    pub fn classifier(classes: i64, hidden: &[i64], opts: &MlpOptions, seed: u64) -> Self {
+        Mlp { task: Task::Classes(classes), hidden: hidden.to_vec(), opts: opts.clone(), seed, fitted: None }
+    }
+
+    /// An MLP Gaussian decoder; `floor`: (K,) smallest variance per target dimension.
+    pub fn gaussian(floor: &Tensor, hidden: &[i64], opts: &MlpOptions, seed: u64) -> Self {
+        Mlp {
+            task: Task::Gaussian(floor.shallow_clone()),
+            hidden: hidden.to_vec(),
+            opts: opts.clone(),
+            seed,
+            fitted: None,
+        }
+    }
+
+    fn outputs(&self, y: &Tensor) -> i64 {
+        match self.task {
+            Task::Classes(c) => c,
+            Task::Gaussian(_) => y.size()[1],
+        }
+    }
+}
+
+fn forward_f64(net: &nn::Sequential, x: &Tensor) -> Tensor {
+    tch::no_grad(|| net.forward(&x.to_kind(Kind::Float))).to_kind(Kind::Double)
+}
+
+impl ConditionalModel for Mlp {
+    fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
+        self.opts.validate()?;
+        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h < 1) {
+            bail!("MLP hidden sizes must be positive, got {:?}", self.hidden);
+        }
+        let standardiser = Standardiser::fit(train.x);
+        let x = standardiser.apply(train.x).to_kind(Kind::Float);
+        let xv = standardiser.apply(val.x);
+        let (y_mean, y_scale) = match self.task {
+            Task::Classes(_) => {
+                (Tensor::zeros([1], (Kind::Double, Device::Cpu)), Tensor::ones([1], (Kind::Double, Device::Cpu)))
+            }
+            Task::Gaussian(_) => {
+                let m = train.y.mean_dim(0, false, Kind::Double);
+                let s = train.y.std_dim(0, false, false);
+                let s = s.where_self(&s.gt(1e-12), &s.ones_like());
+                (m, s)
+            }
+        };
+        let y = match self.task {
+            Task::Classes(_) => train.y.shallow_clone(),
+            Task::Gaussian(_) => ((train.y - &y_mean) / &y_scale).to_kind(Kind::Float),
+        };
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut net = nn::seq();
+        let mut width = x.size()[1];
+        for (i, &h) in self.hidden.iter().enumerate() {
+            net = net
+                .add(nn::linear(vs.root() / format!("hidden{i}"), width, h, Default::default()))
+                .add_fn(|t| t.relu());
+            width = h;
+        }
+        net = net.add(nn::linear(vs.root() / "out", width, self.outputs(train.y), Default::default()));
+        init_weights(&vs, self.seed);
+        let mut opt =
+            nn::AdamW { wd: self.opts.weight_decay, ..Default::default() }.build(&vs, self.opts.learning_rate)?;
+        let val_loss = |net: &nn::Sequential| -> f64 {
+            let out = forward_f64(net, &xv);
+            match &self.task {
+                Task::Classes(_) => -out
+                    .log_softmax(1, Kind::Double)
+                    .gather(1, &val.y.unsqueeze(1), false)
+                    .mean(Kind::Double)
+                    .double_value(&[]),
+                Task::Gaussian(floor) => gaussian_validation_loss(val.y, &(out * &y_scale + &y_mean), floor),
+            }
+        };
+        let n = x.size()[0] as usize;
+        let mut order: Vec<i64> = (0..n as i64).collect();
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let mut best = (val_loss(&net), 0usize, snapshot(&vs));
+        let mut epochs = 0;
+        for epoch in 1..=self.opts.max_epochs {
+            epochs = epoch;
+            order.shuffle(&mut rng);
+            for batch in order.chunks(self.opts.batch_size as usize) {
+                let idx = Tensor::from_slice(batch);
+                let out = net.forward(&x.index_select(0, &idx));
+                let target = y.index_select(0, &idx);
+                let loss = match self.task {
+                    Task::Classes(_) => out.cross_entropy_for_logits(&target),
+                    Task::Gaussian(_) => out.mse_loss(&target, tch::Reduction::Mean),
+                };
+                opt.backward_step(&loss);
+            }
+            let loss = val_loss(&net);
+            if !loss.is_finite() {
+                break;
+            }
+            if loss < best.0 {
+                best = (loss, epoch, snapshot(&vs));
+            } else if epoch - best.1 >= self.opts.patience {
+                break;
+            }
+        }
+        restore(&vs, &best.2);
+        if !best.0.is_finite() {
+            bail!("MLP training failed: the validation loss is not finite");
+        }
+        let var = match &self.task {
+            Task::Classes(_) => None,
+            Task::Gaussian(floor) => {
+                let pred = forward_f64(&net, &xv) * &y_scale + &y_mean;
+                Some(floored_variance(&(val.y - pred), floor))
+            }
+        };
+        self.fitted = Some(MlpFit {
+            _vs: vs,
+            net,
+            standardiser,
+            y_mean,
+            y_scale,
+            var,
+            best_epoch: best.1,
+            epochs,
+            best_val_bits: best.0 / std::f64::consts::LN_2,
+        });
+        Ok(())
+    }
+
+    fn predict(&self, x: &Tensor) -> Result<Prediction> {
+        let f = self.fitted.as_ref().ok_or_else(|| anyhow!("MLP used before fit"))?;
+        let out = forward_f64(&f.net, &f.standardiser.apply(x));
+        Ok(match &f.var {
+            None => Prediction::Categorical(out.log_softmax(1, Kind::Double)),
+            Some(var) => Prediction::Gaussian { mean: out * &f.y_scale + &f.y_mean, var: var.shallow_clone() },
+        })
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        match &self.fitted {
+            None => serde_json::json!({}),
+            Some(f) => serde_json::json!({
+                "hidden": self.hidden,
+                "best_epoch": f.best_epoch,
+                "epochs": f.epochs,
+                "validation_bits": f.best_val_bits,
+            }),
+        }
+    }
+}
+
+/// Initialises every layer as PyTorch does by default (uniform in +-1/sqrt(fan_in) for weights and biases), but
+/// from a ChaCha stream seeded with `seed`, so a fit does not depend on libtorch's global generator (which other
+/// threads may be drawing from).
+fn init_weights(vs: &nn::VarStore, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1417);
+    let vars = vs.variables();
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &vars[name];
+        let layer = name.rsplit_once('.').map_or(name.as_str(), |(l, _)| l);
+        let fan_in = vars.get(&format!("{layer}.weight")).map_or(1, |w| w.size()[1]);
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let values: Vec<f32> = (0..t.numel()).map(|_| rng.random_range(-bound..bound) as f32).collect();
+        tch::no_grad(|| t.shallow_clone().copy_(&Tensor::from_slice(&values).view(t.size().as_slice())));
+    }
+}
+
+fn snapshot(vs: &nn::VarStore) -> Vec<Tensor> {
+    vs.trainable_variables().iter().map(|t| t.detach().copy()).collect()
+}
+
+fn restore(vs: &nn::VarStore, saved: &[Tensor]) {
+    tch::no_grad(|| {
+        for (mut v, s) in vs.trainable_variables().into_iter().zip(saved) {
+            v.copy_(s);
+        }
+    });
+}

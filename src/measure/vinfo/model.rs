@@ -1,0 +1,172 @@
+//! The predictive-family interface (fit on training data, log-probabilities of held-out data), the predictions it
+//! returns, the two null models f[∅] and the feature standardiser every family shares.
+
+use std::f64::consts::PI;
+
+use anyhow::Result;
+use tch::{Kind, Tensor};
+
+/// Training or validation data of one fit: features (N, D) f64 and targets (class indices (N,) i64, or (N, K) f64).
+#[derive(Debug, Clone, Copy)]
+pub struct Part<'a> {
+    pub x: &'a Tensor,
+    pub y: &'a Tensor,
+}
+
+impl Part<'_> {
+    pub fn len(&self) -> i64 {
+        self.x.size()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What a fitted model says about held-out samples.
+#[derive(Debug)]
+pub enum Prediction {
+    /// Log-probabilities of every class, (N, C) f64, nats.
+    Categorical(Tensor),
+    /// A Gaussian with diagonal covariance: means (N, K) and variances (K,), f64.
+    Gaussian { mean: Tensor, var: Tensor },
+}
+
+impl Prediction {
+    /// Log-density (nats) of each held-out target: class indices (N,) i64 or values (N, K) f64. Returns (N,) f64.
+    pub fn log_prob(&self, y: &Tensor) -> Tensor {
+        match self {
+            Prediction::Categorical(logp) => logp.gather(1, &y.unsqueeze(1), false).squeeze_dim(1),
+            Prediction::Gaussian { mean, var } => gaussian_log_prob(y, mean, var),
+        }
+    }
+}
+
+/// Log-density (nats) of each row of `y` under independent Gaussians N(mean_ik, var_k); (N,).
+pub fn gaussian_log_prob(y: &Tensor, mean: &Tensor, var: &Tensor) -> Tensor {
+    let r = y - mean;
+    let quad = (&r * &r / var).sum_dim_intlist(1, false, Kind::Double);
+    let norm = (var * (2.0 * PI)).log().sum(Kind::Double);
+    (quad + norm) * -0.5
+}
+
+/// Per-dimension variance for a Gaussian family: the mean squared residual (out-of-sample), floored.
+pub fn floored_variance(residual: &Tensor, floor: &Tensor) -> Tensor {
+    residual.square().mean_dim(0, false, Kind::Double).maximum(floor)
+}
+
+/// Mean Gaussian negative log-likelihood (nats) of `y` given `pred`, with the variance taken from these very
+/// residuals (floored): the validation criterion of the Gaussian families.
+pub fn gaussian_validation_loss(y: &Tensor, pred: &Tensor, floor: &Tensor) -> f64 {
+    let var = floored_variance(&(y - pred), floor);
+    -gaussian_log_prob(y, pred, &var).mean(Kind::Double).double_value(&[])
+}
+
+/// A predictive family V (scikit-learn style): `fit` on the training part, with the validation part for
+/// hyperparameters, early stopping and residual variances; then [`predict`](ConditionalModel::predict) on held-out
+/// features. Every random choice comes from a seed given at construction.
+pub trait ConditionalModel {
+    /// Fits the model.
+    fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()>;
+    /// The predictive distribution of held-out samples with features `x` (N, D) f64.
+    fn predict(&self, x: &Tensor) -> Result<Prediction>;
+    /// Log-probabilities (nats) of held-out targets, (N,) f64.
+    fn log_prob(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        Ok(self.predict(x)?.log_prob(y))
+    }
+    /// What the fit chose (regularisation strength, epochs, ...), for the report.
+    fn summary(&self) -> serde_json::Value;
+}
+
+/// f[∅] for class targets: class frequencies of the training and validation parts with add-one (Laplace)
+/// smoothing, so that a class unseen in fitting still has a finite log-loss.
+#[derive(Debug)]
+pub struct ClassFrequencies {
+    classes: i64,
+    log_p: Option<Tensor>,
+}
+
+impl ClassFrequencies {
+    pub fn new(classes: i64) -> Self {
+        ClassFrequencies { classes, log_p: None }
+    }
+}
+
+impl ConditionalModel for ClassFrequencies {
+    fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
+        let y = Tensor::cat(&[train.y, val.y], 0);
+        let counts = y.bincount(None::<Tensor>, self.classes).to_kind(Kind::Double) + 1.0;
+        let total = counts.sum(Kind::Double);
+        self.log_p = Some((counts / total).log());
+        Ok(())
+    }
+
+    fn predict(&self, x: &Tensor) -> Result<Prediction> {
+        let log_p = self.log_p.as_ref().ok_or_else(|| anyhow::anyhow!("class frequencies used before fit"))?;
+        Ok(Prediction::Categorical(log_p.unsqueeze(0).expand([x.size()[0], self.classes], false).contiguous()))
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({"smoothing": "add-one"})
+    }
+}
+
+/// f[∅] for continuous targets: per-dimension mean and variance (floored) of the training and validation parts.
+#[derive(Debug)]
+pub struct GaussianMarginal {
+    floor: Tensor,
+    fitted: Option<(Tensor, Tensor)>,
+}
+
+impl GaussianMarginal {
+    /// `floor`: (K,) smallest variance per dimension.
+    pub fn new(floor: &Tensor) -> Self {
+        GaussianMarginal { floor: floor.shallow_clone(), fitted: None }
+    }
+}
+
+impl ConditionalModel for GaussianMarginal {
+    fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
+        let y = Tensor::cat(&[train.y, val.y], 0);
+        let mean = y.mean_dim(0, false, Kind::Double);
+        let var = floored_variance(&(&y - &mean), &self.floor);
+        self.fitted = Some((mean, var));
+        Ok(())
+    }
+
+    fn predict(&self, x: &Tensor) -> Result<Prediction> {
+        let (mean, var) = self.fitted.as_ref().ok_or_else(|| anyhow::anyhow!("Gaussian marginal used before fit"))?;
+        let n = x.size()[0];
+        Ok(Prediction::Gaussian {
+            mean: mean.unsqueeze(0).expand([n, mean.size()[0]], false).contiguous(),
+            var: var.shallow_clone(),
+        })
+    }
+
+    fn summary(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+}
+
+/// Centres and scales each feature column with training statistics. Constant columns (standard deviation 0) are
+/// only centred, so they become 0 and carry nothing.
+#[derive(Debug)]
+pub struct Standardiser {
+    mean: Tensor,
+    scale: Tensor,
+}
+
+impl Standardiser {
+    pub fn fit(x: &Tensor) -> Self {
+        let mean = x.mean_dim(0, true, Kind::Double);
+        let std = x.std_dim(0, false, true);
+        // A column whose spread is at rounding level of its magnitude is constant.
+        let tiny = mean.abs() * 1e-12 + 1e-300;
+        let scale = std.where_self(&std.gt_tensor(&tiny), &std.ones_like());
+        Standardiser { mean, scale }
+    }
+
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        (x - &self.mean) / &self.scale
+    }
+}
