@@ -5,6 +5,7 @@ mod data;
 mod dp_epsilon;
 mod grads;
 mod models;
+mod sensitivity;
 mod train;
 mod vinfo;
 
@@ -53,6 +54,8 @@ pub enum Command {
     Vinfo(vinfo::VinfoArgs),
     /// Reconstruct inputs from shared updates with DLG, iDLG or Inverting Gradients.
     Attack(attack::AttackArgs),
+    /// Why a layer leaks: sensitivity of each layer's gradient to the input and to a latent attribute.
+    Sensitivity(sensitivity::SensitivityArgs),
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -67,5 +70,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::DpEpsilon(args) => dp_epsilon::run(&cli.global, args),
         Command::Vinfo(args) => vinfo::run(&cli.global, args),
         Command::Attack(args) => attack::run(&cli.global, args),
+        Command::Sensitivity(args) => sensitivity::run(&cli.global, args),
     }
 }

@@ -2,4 +2,5 @@
 
 pub mod attacks;
 pub mod image_metrics;
+pub mod sensitivity;
 pub mod vinfo;
