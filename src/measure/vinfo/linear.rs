@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::model::{floored_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser};
+use super::model::{conditional_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser};
 
 /// Ridge strengths tried, relative to the mean eigenvalue of the Gram matrix of the standardised training
 /// features: 10^-6 .. 10^3.
@@ -118,8 +118,17 @@ impl ConditionalModel for RidgeGaussian {
             bail!("ridge regression failed: no ridge strength gave a finite validation loss");
         }
         let coef = coefs[best].take().ok_or_else(|| anyhow!("ridge: missing coefficients"))?;
-        let weight = if dual { x.tr().matmul(&coef) } else { coef };
-        let var = floored_variance(&(val.y - (xv.matmul(&weight) + &y_mean)), &self.floor);
+        let mut weight = if dual { x.tr().matmul(&coef) } else { coef };
+        let mut y_mean = y_mean;
+        // The family holds the constant predictor (weights 0, the limit of infinite strength). When no strength beats
+        // it on validation, take it, with the null model's mean: the features then carry no usable information.
+        let mse = |pred: &Tensor| (val.y - pred).square().mean(Kind::Double).double_value(&[]);
+        let constant = mse(&(val.y.zeros_like() + &y_mean)) <= mse(&(xv.matmul(&weight) + &y_mean));
+        if constant {
+            weight = weight.zeros_like();
+            y_mean = Tensor::cat(&[train.y, val.y], 0).mean_dim(0, false, Kind::Double);
+        }
+        let var = conditional_variance(&(val.y - (xv.matmul(&weight) + &y_mean)), train.y, val.y, &self.floor);
         let tried = grid
             .iter()
             .zip(&losses)
@@ -130,7 +139,7 @@ impl ConditionalModel for RidgeGaussian {
             weight,
             y_mean,
             var,
-            lambda: scale * 10f64.powi(grid[best]),
+            lambda: if constant { f64::INFINITY } else { scale * 10f64.powi(grid[best]) },
             lambda_relative: 10f64.powi(grid[best]),
             dual,
             tried,

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::model::{floored_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser};
+use super::model::{conditional_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser};
 
 /// Training settings of the MLP families (the hidden sizes are part of [`super::Family::Mlp`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -192,7 +192,7 @@ impl ConditionalModel for Mlp {
             Task::Classes(_) => None,
             Task::Gaussian(floor) => {
                 let pred = forward_f64(&net, &xv) * &y_scale + &y_mean;
-                Some(floored_variance(&(val.y - pred), floor))
+                Some(conditional_variance(&(val.y - pred), train.y, val.y, floor))
             }
         };
         self.fitted = Some(MlpFit {

@@ -55,6 +55,43 @@ pub fn floored_variance(residual: &Tensor, floor: &Tensor) -> Tensor {
     residual.square().mean_dim(0, false, Kind::Double).maximum(floor)
 }
 
+/// Pseudo-observations with which each dimension's variance is shrunk towards the mean variance over dimensions.
+pub const VARIANCE_SHRINKAGE: f64 = 10.0;
+
+/// The variance per target dimension of a Gaussian model, from its residuals (n samples), shrunk towards the mean
+/// over dimensions: (n v_k + m mean(v)) / (n + m) with m = [`VARIANCE_SHRINKAGE`], then floored.
+///
+/// Why: a dimension that is (nearly) constant where the variance is estimated (a border pixel, dark in all but one
+/// of a few hundred samples) gets a variance near zero, and the one held-out sample where it is bright then costs
+/// thousands of bits. Such dimensions swamp both entropies with noise, and their difference by more. The null
+/// model and the conditional model are shrunk alike. Any variance is a member of the Gaussian family, so the
+/// held-out log-loss stays an honest upper bound on H_V; shrinkage only makes it tighter and steadier.
+pub fn shrunk_variance(residual: &Tensor, floor: &Tensor) -> Tensor {
+    let n = residual.size()[0] as f64;
+    let per_dim = residual.square().mean_dim(0, false, Kind::Double);
+    let pooled = per_dim.mean(Kind::Double);
+    ((per_dim * n + pooled * VARIANCE_SHRINKAGE) / (n + VARIANCE_SHRINKAGE)).maximum(floor)
+}
+
+/// The conditional Gaussian's variance per dimension: the null model's variance (as [`GaussianMarginal`] fits it on
+/// training + validation) times the ratio of the predictor's squared validation residuals to the null model's, per
+/// dimension, shrunk towards the pooled ratio with [`VARIANCE_SHRINKAGE`] pseudo-observations.
+///
+/// Estimating the ratio on the same validation samples for both models makes their sampling noise cancel: a
+/// predictor that explains nothing gets ratio ~1 and the conditional entropy ~ the null one, instead of a variance
+/// from fewer samples that misses rare bright pixels. Still one member of the Gaussian family, scored on held-out data.
+pub fn conditional_variance(val_residual: &Tensor, train_y: &Tensor, val_y: &Tensor, floor: &Tensor) -> Tensor {
+    let y = Tensor::cat(&[train_y, val_y], 0).to_kind(Kind::Double);
+    let mean = y.mean_dim(0, false, Kind::Double);
+    let null_var = shrunk_variance(&(&y - &mean), floor);
+    let residual = val_residual.square().sum_dim_intlist(0, false, Kind::Double);
+    let null_residual = (val_y.to_kind(Kind::Double) - &mean).square().sum_dim_intlist(0, false, Kind::Double);
+    let pooled = residual.sum(Kind::Double) / null_residual.sum(Kind::Double).clamp_min(1e-300);
+    let m = VARIANCE_SHRINKAGE;
+    let ratio = (&residual + &null_var * &pooled * m) / (&null_residual + &null_var * m);
+    (ratio * null_var).maximum(floor)
+}
+
 /// Mean Gaussian negative log-likelihood (nats) of `y` given `pred`, with the variance taken from these very
 /// residuals (floored): the validation criterion of the Gaussian families.
 pub fn gaussian_validation_loss(y: &Tensor, pred: &Tensor, floor: &Tensor) -> f64 {
@@ -129,7 +166,7 @@ impl ConditionalModel for GaussianMarginal {
     fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
         let y = Tensor::cat(&[train.y, val.y], 0);
         let mean = y.mean_dim(0, false, Kind::Double);
-        let var = floored_variance(&(&y - &mean), &self.floor);
+        let var = shrunk_variance(&(&y - &mean), &self.floor);
         self.fitted = Some((mean, var));
         Ok(())
     }
