@@ -5,6 +5,7 @@
 //! measurements -> report.
 
 pub mod arrays;
+pub mod audit;
 pub mod data;
 pub mod defenses;
 pub mod gradients;
@@ -12,4 +13,5 @@ pub mod io;
 pub mod measure;
 pub mod models;
 pub mod progress;
+pub mod report;
 pub mod train;

@@ -1,7 +1,7 @@
 //! The audit's TOML configuration: what to train or load, what to measure, and the grid of cells to sweep.
 //!
 //! Every section rejects unknown keys (the error names the key and the valid ones). All fields have defaults, so an
-//! empty file (or no file) audits the embedded default: LeNet on the embedded Fashion-MNIST subset, targets input +
+//! empty file (or no file) audits the embedded default: LeNet-5 on the embedded Fashion-MNIST subset, targets input +
 //! label + one latent attribute, the linear family, with sensitivity.
 
 use std::path::{Path, PathBuf};
@@ -35,7 +35,7 @@ impl Default for AuditConfig {
         AuditConfig {
             seed: 0,
             dataset: "embedded".into(),
-            model: "lenet".into(),
+            model: "lenet5".into(),
             width: 1.0,
             hidden: 128,
             training: TrainingConfig::default(),

@@ -13,9 +13,10 @@
 
 pub mod config;
 mod run;
+mod sensitivity;
 
 pub use config::{AuditConfig, Cell};
-pub use run::{run_audit, run_cell, AuditOptions, AuditSummary};
+pub use run::{collect_cells, run_audit, run_cell, AuditManifest, AuditOptions, AuditSummary, MANIFEST};
 
 use serde::{Deserialize, Serialize};
 
@@ -88,8 +89,10 @@ pub struct Agreement {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LocalisationStep {
     pub protected: Vec<String>,
-    /// Usable information of all other layers together (bits).
+    /// Usable information of all other layers together (bits): the larger of their joint estimate and their best
+    /// single layer's (both lower bounds).
     pub remaining_bits: f64,
+    /// The joint estimate's interval.
     pub ci95: [f64; 2],
 }
 
@@ -102,7 +105,7 @@ pub struct Localisation {
     pub family: String,
     /// Layers by bits, most first.
     pub ranking: Vec<(String, f64)>,
-    /// Bits of all shared layers together.
+    /// Bits of all shared layers together (the larger of the joint estimate and the best single layer's).
     pub unprotected_bits: f64,
     pub fraction: f64,
     /// The fewest top-ranked layers whose protection brought the rest under `fraction * unprotected_bits`.

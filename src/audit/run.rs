@@ -95,9 +95,8 @@ pub fn run_audit(config: &AuditConfig, opts: &AuditOptions) -> Result<AuditSumma
         bail!("grid.epoch asks for epoch {max_epoch}, but training.epochs is {}", config.training.epochs);
     }
 
-    let selected: Vec<usize> = (0..cells.len())
-        .filter(|i| opts.shard.map(|(index, count)| i % count == index).unwrap_or(true))
-        .collect();
+    let selected: Vec<usize> =
+        (0..cells.len()).filter(|i| opts.shard.map(|(index, count)| i % count == index).unwrap_or(true)).collect();
     let (mut computed, mut reused) = (0, 0);
     for (n, &i) in selected.iter().enumerate() {
         let path = opts.out.join("cells").join(format!("{}.json", keys[i]));
@@ -182,7 +181,12 @@ fn trained_run(config: &AuditConfig, dataset: &Dataset, dropout: f64, opts: &Aud
     if let Some(run) = &config.training.run {
         let saved = SavedRun::open(run)?;
         if saved.run.dataset != dataset.name {
-            bail!("training.run {}: trained on {}, the audit's dataset is {}", run.display(), saved.run.dataset, dataset.name);
+            bail!(
+                "training.run {}: trained on {}, the audit's dataset is {}",
+                run.display(),
+                saved.run.dataset,
+                dataset.name
+            );
         }
         return Ok(saved);
     }
@@ -395,8 +399,17 @@ pub fn run_cell(
     bar.finish_and_clear();
 
     let localisation = localise(config, &updates, &targets, &families[0], &records, &keys, &opts_v)?;
-    let (sensitivity, agreement, notes) =
-        super::sensitivity::measure(config, &model, split, cell, &updates, &records, &keys, &targets_names(&targets))?;
+    let (sensitivity, agreement, notes) = super::sensitivity::measure(
+        config,
+        dataset,
+        &model,
+        split,
+        cell,
+        &updates,
+        &records,
+        &keys,
+        &targets_names(&targets),
+    )?;
     let attacks = run_attack(config, &model, split, cell, &keys, opts)?;
     Ok(CellResult {
         keys,
@@ -439,25 +452,33 @@ fn localise(
         let mut ranking: Vec<(String, f64)> =
             updates.layers.iter().filter_map(|l| bits_of(&l.name).map(|b| (l.name.clone(), b))).collect();
         ranking.sort_by(|a, b| b.1.total_cmp(&a.1));
-        let unprotected = match bits_of("all") {
+        // A set of layers carries at least what its best member carries (the family can ignore the others), so
+        // each set's estimate is the larger of its joint estimate and its best member's: both are lower bounds.
+        let best_of = |names: &[String]| {
+            ranking.iter().filter(|(n, _)| names.contains(n)).map(|(_, b)| *b).fold(f64::NEG_INFINITY, f64::max)
+        };
+        let all_names: Vec<String> = ranking.iter().map(|(n, _)| n.clone()).collect();
+        let joint = match bits_of("all") {
             Some(b) => b,
             None => {
                 let (features, _, _) = group_features(updates, &(0..n_layers).collect::<Vec<_>>());
                 vinfo::estimate(&features, &t.target, family, opts)?.bits
             }
         };
+        let unprotected = joint.max(best_of(&all_names));
         let threshold = config.measure.localisation_fraction * unprotected.max(0.0);
         let mut steps = Vec::new();
         let mut protect = Vec::new();
         for k in 1..n_layers {
             let protected: Vec<String> = ranking[..k].iter().map(|(n, _)| n.clone()).collect();
-            let rest: Vec<usize> =
-                (0..n_layers).filter(|&i| !protected.contains(&updates.layers[i].name)).collect();
+            let rest: Vec<usize> = (0..n_layers).filter(|&i| !protected.contains(&updates.layers[i].name)).collect();
             let (features, _, _) = group_features(updates, &rest);
             let e = vinfo::estimate(&features, &t.target, family, opts)
                 .with_context(|| format!("localisation of {}", t.name))?;
-            steps.push(LocalisationStep { protected: protected.clone(), remaining_bits: e.bits, ci95: e.ci95 });
-            if e.bits <= threshold {
+            let rest_names: Vec<String> = rest.iter().map(|&i| updates.layers[i].name.clone()).collect();
+            let remaining = e.bits.max(best_of(&rest_names));
+            steps.push(LocalisationStep { protected: protected.clone(), remaining_bits: remaining, ci95: e.ci95 });
+            if remaining <= threshold {
                 protect = protected;
                 break;
             }
@@ -493,7 +514,8 @@ fn run_attack(
     if !model.spec.arch.needs_images() {
         return Ok(Vec::new());
     }
-    let method: Method = method.parse()?;
+    let method =
+        <Method as clap::ValueEnum>::from_str(method, true).map_err(|e| anyhow::anyhow!("measure.attack: {e}"))?;
     let mut attack_config = AttackConfig::new(method);
     attack_config.iterations = config.measure.attack_iterations;
     let share = ShareConfig {

@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand.
 
 mod attack;
+mod audit;
 mod data;
 mod dp_epsilon;
 mod grads;
@@ -40,6 +41,10 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Audit a model: layer-wise usable information leakage over a grid of settings, with reports.
+    Audit(audit::AuditArgs),
+    /// Merge the out folders of an audit's shards into one report.
+    Merge(audit::MergeArgs),
     /// List, fetch and inspect datasets.
     Data(data::DataArgs),
     /// List the model architectures, or the named layers of one.
@@ -63,6 +68,8 @@ pub fn run(cli: Cli) -> Result<()> {
         tch::set_num_threads(cli.global.threads);
     }
     match cli.command {
+        Command::Audit(args) => audit::run(&cli.global, args),
+        Command::Merge(args) => audit::run_merge(&cli.global, args),
         Command::Data(args) => data::run(&cli.global, args),
         Command::Models(args) => models::run(&cli.global, args),
         Command::Train(args) => train::run(&cli.global, args),

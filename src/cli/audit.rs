@@ -1,0 +1,218 @@
+//! `gradleak audit` (one command from a model to a layer-wise leakage report) and `gradleak merge` (shards).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use gradleak::audit::{self, AuditConfig, AuditManifest, AuditOptions};
+use gradleak::progress::Progress;
+
+use super::Global;
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// TOML configuration (see the README); the flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long)]
+    pub dataset: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Training epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Shared updates per cell.
+    #[arg(long)]
+    pub updates: Option<i64>,
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Targets, comma-separated: input, label, attribute, attribute:NAME, attributes.
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Option<Vec<String>>,
+    /// Families, `+`-separated lists are not needed: comma-separated, e.g. linear,mlp.
+    #[arg(long, value_delimiter = ',')]
+    pub families: Option<Vec<String>>,
+    /// Grid: batch sizes, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub batch_sizes: Option<Vec<i64>>,
+    /// Grid: checkpoint epochs, comma-separated (0 = initialisation).
+    #[arg(long, value_delimiter = ',')]
+    pub grid_epochs: Option<Vec<usize>>,
+    /// Grid: dropout rates, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub dropouts: Option<Vec<f64>>,
+    /// Grid: a DP setting, repeatable: none | clip=C,sigma=S.
+    #[arg(long = "dp")]
+    pub dp: Vec<String>,
+    /// Reference attack per cell: dlg, idlg or ig.
+    #[arg(long)]
+    pub attack: Option<String>,
+    /// Skip the sensitivity analysis.
+    #[arg(long)]
+    pub no_sensitivity: bool,
+    /// Output folder.
+    #[arg(long, default_value = "out/audit")]
+    pub out: PathBuf,
+    /// Use an out folder holding another configuration's results (its matching finished cells are kept).
+    #[arg(long)]
+    pub resume: bool,
+    /// Run every N-th cell: I/N (0-based I), e.g. for a job array; combine with `gradleak merge`.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Print the report's path and a JSON summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize)> {
+    let (i, n) = s.split_once('/').with_context(|| format!("--shard: expected I/N, e.g. 0/4, got '{s}'"))?;
+    let (i, n): (usize, usize) = (
+        i.trim().parse().with_context(|| format!("--shard: '{i}' is not a whole number"))?,
+        n.trim().parse().with_context(|| format!("--shard: '{n}' is not a whole number"))?,
+    );
+    if n == 0 || i >= n {
+        bail!("--shard {s}: need 0 <= I < N");
+    }
+    Ok((i, n))
+}
+
+pub fn config_of(args: &AuditArgs) -> Result<AuditConfig> {
+    let mut c = match &args.config {
+        Some(path) => AuditConfig::from_file(path)?,
+        None => AuditConfig::default(),
+    };
+    if let Some(v) = &args.dataset {
+        c.dataset = v.clone();
+    }
+    if let Some(v) = &args.model {
+        c.model = v.clone();
+    }
+    if let Some(v) = args.epochs {
+        c.training.epochs = v;
+    }
+    if let Some(v) = args.updates {
+        c.measure.updates = v;
+    }
+    if let Some(v) = args.seed {
+        c.seed = v;
+    }
+    if let Some(v) = &args.targets {
+        c.measure.targets = v.clone();
+    }
+    if let Some(v) = &args.families {
+        c.measure.families = v.clone();
+    }
+    if let Some(v) = &args.batch_sizes {
+        c.grid.batch_size = v.clone();
+    }
+    if let Some(v) = &args.grid_epochs {
+        c.grid.epoch = v.clone();
+    }
+    if let Some(v) = &args.dropouts {
+        c.grid.dropout = v.clone();
+    }
+    if !args.dp.is_empty() {
+        c.grid.dp = args.dp.clone();
+    }
+    if args.attack.is_some() {
+        c.measure.attack = args.attack.clone();
+    }
+    if args.no_sensitivity {
+        c.measure.sensitivity = false;
+    }
+    Ok(c)
+}
+
+pub fn run(global: &Global, args: AuditArgs) -> Result<()> {
+    let config = config_of(&args)?;
+    let opts = AuditOptions {
+        out: args.out.clone(),
+        data_dir: global.data_dir.clone(),
+        resume: args.resume,
+        shard: args.shard.as_deref().map(parse_shard).transpose()?,
+        progress: Progress::new(global.quiet || args.json),
+        verbose: !global.quiet && !args.json,
+    };
+    let summary = audit::run_audit(&config, &opts)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "report": args.out.join("report.json"),
+                "summary": summary,
+            }))?
+        );
+        return Ok(());
+    }
+    let md = std::fs::read_to_string(args.out.join("report.md")).unwrap_or_default();
+    // The first cell's section: the layer table a user looks at first.
+    let first: String = md.split("\n## ").nth(1).map(|s| format!("## {s}")).unwrap_or_default();
+    println!("{first}");
+    println!(
+        "{} cells ({} computed, {} reused) in {:.0} s; reports: {}/report.{{json,md,html}}, records.csv",
+        summary.cells_in_shard,
+        summary.cells_computed,
+        summary.cells_reused,
+        summary.seconds,
+        args.out.display()
+    );
+    Ok(())
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MergeArgs {
+    /// Out folders of the shards of one audit.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// Folder for the merged report.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+pub fn run_merge(_global: &Global, args: MergeArgs) -> Result<()> {
+    let mut manifest: Option<AuditManifest> = None;
+    std::fs::create_dir_all(args.out.join("cells"))
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    for dir in &args.shards {
+        let path = dir.join(audit::MANIFEST);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read (not an audit folder?)", path.display()))?;
+        let m: AuditManifest =
+            serde_json::from_str(&text).with_context(|| format!("{}: not an audit manifest", path.display()))?;
+        if let Some(first) = &manifest {
+            if first.config_hash != m.config_hash {
+                bail!("{}: belongs to another audit configuration than {}", dir.display(), args.shards[0].display());
+            }
+        }
+        for key in &m.cells {
+            let from = dir.join("cells").join(format!("{key}.json"));
+            if from.exists() {
+                let bytes = std::fs::read(&from)?;
+                gradleak::io::atomic_write(&args.out.join("cells").join(format!("{key}.json")), &bytes)?;
+                let attack = dir.join("cells").join(format!("{key}-attack"));
+                if attack.is_dir() {
+                    let target = args.out.join("cells").join(format!("{key}-attack"));
+                    std::fs::create_dir_all(&target)?;
+                    for entry in std::fs::read_dir(&attack)? {
+                        let entry = entry?;
+                        std::fs::copy(entry.path(), target.join(entry.file_name()))?;
+                    }
+                }
+            }
+        }
+        manifest.get_or_insert(m);
+    }
+    let mut manifest = manifest.context("no shard given")?;
+    manifest.shard = None;
+    gradleak::io::write_json(&args.out.join(audit::MANIFEST), &manifest)?;
+    let results = audit::collect_cells(&args.out, &manifest.cells)?;
+    gradleak::report::write_reports(&args.out, &manifest, &results)?;
+    println!(
+        "merged {} of {} cells from {} shards into {}",
+        results.len(),
+        manifest.cells.len(),
+        args.shards.len(),
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,342 @@
+//! The self-contained HTML report: tables and inline SVG plots, no scripts, no external files (attack images are
+//! embedded as data URIs).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use base64::Engine as _;
+
+use super::Report;
+use crate::audit::Record;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A horizontal bar chart of bits per layer with 95% CI whiskers.
+fn bars(title: &str, rows: &[&Record]) -> String {
+    let (w, row_h, left) = (640.0, 22.0, 170.0);
+    let h = 40.0 + row_h * rows.len() as f64;
+    let lo = rows.iter().map(|r| r.ci95[0].min(r.bits)).fold(0.0f64, f64::min);
+    let hi = rows.iter().map(|r| r.ci95[1].max(r.bits)).fold(0.0f64, f64::max).max(lo + 1e-9);
+    let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - 20.0);
+    let mut s =
+        format!("<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\">", esc(title));
+    let _ = write!(s, "<line x1=\"{0}\" y1=\"20\" x2=\"{0}\" y2=\"{1}\" stroke=\"#888\"/>", x(0.0), h - 10.0);
+    for (i, r) in rows.iter().enumerate() {
+        let y = 24.0 + row_h * i as f64;
+        let (x0, x1) = (x(0.0).min(x(r.bits)), x(0.0).max(x(r.bits)));
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"12\">{}</text>\
+             <rect x=\"{x0:.1}\" y=\"{y}\" width=\"{:.1}\" height=\"{}\" fill=\"#4878a8\"/>\
+             <line x1=\"{:.1}\" y1=\"{}\" x2=\"{:.1}\" y2=\"{}\" stroke=\"#222\"/>\
+             <text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{:.2}</text>",
+            left - 6.0,
+            y + 13.0,
+            esc(&r.layer),
+            (x1 - x0).max(0.5),
+            row_h - 6.0,
+            x(r.ci95[0]),
+            y + 8.0,
+            x(r.ci95[1]),
+            y + 8.0,
+            x(r.ci95[1]) + 4.0,
+            y + 13.0,
+            r.bits
+        );
+    }
+    s.push_str("</svg></figure>");
+    s
+}
+
+/// A heatmap of bits: layers (rows) by the values of one grid axis (columns), averaged over the other axes.
+fn heatmap(title: &str, records: &[&Record], axis: &dyn Fn(&Record) -> String) -> Option<String> {
+    let columns: Vec<String> = {
+        let mut seen = Vec::new();
+        for r in records {
+            let v = axis(r);
+            if !seen.contains(&v) {
+                seen.push(v);
+            }
+        }
+        seen
+    };
+    if columns.len() < 2 {
+        return None;
+    }
+    let mut layers: Vec<String> = Vec::new();
+    for r in records {
+        if !layers.contains(&r.layer) {
+            layers.push(r.layer.clone());
+        }
+    }
+    let mean = |layer: &str, col: &str| {
+        let v: Vec<f64> = records.iter().filter(|r| r.layer == layer && axis(r) == col).map(|r| r.bits).collect();
+        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let values: Vec<f64> = layers.iter().flat_map(|l| columns.iter().filter_map(|c| mean(l, c))).collect();
+    let hi = values.iter().cloned().fold(f64::MIN, f64::max).max(1e-9);
+    let (cw, rh, left, top) = (110.0, 22.0, 170.0, 46.0);
+    let (w, h) = (left + cw * columns.len() as f64 + 10.0, top + rh * layers.len() as f64 + 10.0);
+    let mut s =
+        format!("<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\">", esc(title));
+    for (j, c) in columns.iter().enumerate() {
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" font-size=\"11\">{}</text>",
+            left + cw * (j as f64 + 0.5),
+            top - 8.0,
+            esc(c)
+        );
+    }
+    for (i, l) in layers.iter().enumerate() {
+        let y = top + rh * i as f64;
+        let _ = write!(
+            s,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"12\">{}</text>",
+            left - 6.0,
+            y + 15.0,
+            esc(l)
+        );
+        for (j, c) in columns.iter().enumerate() {
+            let Some(v) = mean(l, c) else { continue };
+            let t = (v.max(0.0) / hi).clamp(0.0, 1.0);
+            let shade = (255.0 - 200.0 * t) as u8;
+            let _ = write!(
+                s,
+                "<rect x=\"{:.1}\" y=\"{y}\" width=\"{cw}\" height=\"{rh}\" fill=\"rgb({shade},{shade},255)\" stroke=\"#fff\"/>\
+                 <text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" font-size=\"11\">{v:.2}</text>",
+                left + cw * j as f64,
+                left + cw * (j as f64 + 0.5),
+                y + 15.0
+            );
+        }
+    }
+    s.push_str("</svg></figure>");
+    Some(s)
+}
+
+/// A scatter plot with labelled points.
+fn scatter(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64, String)]) -> String {
+    let (w, h, pad) = (520.0, 320.0, 50.0);
+    let finite: Vec<_> = points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for p in &finite {
+        x0 = x0.min(p.0);
+        x1 = x1.max(p.0);
+        y0 = y0.min(p.1);
+        y1 = y1.max(p.1);
+    }
+    if finite.is_empty() {
+        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
+    }
+    let (dx, dy) = ((x1 - x0).max(1e-9) * 0.1, (y1 - y0).max(1e-9) * 0.1);
+    let (x0, x1, y0, y1) = (x0 - dx, x1 + dx, y0 - dy, y1 + dy);
+    let px = |v: f64| pad + (v - x0) / (x1 - x0) * (w - 2.0 * pad);
+    let py = |v: f64| h - pad - (v - y0) / (y1 - y0) * (h - 2.0 * pad);
+    let mut s = format!(
+        "<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\">\
+         <rect x=\"{pad}\" y=\"{pad}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#888\"/>\
+         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"12\">{}</text>\
+         <text x=\"14\" y=\"{}\" font-size=\"12\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{}</text>\
+         <text x=\"{pad}\" y=\"{}\" font-size=\"10\">{x0:.3}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{x1:.3}</text>\
+         <text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{y0:.2}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{y1:.2}</text>",
+        esc(title),
+        w - 2.0 * pad,
+        h - 2.0 * pad,
+        w / 2.0,
+        h - 12.0,
+        esc(x_label),
+        h / 2.0,
+        h / 2.0,
+        esc(y_label),
+        h - pad + 14.0,
+        w - pad,
+        h - pad + 14.0,
+        pad - 4.0,
+        h - pad,
+        pad - 4.0,
+        pad + 8.0,
+    );
+    for p in finite {
+        let _ = write!(
+            s,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#c0504d\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
+            px(p.0),
+            py(p.1),
+            px(p.0) + 6.0,
+            py(p.1) - 4.0,
+            esc(&p.2)
+        );
+    }
+    s.push_str("</svg></figure>");
+    s
+}
+
+/// The HTML page of a report; `out` is where attack images are read from.
+pub fn page(report: &Report, out: &Path) -> String {
+    let c = report.config;
+    let mut s = String::from(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gradleak audit</title><style>\
+         body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;font-size:13px}\
+         td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:left}\
+         figure{margin:1em 0}figcaption{font-weight:bold;margin-bottom:4px}</style></head><body>",
+    );
+    let _ = write!(
+        s,
+        "<h1>gradleak audit: {} on {}</h1><p id=\"summary\">Seed {}; {} shared updates per cell; {} of {} cells \
+         finished. Bits: usable information about the target from one layer's shared gradient, held-out, with 95% \
+         intervals.</p>",
+        esc(&c.model),
+        esc(&c.dataset),
+        c.seed,
+        c.measure.updates,
+        report.cells.len(),
+        report.cells_total
+    );
+    let Some(first) = report.cells.first() else {
+        s.push_str("<p>No cell is finished yet.</p></body></html>");
+        return s;
+    };
+    let family = report.records.first().map(|r| r.family.clone()).unwrap_or_default();
+    let targets: Vec<String> =
+        report.records.iter().map(|r| r.target.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+
+    s.push_str("<h2>Layer-wise leakage (first cell)</h2>");
+    for t in &targets {
+        let rows: Vec<&Record> = report
+            .records
+            .iter()
+            .copied()
+            .filter(|r| r.keys.cell == first.keys.cell && &r.target == t && r.family == family)
+            .collect();
+        s.push_str(&bars(&format!("{t}: bits per layer ({family}; cell {})", first.keys.defense), &rows));
+    }
+
+    s.push_str("<h2>Across the grid</h2>");
+    type Axis = (&'static str, fn(&Record) -> String);
+    let axes: [Axis; 3] = [
+        ("batch size", |r| r.keys.batch_size.to_string()),
+        ("epoch", |r| r.keys.epoch.to_string()),
+        ("defence", |r| r.keys.defense.clone()),
+    ];
+    let mut any_heatmap = false;
+    for t in &targets {
+        let rows: Vec<&Record> =
+            report.records.iter().copied().filter(|r| &r.target == t && r.family == family).collect();
+        for (name, axis) in &axes {
+            if let Some(h) = heatmap(&format!("{t}: bits, layers x {name} (mean over the other axes)"), &rows, axis) {
+                s.push_str(&h);
+                any_heatmap = true;
+            }
+        }
+    }
+    if !any_heatmap {
+        s.push_str("<p>The grid has a single cell: no heatmap.</p>");
+    }
+
+    let sens: Vec<(f64, f64, String)> = report
+        .sensitivity
+        .iter()
+        .filter(|x| x.keys.cell == first.keys.cell && x.target == "input" && x.kind == "relative")
+        .filter_map(|x| {
+            report
+                .records
+                .iter()
+                .find(|r| r.keys.cell == x.keys.cell && r.layer == x.layer && r.target == "input" && r.family == family)
+                .map(|r| (x.value, r.bits, x.layer.clone()))
+        })
+        .collect();
+    if !sens.is_empty() {
+        s.push_str("<h2>Sensitivity against V-information</h2>");
+        s.push_str(&scatter(
+            "Input: relative sensitivity vs bits (first cell)",
+            "relative sensitivity ||J||/||g||",
+            "bits about the input",
+            &sens,
+        ));
+    }
+
+    let tradeoff: Vec<(f64, f64, String)> = report
+        .records
+        .iter()
+        .filter(|r| r.layer == "all" && r.family == family && Some(&r.target) == targets.first())
+        .map(|r| {
+            (r.keys.test_accuracy, r.bits, format!("{} (b={}, e={})", r.keys.defense, r.keys.batch_size, r.keys.epoch))
+        })
+        .collect();
+    if tradeoff.len() > 1 {
+        s.push_str("<h2>Privacy-utility trade-off</h2>");
+        let t = targets.first().cloned().unwrap_or_default();
+        s.push_str(&scatter(
+            &format!("All layers: bits about {t} vs test accuracy, one point per cell"),
+            "test accuracy",
+            "bits",
+            &tradeoff,
+        ));
+    }
+
+    if !report.localisation.is_empty() {
+        s.push_str("<h2>Localisation</h2><table><tr><th>cell</th><th>target</th><th>most leaking layers</th><th>protect</th><th>remaining bits</th><th>unprotected bits</th></tr>");
+        for l in &report.localisation {
+            let top: Vec<String> = l.ranking.iter().take(3).map(|(n, b)| format!("{n} ({b:.1})")).collect();
+            let remaining = if l.protect.len() == l.ranking.len() {
+                0.0
+            } else {
+                l.steps.last().map(|x| x.remaining_bits).unwrap_or(f64::NAN)
+            };
+            let _ = write!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{remaining:.2}</td><td>{:.2}</td></tr>",
+                esc(&l.keys.defense),
+                esc(&l.target),
+                esc(&top.join(", ")),
+                esc(&l.protect.join(" + ")),
+                l.unprotected_bits
+            );
+        }
+        s.push_str("</table>");
+    }
+
+    if !report.attacks.is_empty() {
+        s.push_str("<h2>Reconstructions</h2>");
+        for a in &report.attacks {
+            let _ = write!(
+                s,
+                "<p>{} on cell {}: PSNR {:.1} dB, label accuracy {:.0}%</p>",
+                esc(&a.method),
+                esc(&a.keys.defense),
+                a.psnr,
+                100.0 * a.label_accuracy
+            );
+            if let Ok(bytes) = std::fs::read(out.join(&a.image)) {
+                let _ = write!(
+                    s,
+                    "<img alt=\"originals (top) and reconstructions\" src=\"data:image/png;base64,{}\"/>",
+                    base64::engine::general_purpose::STANDARD.encode(bytes)
+                );
+            }
+        }
+    }
+
+    s.push_str("<h2>All records</h2><table><tr><th>layer</th><th>cell</th><th>target</th><th>family</th><th>bits</th><th>95% CI</th><th>R^2 / acc.</th><th>features</th></tr>");
+    for r in &report.records {
+        let extra = r.r2.or(r.accuracy).map(|v| format!("{v:.3}")).unwrap_or_default();
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>[{:.2}, {:.2}]</td><td>{extra}</td><td>{}</td></tr>",
+            esc(&r.layer),
+            esc(&format!("b={} e={} {}", r.keys.batch_size, r.keys.epoch, r.keys.defense)),
+            esc(&r.target),
+            esc(&r.family),
+            r.bits,
+            r.ci95[0],
+            r.ci95[1],
+            r.features
+        );
+    }
+    s.push_str("</table></body></html>\n");
+    s
+}

@@ -1,0 +1,238 @@
+//! The audit end to end on the embedded dataset (no fetch needed): configuration errors, a small sweep with its four
+//! reports, resumption after a kill, out-folder protection, shards and merge, and the HTML in a real browser.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gradleak::audit::AuditConfig;
+
+fn gradleak(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_gradleak")).args(args).args(["--quiet", "--threads", "1"]).output().unwrap()
+}
+
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A small, fast audit: the MLP on the embedded data, one epoch, 60 updates, 2 x 2 cells.
+const SMALL: &str = r#"
+seed = 3
+model = "mlp"
+hidden = 32
+[training]
+epochs = 1
+[measure]
+updates = 60
+targets = ["input", "label", "attribute:thickness"]
+bootstrap = 200
+sketch_dim = 256
+sensitivity_samples = 8
+probes = 2
+[grid]
+batch_size = [1, 4]
+dp = ["none", "clip=1,sigma=0.5"]
+"#;
+
+fn write_config(dir: &Path, text: &str) -> String {
+    let path = dir.join("audit.toml");
+    std::fs::write(&path, text).unwrap();
+    path.display().to_string()
+}
+
+fn report(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn configuration_errors_name_the_key_and_the_valid_ones() {
+    let err = AuditConfig::from_toml("[measure]\nupdatez = 5\n").unwrap_err().to_string();
+    assert!(err.contains("updatez") && err.contains("updates"), "{err}");
+    let err = AuditConfig::from_toml("colour = 1\n").unwrap_err().to_string();
+    assert!(err.contains("colour") && err.contains("dataset"), "{err}");
+    let no_cells = AuditConfig::from_toml("[grid]\nbatch_size = []\n").unwrap();
+    assert!(no_cells.validate().unwrap_err().to_string().contains("the grid has no cells"));
+    let bad_dp = AuditConfig::from_toml("[grid]\ndp = [\"clip=0,sigma=1\"]\n").unwrap();
+    assert!(format!("{:#}", bad_dp.validate().unwrap_err()).contains("C must be > 0"));
+    let misplaced = AuditConfig::from_toml("[grid]\ndefense = [[\"dropout:0.5\"]]\n").unwrap();
+    assert!(format!("{:#}", misplaced.validate().unwrap_err()).contains("own axis"));
+    let cells = AuditConfig::from_toml(SMALL).unwrap().cells().unwrap();
+    assert_eq!(cells.len(), 4);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "[measure]\nfamilies = [\"forest\"]\n");
+    let out = gradleak(&["audit", "--config", &path, "--out", &dir.path().join("o").display().to_string()]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert_eq!(e.lines().count(), 1, "one line: {e}");
+    assert!(e.contains("measure.families") && e.contains("forest"), "{e}");
+}
+
+#[test]
+fn a_sweep_writes_four_reports_resumes_and_refuses_another_audits_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SMALL);
+    let out = dir.path().join("out");
+    let out_s = out.display().to_string();
+    let run = gradleak(&["audit", "--config", &config, "--out", &out_s, "--json"]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let summary: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(summary["summary"]["cells_computed"], 4);
+
+    let r = report(&out);
+    assert_eq!(r["seed"], 3);
+    assert_eq!(r["cells"].as_array().unwrap().len(), 4);
+    let records = r["records"].as_array().unwrap();
+    // 3 layers + all, 3 targets, 1 family, 4 cells.
+    assert_eq!(records.len(), 4 * 3 * 4);
+    for key in
+        ["layer", "target", "family", "bits", "ci95", "batch_size", "epoch", "defense", "epsilon", "test_accuracy"]
+    {
+        assert!(records[0].get(key).is_some(), "records have '{key}'");
+    }
+    let with_dp: Vec<_> = records.iter().filter(|x| x["defense"].as_str().unwrap().contains("dp:")).collect();
+    assert!(!with_dp.is_empty() && with_dp.iter().all(|x| x["epsilon"].as_f64().unwrap() > 0.0));
+    assert!(records.iter().filter(|x| x["defense"] == "none").all(|x| x["epsilon"].is_null()));
+    // The label is well predicted from the last layer's gradient without defences.
+    let fc3_label = records
+        .iter()
+        .find(|x| x["layer"] == "fc3" && x["target"] == "label" && x["defense"] == "none" && x["batch_size"] == 1)
+        .unwrap();
+    assert!(fc3_label["bits"].as_f64().unwrap() > 1.0, "{fc3_label}");
+    assert!(!r["sensitivity"].as_array().unwrap().is_empty());
+    assert!(!r["agreement"].as_array().unwrap().is_empty());
+    assert!(!r["localisation"].as_array().unwrap().is_empty());
+    let csv = std::fs::read_to_string(out.join("records.csv")).unwrap();
+    assert_eq!(csv.lines().count(), records.len() + 1);
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("| layer | parameters |"));
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("<svg"));
+
+    // The same command again recomputes nothing.
+    let again = gradleak(&["audit", "--config", &config, "--out", &out_s, "--json"]);
+    let summary: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(summary["summary"]["cells_computed"], 0);
+    assert_eq!(summary["summary"]["cells_reused"], 4);
+    assert_eq!(report(&out)["records"], r["records"], "same seed, same numbers");
+
+    // Another configuration in the same folder is refused unless --resume.
+    let other = write_config(dir.path(), &SMALL.replace("seed = 3", "seed = 4"));
+    let refused = gradleak(&["audit", "--config", &other, "--out", &out_s]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("another audit configuration") && stderr(&refused).contains("--resume"));
+}
+
+#[test]
+fn a_killed_sweep_resumes_with_the_same_command_and_loses_at_most_one_cell() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), SMALL);
+    let out = dir.path().join("out");
+    let out_s = out.display().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gradleak"))
+        .args(["audit", "--config", &config, "--out", &out_s, "--quiet", "--threads", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as the first cell is written, while the second is in progress.
+    let cells = out.join("cells");
+    let started = Instant::now();
+    let finished = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".json")).count())
+            .unwrap_or(0)
+    };
+    while finished(&cells) < 1 && started.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = finished(&cells);
+    assert!((1..4).contains(&before), "killed mid-sweep with {before} cells finished");
+    assert!(!out.join("report.json").exists(), "no report before the sweep ends");
+    for entry in std::fs::read_dir(&cells).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.ends_with(".tmp") || name.starts_with('.'), "{name}");
+    }
+
+    let resumed = gradleak(&["audit", "--config", &config, "--out", &out_s, "--json"]);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let summary: serde_json::Value = serde_json::from_slice(&resumed.stdout).unwrap();
+    assert_eq!(summary["summary"]["cells_reused"].as_u64().unwrap() as usize, before);
+    assert_eq!(summary["summary"]["cells_computed"].as_u64().unwrap() as usize, 4 - before);
+    assert_eq!(report(&out)["cells"].as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn shards_merge_into_the_report_of_the_whole_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &SMALL.replace("sensitivity_samples = 8", "sensitivity = false"));
+    let whole = dir.path().join("whole");
+    assert!(gradleak(&["audit", "--config", &config, "--out", &whole.display().to_string()]).status.success());
+    let mut shards = Vec::new();
+    for i in 0..2 {
+        let out = dir.path().join(format!("shard{i}"));
+        let run = gradleak(&[
+            "audit",
+            "--config",
+            &config,
+            "--out",
+            &out.display().to_string(),
+            "--shard",
+            &format!("{i}/2"),
+        ]);
+        assert!(run.status.success(), "{}", stderr(&run));
+        assert_eq!(report(&out)["cells"].as_array().unwrap().len(), 2);
+        shards.push(out.display().to_string());
+    }
+    let merged = dir.path().join("merged");
+    let mut args = vec!["merge", "--out"];
+    let merged_s = merged.display().to_string();
+    args.push(&merged_s);
+    args.extend(shards.iter().map(String::as_str));
+    let m = gradleak(&args);
+    assert!(m.status.success(), "{}", stderr(&m));
+    assert_eq!(report(&merged)["records"], report(&whole)["records"]);
+    let bad = gradleak(&["audit", "--config", &config, "--out", &merged_s, "--shard", "2/2"]);
+    assert!(stderr(&bad).contains("need 0 <= I < N"));
+}
+
+/// The HTML report renders in Debian's Chromium (headless): its DOM has the plots, and a screenshot is taken.
+#[test]
+fn the_html_report_renders_in_headless_chromium() {
+    let browser = ["chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .expect("this test needs Chromium: apt-get install chromium (scripts/test.sh installs it when run as root)");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &SMALL.replace("batch_size = [1, 4]", "batch_size = [1]"));
+    let out = dir.path().join("out");
+    assert!(gradleak(&["audit", "--config", &config, "--out", &out.display().to_string()]).status.success());
+    let url = format!("file://{}", out.join("report.html").display());
+    let profile = dir.path().join("profile");
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+    ];
+    let dom = Command::new(browser)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--dump-dom", &url])
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("id=\"summary\"") && dom.contains("<svg"), "rendered DOM: {}", &dom[..dom.len().min(500)]);
+    let shot = dir.path().join("report.png");
+    let status = Command::new(browser)
+        .args(flags)
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--window-size=1200,1600", &format!("--screenshot={}", shot.display()), &url])
+        .output()
+        .unwrap();
+    assert!(shot.exists(), "screenshot: {}", String::from_utf8_lossy(&status.stderr));
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a screenshot with content");
+}
