@@ -16,11 +16,11 @@ fn esc(s: &str) -> String {
 
 /// A horizontal bar chart of bits per layer with 95% CI whiskers.
 fn bars(title: &str, rows: &[&Record]) -> String {
-    let (w, row_h, left) = (640.0, 22.0, 170.0);
+    let (w, row_h, left) = (760.0, 22.0, 170.0);
     let h = 40.0 + row_h * rows.len() as f64;
     let lo = rows.iter().map(|r| r.ci95[0].min(r.bits)).fold(0.0f64, f64::min);
     let hi = rows.iter().map(|r| r.ci95[1].max(r.bits)).fold(0.0f64, f64::max).max(lo + 1e-9);
-    let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - 20.0);
+    let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - 80.0);
     let mut s =
         format!("<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\">", esc(title));
     let _ = write!(s, "<line x1=\"{0}\" y1=\"20\" x2=\"{0}\" y2=\"{1}\" stroke=\"#888\"/>", x(0.0), h - 10.0);
