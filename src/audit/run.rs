@@ -6,13 +6,13 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tch::{Kind, Tensor};
 
 use super::config::{AuditConfig, Cell};
 use super::{AttackRecord, CellKeys, CellResult, Localisation, LocalisationStep, Record};
 use crate::data::{self, Dataset};
 use crate::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
-use crate::measure::vinfo::{self, EstimateOptions, Family, Protocol, Target};
+use crate::measure::layerwise::{group_features, layer_groups, layerwise, resolve_targets, NamedTarget};
+use crate::measure::vinfo::{self, EstimateOptions, Family, Protocol};
 use crate::models::{Arch, DropoutSpec, Model, ModelSpec};
 use crate::progress::Progress;
 use crate::train::{self, SavedRun, TrainConfig};
@@ -222,95 +222,7 @@ fn trained_run(config: &AuditConfig, dataset: &Dataset, dropout: f64, opts: &Aud
     SavedRun::open(&dir)
 }
 
-/// A measurable target of the victims.
-struct NamedTarget {
-    name: String,
-    target: Target,
-}
-
-fn targets(config: &AuditConfig, dataset: &Dataset, updates: &SharedUpdates) -> Result<Vec<NamedTarget>> {
-    let mut out = Vec::new();
-    let attribute = |name: &str| -> Result<NamedTarget> {
-        let col = dataset.attribute_index(name)? as i64;
-        Ok(NamedTarget {
-            name: format!("attribute:{name}"),
-            target: Target::Categorical(updates.victim_attributes.select(1, col).contiguous()),
-        })
-    };
-    for t in &config.measure.targets {
-        match t.as_str() {
-            "input" => out.push(NamedTarget {
-                name: "input".into(),
-                target: Target::Continuous(updates.victim_input.flatten(1, -1).to_kind(Kind::Float)),
-            }),
-            "label" => out.push(NamedTarget { name: "label".into(), target: Target::Categorical(updates.victim_label.shallow_clone()) }),
-            "attribute" => {
-                let first = dataset.attributes.first().with_context(|| format!("dataset {} has no attributes", dataset.name))?;
-                out.push(attribute(&first.name.clone())?)
-            }
-            "attributes" => {
-                for a in &dataset.attributes {
-                    out.push(attribute(&a.name)?);
-                }
-            }
-            other => match other.strip_prefix("attribute:") {
-                Some(name) => out.push(attribute(name).context("measure.targets")?),
-                None => bail!(
-                    "measure.targets: unknown target '{other}'; expected input, label, attribute, attribute:NAME or attributes"
-                ),
-            },
-        }
-    }
-    Ok(out)
-}
-
-/// A set of layers measured together.
-struct LayerGroup {
-    name: String,
-    members: Vec<usize>,
-}
-
-fn layer_groups(config: &AuditConfig, updates: &SharedUpdates) -> Result<Vec<LayerGroup>> {
-    let stored: Vec<&str> = updates.layers.iter().map(|l| l.name.as_str()).collect();
-    let index = |name: &str| -> Result<usize> {
-        stored.iter().position(|s| *s == name).with_context(|| {
-            format!("measure: layer '{name}' is not shared in this cell; shared layers: {}", stored.join(", "))
-        })
-    };
-    let mut groups: Vec<LayerGroup> = Vec::new();
-    if config.measure.layers.is_empty() {
-        groups.extend(stored.iter().enumerate().map(|(i, s)| LayerGroup { name: s.to_string(), members: vec![i] }));
-    } else {
-        for name in &config.measure.layers {
-            groups.push(LayerGroup { name: name.clone(), members: vec![index(name)?] });
-        }
-    }
-    for g in &config.measure.groups {
-        let members = g.iter().map(|n| index(n)).collect::<Result<Vec<_>>>()?;
-        groups.push(LayerGroup { name: g.join("+"), members });
-    }
-    if config.measure.all_layers && stored.len() > 1 {
-        groups.push(LayerGroup { name: "all".into(), members: (0..stored.len()).collect() });
-    }
-    Ok(groups)
-}
-
-/// Features of a group: each member's full gradient or its sketch, side by side.
-fn group_features(updates: &SharedUpdates, members: &[usize]) -> (Tensor, String, i64) {
-    let parts: Vec<&Tensor> = members.iter().map(|&m| updates.layers[m].features()).collect();
-    let kinds: Vec<bool> = members.iter().map(|&m| updates.layers[m].full.is_some()).collect();
-    let features = if kinds.iter().all(|&f| f) {
-        "full"
-    } else if kinds.iter().all(|&f| !f) {
-        "sketch"
-    } else {
-        "mixed"
-    };
-    let params = members.iter().map(|&m| updates.layers[m].num_params).sum();
-    (Tensor::cat(&parts, 1), features.to_string(), params)
-}
-
-fn estimate_options(config: &AuditConfig, salt: &str) -> EstimateOptions {
+fn estimate_options(config: &AuditConfig) -> EstimateOptions {
     let m = &config.measure;
     let protocol = if m.protocol == "crossfit" {
         Protocol::CrossFit { folds: m.folds, val_fraction: 0.2 }
@@ -318,7 +230,6 @@ fn estimate_options(config: &AuditConfig, salt: &str) -> EstimateOptions {
         Protocol::Split { val_fraction: 0.2, test_fraction: 0.2 }
     };
     // The same victims are split the same way for every layer of a cell: differences between layers are not split noise.
-    let _ = salt;
     EstimateOptions { seed: config.seed, protocol, bootstrap: m.bootstrap, ..Default::default() }
 }
 
@@ -363,40 +274,30 @@ pub fn run_cell(
         test_accuracy,
     };
 
-    let targets = targets(config, dataset, &updates)?;
-    let groups = layer_groups(config, &updates)?;
+    let targets = resolve_targets(&config.measure.targets, &dataset.attributes, &updates).context("measure.targets")?;
+    let groups = layer_groups(&updates, &config.measure.layers, &config.measure.groups, config.measure.all_layers)
+        .context("measure.layers")?;
     let families: Vec<Family> = config.measure.families.iter().map(|f| f.parse()).collect::<Result<_>>()?;
-    let opts_v = estimate_options(config, key);
-    let total = (groups.len() * targets.len() * families.len()) as u64;
-    let bar = opts.progress.bar(total, "V-information");
-    let mut records = Vec::new();
-    for group in &groups {
-        let (features, kind, params) = group_features(&updates, &group.members);
-        for t in &targets {
-            for family in &families {
-                let e = vinfo::estimate(&features, &t.target, family, &opts_v)
-                    .with_context(|| format!("V-information of {} about {}", group.name, t.name))?;
-                records.push(Record {
-                    keys: keys.clone(),
-                    layer: group.name.clone(),
-                    num_params: params,
-                    features: kind.clone(),
-                    feature_dim: features.size()[1],
-                    target: t.name.clone(),
-                    family: family.to_string(),
-                    bits: e.bits,
-                    ci95: e.ci95,
-                    bits_per_dim: e.bits_per_dim,
-                    r2: e.r2,
-                    accuracy: e.accuracy,
-                    n_train: e.n_train,
-                    n_test: e.n_test,
-                });
-                bar.inc(1);
-            }
-        }
-    }
-    bar.finish_and_clear();
+    let opts_v = estimate_options(config);
+    let records = layerwise(&updates, &groups, &targets, &families, &opts_v, opts.progress)?
+        .into_iter()
+        .map(|row| Record {
+            keys: keys.clone(),
+            layer: row.layer,
+            num_params: row.num_params,
+            features: row.features,
+            feature_dim: row.feature_dim,
+            target: row.target,
+            family: row.estimate.family.clone(),
+            bits: row.estimate.bits,
+            ci95: row.estimate.ci95,
+            bits_per_dim: row.estimate.bits_per_dim,
+            r2: row.estimate.r2,
+            accuracy: row.estimate.accuracy,
+            n_train: row.estimate.n_train,
+            n_test: row.estimate.n_test,
+        })
+        .collect::<Vec<_>>();
 
     let localisation = localise(config, &updates, &targets, &families[0], &records, &keys, &opts_v)?;
     let (sensitivity, agreement, notes) = super::sensitivity::measure(

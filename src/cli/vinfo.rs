@@ -6,21 +6,40 @@ use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
 use gradleak::arrays::{read_array, write_npy};
+use gradleak::gradients::store::GradientStore;
+use gradleak::measure::layerwise::{layer_groups, layerwise, resolve_targets};
 use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, MlpOptions, Protocol, Target, VInfoEstimate};
+use gradleak::progress::Progress;
 
 use super::Global;
 
 #[derive(Debug, clap::Args)]
 pub struct VinfoArgs {
     /// Features G, (N, D): .npy, .csv or .safetensors (file.safetensors:tensor names a tensor).
-    #[arg(long)]
-    pub features: String,
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    pub features: Option<String>,
     /// Target Y: (N,) class codes or (N, K) values, same formats.
-    #[arg(long)]
-    pub target: String,
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    pub target: Option<String>,
     /// categorical (classes) or continuous (real values).
+    #[arg(long, required_unless_present = "store", conflicts_with = "store")]
+    pub kind: Option<String>,
+    /// A gradient store (from `gradleak grads`): measure every layer, the groups and all layers together, for
+    /// every target.
     #[arg(long)]
-    pub kind: String,
+    pub store: Option<PathBuf>,
+    /// With --store: targets, comma-separated: input, label, attribute, attribute:NAME, attributes.
+    #[arg(long, value_delimiter = ',', default_value = "input,label,attributes")]
+    pub targets: Vec<String>,
+    /// With --store: single layers to measure, comma-separated (default: every stored layer).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Vec<String>,
+    /// With --store: a group of layers measured together, `a+b`; repeatable.
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// With --store: do not measure all layers together.
+    #[arg(long)]
+    pub no_all: bool,
     /// Predictive family: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, or all (linear and mlp).
     #[arg(long, default_value = "linear")]
     pub family: String,
@@ -72,7 +91,7 @@ fn read(flag: &str, spec: &str) -> Result<Tensor> {
     read_array(&path, key).with_context(|| format!("--{flag}"))
 }
 
-pub fn run(_global: &Global, args: VinfoArgs) -> Result<()> {
+pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
     let families = Family::parse_list(&args.family).context("--family")?;
     let protocol = match args.protocol.as_str() {
         "crossfit" => Protocol::CrossFit { folds: args.folds, val_fraction: args.val_fraction },
@@ -80,19 +99,27 @@ pub fn run(_global: &Global, args: VinfoArgs) -> Result<()> {
         p => bail!("--protocol: unknown protocol '{p}'; expected crossfit or split"),
     };
     protocol.validate().context("--protocol")?;
-    let features = read("features", &args.features)?;
-    let y = read("target", &args.target)?;
-    let target = match args.kind.as_str() {
-        "categorical" => Target::Categorical(y),
-        "continuous" => Target::Continuous(y),
-        k => bail!("--kind: unknown kind '{k}'; expected categorical or continuous"),
-    };
     let opts = EstimateOptions {
         seed: args.seed,
         protocol,
         bootstrap: args.bootstrap,
         variance_floor: args.variance_floor,
         mlp: MlpOptions { max_epochs: args.epochs, ..Default::default() },
+    };
+    if let Some(store) = &args.store {
+        return run_store(global, &args, store, &families, &opts);
+    }
+    let (features, target, kind) = (
+        args.features.as_deref().unwrap_or_default(),
+        args.target.as_deref().unwrap_or_default(),
+        args.kind.as_deref().unwrap_or_default(),
+    );
+    let features = read("features", features)?;
+    let y = read("target", target)?;
+    let target = match kind {
+        "categorical" => Target::Categorical(y),
+        "continuous" => Target::Continuous(y),
+        k => bail!("--kind: unknown kind '{k}'; expected categorical or continuous"),
     };
     let mut estimates = Vec::new();
     for family in &families {
@@ -177,4 +204,61 @@ fn print_table(estimates: &[VInfoEstimate]) {
         );
     }
     println!("bits: held-out H(Y|∅) - H(Y|G) per sample (mean pointwise V-information); negative values are kept.");
+}
+
+/// `--store`: the layer-wise table of a gradient store.
+fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family], opts: &EstimateOptions) -> Result<()> {
+    let store = GradientStore::open(dir)?;
+    let updates = &store.updates;
+    let targets = resolve_targets(&args.targets, &store.manifest.attributes, updates)
+        .with_context(|| format!("--targets ({})", dir.display()))?;
+    let groups: Vec<Vec<String>> =
+        args.groups.iter().map(|g| g.split('+').map(|s| s.trim().to_string()).collect()).collect();
+    let groups = layer_groups(updates, &args.layers, &groups, !args.no_all).context("--layers / --group")?;
+    let rows = layerwise(updates, &groups, &targets, families, opts, Progress::new(global.quiet || args.json))?;
+    if args.json {
+        let json = serde_json::json!({
+            "store": dir,
+            "model": store.manifest.model.arch,
+            "dataset": store.manifest.dataset,
+            "defense": store.manifest.defense,
+            "num_updates": store.manifest.num_updates,
+            "rows": rows.iter().map(|r| serde_json::json!({
+                "layer": r.layer, "num_params": r.num_params, "features": r.features, "feature_dim": r.feature_dim,
+                "target": r.target, "family": r.estimate.family, "bits": r.estimate.bits, "ci95": r.estimate.ci95,
+                "bits_per_dim": r.estimate.bits_per_dim, "r2": r.estimate.r2, "accuracy": r.estimate.accuracy,
+                "n_train": r.estimate.n_train, "n_test": r.estimate.n_test,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    println!(
+        "{} updates of {} on {} (defence: {}), {}",
+        store.manifest.num_updates,
+        store.manifest.model.arch,
+        store.manifest.dataset,
+        store.manifest.defense,
+        rows[0].estimate.protocol
+    );
+    println!(
+        "{:<22} {:>10} {:>8} {:<22} {:<10} {:>10} {:>21} {:>9}",
+        "layer", "parameters", "features", "target", "family", "bits", "95% CI", "R^2/acc"
+    );
+    for r in &rows {
+        let e = &r.estimate;
+        let extra = e.r2.or(e.accuracy).map(|v| format!("{v:.3}")).unwrap_or_default();
+        println!(
+            "{:<22} {:>10} {:>8} {:<22} {:<10} {:>10.3} {:>21} {:>9}",
+            r.layer,
+            r.num_params,
+            r.features,
+            r.target,
+            e.family,
+            e.bits,
+            format!("[{:.2}, {:.2}]", e.ci95[0], e.ci95[1]),
+            extra
+        );
+    }
+    Ok(())
 }

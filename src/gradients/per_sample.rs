@@ -111,13 +111,8 @@ fn sample_conv2d_grouped(a: &Tensor, g: &Tensor, geom: ConvGeometry) -> Tensor {
     // which is faster than unfolding the input (im2col) and multiplying.
     let input = a.reshape([1, n * c, h, w]);
     let kernels = g.unsqueeze(1).expand([n, c, o, ho, wo], false).reshape([n * c * o, 1, ho, wo]);
-    let correlation =
-        input.conv2d(&kernels, None::<&Tensor>, [1, 1], [geom.padding; 2], [geom.stride; 2], n * c);
-    let weight = correlation
-        .narrow(2, 0, k)
-        .narrow(3, 0, k)
-        .reshape([n, c, o, k, k])
-        .permute([0, 2, 1, 3, 4]);
+    let correlation = input.conv2d(&kernels, None::<&Tensor>, [1, 1], [geom.padding; 2], [geom.stride; 2], n * c);
+    let weight = correlation.narrow(2, 0, k).narrow(3, 0, k).reshape([n, c, o, k, k]).permute([0, 2, 1, 3, 4]);
     let bias = g.sum_dim_intlist([2i64, 3].as_slice(), false, g.kind());
     Tensor::cat(&[weight.reshape([n, -1]), bias], 1)
 }

@@ -63,9 +63,20 @@ pub struct LayerUpdates {
 }
 
 impl LayerUpdates {
-    /// What a measurement should read: the full gradient when it is stored, otherwise the sketch.
+    /// What a measurement reads: the sketch when there is one (fitting predictors on hundreds of thousands of
+    /// columns is out of reach; a predictor on the sketch is one on the gradient, so this is a lower bound),
+    /// otherwise the full gradient.
     pub fn features(&self) -> &Tensor {
-        self.full.as_ref().or(self.sketch.as_ref()).expect("a stored layer has its full gradient or a sketch")
+        self.sketch.as_ref().or(self.full.as_ref()).expect("a stored layer has its full gradient or a sketch")
+    }
+
+    /// `sketch` or `full`: which one [`LayerUpdates::features`] returns.
+    pub fn features_kind(&self) -> &'static str {
+        if self.sketch.is_some() {
+            "sketch"
+        } else {
+            "full"
+        }
     }
 }
 

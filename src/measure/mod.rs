@@ -2,5 +2,6 @@
 
 pub mod attacks;
 pub mod image_metrics;
+pub mod layerwise;
 pub mod sensitivity;
 pub mod vinfo;

@@ -308,7 +308,7 @@ pub fn latent_sensitivity(
     let bar = progress.bar(chosen.len() as u64, "latent sensitivity");
     let mut out = Vec::new();
     for layer in &chosen {
-        let kind = if layer.full.is_some() { "full" } else { "sketch" };
+        let kind = layer.features_kind();
         // Resamples keyed by the layer's name: the same layer gets the same resamples whatever else is measured.
         let layer_seed = derive_seed(derive_seed(config.seed, PURPOSE_BOOTSTRAP), name_key(&layer.name));
         let layer_config = LatentConfig { seed: layer_seed, ..config.clone() };

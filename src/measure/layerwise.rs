@@ -1,0 +1,166 @@
+//! Layer-wise V-information of shared updates: every layer, chosen groups of layers and all layers together, for
+//! every target (the victim's input, label, latent attributes) and every family.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use tch::{Kind, Tensor};
+
+use crate::data::AttributeInfo;
+use crate::gradients::updates::SharedUpdates;
+use crate::measure::vinfo::{self, EstimateOptions, Family, Target, VInfoEstimate};
+use crate::progress::Progress;
+
+/// A measurable private quantity of the victims.
+pub struct NamedTarget {
+    /// `input`, `label` or `attribute:NAME`.
+    pub name: String,
+    pub target: Target,
+}
+
+/// Resolves target names: `input`, `label`, `attribute` (the first), `attribute:NAME`, `attributes` (every one).
+pub fn resolve_targets(
+    specs: &[String],
+    attributes: &[AttributeInfo],
+    updates: &SharedUpdates,
+) -> Result<Vec<NamedTarget>> {
+    let attribute = |name: &str| -> Result<NamedTarget> {
+        let col = attributes.iter().position(|a| a.name == name).with_context(|| {
+            let names: Vec<_> = attributes.iter().map(|a| a.name.as_str()).collect();
+            format!("no attribute '{name}'; the attributes are: {}", names.join(", "))
+        })? as i64;
+        Ok(NamedTarget {
+            name: format!("attribute:{name}"),
+            target: Target::Categorical(updates.victim_attributes.select(1, col).contiguous()),
+        })
+    };
+    let mut out = Vec::new();
+    for spec in specs {
+        match spec.as_str() {
+            "input" => out.push(NamedTarget {
+                name: "input".into(),
+                target: Target::Continuous(updates.victim_input.flatten(1, -1).to_kind(Kind::Float)),
+            }),
+            "label" => out.push(NamedTarget {
+                name: "label".into(),
+                target: Target::Categorical(updates.victim_label.shallow_clone()),
+            }),
+            "attribute" => {
+                let first = attributes.first().context("the data has no latent attributes")?;
+                out.push(attribute(&first.name)?)
+            }
+            "attributes" => {
+                for a in attributes {
+                    out.push(attribute(&a.name)?);
+                }
+            }
+            other => match other.strip_prefix("attribute:") {
+                Some(name) => out.push(attribute(name)?),
+                None => {
+                    bail!("unknown target '{other}'; expected input, label, attribute, attribute:NAME or attributes")
+                }
+            },
+        }
+    }
+    Ok(out)
+}
+
+/// A set of stored layers measured together.
+pub struct LayerGroup {
+    /// A layer name, `a+b` for a group, or `all`.
+    pub name: String,
+    /// Indices into `SharedUpdates::layers`.
+    pub members: Vec<usize>,
+}
+
+/// Single layers (`layers`, or every stored one when empty), then `groups`, then `all` when asked and there are
+/// several layers.
+pub fn layer_groups(
+    updates: &SharedUpdates,
+    layers: &[String],
+    groups: &[Vec<String>],
+    all: bool,
+) -> Result<Vec<LayerGroup>> {
+    let stored: Vec<&str> = updates.layers.iter().map(|l| l.name.as_str()).collect();
+    let index = |name: &str| -> Result<usize> {
+        stored
+            .iter()
+            .position(|s| *s == name)
+            .with_context(|| format!("layer '{name}' is not among the shared layers: {}", stored.join(", ")))
+    };
+    let mut out: Vec<LayerGroup> = Vec::new();
+    if layers.is_empty() {
+        out.extend(stored.iter().enumerate().map(|(i, s)| LayerGroup { name: s.to_string(), members: vec![i] }));
+    } else {
+        for name in layers {
+            out.push(LayerGroup { name: name.clone(), members: vec![index(name)?] });
+        }
+    }
+    for g in groups {
+        let members = g.iter().map(|n| index(n)).collect::<Result<Vec<_>>>()?;
+        out.push(LayerGroup { name: g.join("+"), members });
+    }
+    if all && stored.len() > 1 {
+        out.push(LayerGroup { name: "all".into(), members: (0..stored.len()).collect() });
+    }
+    Ok(out)
+}
+
+/// Features of a group: each member's full gradient or its sketch, side by side; which kind; parameter count.
+pub fn group_features(updates: &SharedUpdates, members: &[usize]) -> (Tensor, String, i64) {
+    let parts: Vec<&Tensor> = members.iter().map(|&m| updates.layers[m].features()).collect();
+    let full: Vec<bool> = members.iter().map(|&m| updates.layers[m].features_kind() == "full").collect();
+    let kind = if full.iter().all(|&f| f) {
+        "full"
+    } else if full.iter().all(|&f| !f) {
+        "sketch"
+    } else {
+        "mixed"
+    };
+    let params = members.iter().map(|&m| updates.layers[m].num_params).sum();
+    (Tensor::cat(&parts, 1), kind.to_string(), params)
+}
+
+/// One estimate of the layer-wise table.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerwiseRow {
+    pub layer: String,
+    pub num_params: i64,
+    /// `full`, `sketch` (a lower bound) or `mixed`.
+    pub features: String,
+    pub feature_dim: i64,
+    pub target: String,
+    pub estimate: VInfoEstimate,
+}
+
+/// Every (group, target, family) estimate.
+pub fn layerwise(
+    updates: &SharedUpdates,
+    groups: &[LayerGroup],
+    targets: &[NamedTarget],
+    families: &[Family],
+    opts: &EstimateOptions,
+    progress: Progress,
+) -> Result<Vec<LayerwiseRow>> {
+    let bar = progress.bar((groups.len() * targets.len() * families.len()) as u64, "V-information");
+    let mut rows = Vec::new();
+    for group in groups {
+        let (features, kind, params) = group_features(updates, &group.members);
+        for t in targets {
+            for family in families {
+                let estimate = vinfo::estimate(&features, &t.target, family, opts)
+                    .with_context(|| format!("V-information of {} about {} ({family})", group.name, t.name))?;
+                rows.push(LayerwiseRow {
+                    layer: group.name.clone(),
+                    num_params: params,
+                    features: kind.clone(),
+                    feature_dim: features.size()[1],
+                    target: t.name.clone(),
+                    estimate,
+                });
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(rows)
+}
