@@ -340,3 +340,20 @@ fn rare_bright_dimensions_do_not_swamp_the_continuous_estimate() {
     assert!(e.bits.abs() < 2.0, "independent features: {} bits {:?}", e.bits, e.ci95);
     assert!(e.h_null_bits.abs() < 80.0 * 10.0, "null entropy per dimension stays moderate: {}", e.h_null_bits);
 }
+
+/// Pure-noise features wider than the sample (as a DP-noised gradient sketch is): the families fall back to their
+/// constant predictor instead of an overfit one, so the estimate is about 0, not clearly negative.
+#[test]
+fn wide_noise_features_give_about_zero_not_an_overfit_negative_estimate() {
+    let _serial = serial();
+    let mut rng = Normal::new(21);
+    let x = rng.matrix(600, 1024);
+    let classes = rng.classes(600, 2);
+    let e = estimate(&x, &Target::Categorical(classes), &Family::Linear, &opts(0)).unwrap();
+    // The constant predictor reproduces the null model up to rounding (log-softmax of log-frequencies): 1e-12.
+    let covers_zero = |ci: [f64; 2]| ci[0] <= 1e-12 && -1e-12 <= ci[1];
+    assert!(e.bits.abs() < 0.02 && covers_zero(e.ci95), "categorical: {} {:?}", e.bits, e.ci95);
+    let y = rng.matrix(600, 5);
+    let e = estimate(&x, &Target::Continuous(y), &Family::Linear, &opts(0)).unwrap();
+    assert!(e.bits.abs() < 0.05 && covers_zero(e.ci95), "continuous: {} {:?}", e.bits, e.ci95);
+}

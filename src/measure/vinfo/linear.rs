@@ -249,14 +249,19 @@ impl ConditionalModel for LogisticRegression {
         if !loss.is_finite() {
             bail!("logistic regression failed: the validation log-loss is not finite");
         }
-        self.fitted = Some(LogisticFit {
-            standardiser,
-            weight: theta.narrow(0, 0, d * c).view([d, c]),
-            bias: theta.narrow(0, d * c, c),
-            l2,
-            iterations,
-            tried,
-        });
+        let (mut weight, mut bias, mut l2) = (theta.narrow(0, 0, d * c).view([d, c]), theta.narrow(0, d * c, c), l2);
+        // The family holds the constant predictor (weights 0, the limit of infinite strength). When no strength
+        // beats it on validation, take it, with the null model's class frequencies: the features then carry no
+        // usable information, and the estimate is 0 instead of the overfit fit's negative value.
+        let constant_loss = mean_log_loss(&freq.log().unsqueeze(0).expand([val.len(), c], false), val.y);
+        if constant_loss <= loss {
+            let counts = Tensor::cat(&[train.y, val.y], 0).bincount(None::<Tensor>, c).to_kind(Kind::Double) + 1.0;
+            let total = counts.sum(Kind::Double);
+            weight = weight.zeros_like();
+            bias = (counts / total).log();
+            l2 = f64::INFINITY;
+        }
+        self.fitted = Some(LogisticFit { standardiser, weight, bias, l2, iterations, tried });
         Ok(())
     }
 
