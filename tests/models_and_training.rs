@@ -188,3 +188,14 @@ fn training_with_dropout_is_reproducible_even_beside_other_threads() {
     noise.join().unwrap();
     assert!(a.equal(&b), "same seed, same dropout masks, same weights");
 }
+
+#[test]
+fn a_model_with_other_dropout_keeps_its_weights_and_precision() {
+    let mut model = Model::new(&ModelSpec::new(Arch::Mlp, InputShape::Tabular { features: 6 }, 3), 5).unwrap();
+    model.to_double();
+    let dropped = model.with_dropout(0.5).unwrap();
+    assert_eq!(dropped.kind(), Kind::Double);
+    assert_eq!(dropped.spec.dropout.rate, 0.5);
+    let x = Tensor::rand([4, 6], (Kind::Double, tch::Device::Cpu));
+    assert!(dropped.predict(&x).equal(&model.predict(&x)), "same weights: evaluation ignores dropout");
+}

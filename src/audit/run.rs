@@ -422,13 +422,8 @@ fn run_attack(
     let share = ShareConfig {
         samples: config.measure.attack_samples as i64,
         batch_size: cell.batch_size,
-        defenses: {
-            let mut d = cell.update_defenses();
-            if cell.dropout > 0.0 && model.spec.dropout.rate == 0.0 {
-                d.push(crate::defenses::Defense::Dropout { rate: cell.dropout });
-            }
-            d
-        },
+        // The cell's dropout already lives in the model (see `run_cell`).
+        defenses: cell.update_defenses(),
     };
     let report = attacks::run_attacks(model, split, &share, &attack_config, opts.progress)?;
     let dir = opts.out.join("cells").join(format!("{}-attack", keys.cell));

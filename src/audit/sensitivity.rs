@@ -55,10 +55,8 @@ pub fn measure(
         let idx = updates.victim_index.narrow(0, 0, n);
         let x = split.inputs.index_select(0, &idx).to_kind(model.kind());
         let y = split.labels.index_select(0, &idx);
-        let mut defenses = cell.update_defenses();
-        if cell.dropout > 0.0 && model.spec.dropout.rate == 0.0 {
-            defenses.push(crate::defenses::Defense::Dropout { rate: cell.dropout });
-        }
+        // The cell's dropout already lives in the model (`run_cell` sets its rate); the rest acts on the update.
+        let defenses = cell.update_defenses();
         let sens_config = InputSensitivityConfig {
             probes: config.measure.probes,
             layers: Some(shared.clone()),

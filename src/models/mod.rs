@@ -571,11 +571,15 @@ impl Model {
         crate::io::atomic_write_with(path, |tmp| Tensor::write_safetensors(&named, tmp).map_err(anyhow::Error::from))
     }
 
-    /// The same weights with another dropout rate (dropout has no parameters), at the model's dropout sites.
+    /// The same weights, in the same precision, with another dropout rate (dropout has no parameters), at the
+    /// model's dropout sites.
     pub fn with_dropout(&self, rate: f64) -> Result<Model> {
         let mut spec = self.spec.clone();
         spec.dropout.rate = rate;
         let mut model = Model::new(&spec, 0)?;
+        if self.kind() == Kind::Double {
+            model.to_double();
+        }
         let source = self.vs.variables();
         let mut target = model.vs.variables();
         tch::no_grad(|| {
