@@ -3,6 +3,11 @@
 //! Every section rejects unknown keys (the error names the key and the valid ones). All fields have defaults, so an
 //! empty file (or no file) audits the embedded default: LeNet-5 on the embedded Fashion-MNIST subset, targets input +
 //! label + one latent attribute, the linear family, with sensitivity.
+//!
+//! The sweep is one `[grid]` table, or several `[[grid]]` tables whose cells are joined (a study design is rarely a
+//! full Cartesian product: architectures on every dataset, batch size on one of them, ...). Each grid may sweep
+//! datasets and models too; pairs where the model does not fit the data (an image model on tabular data) are
+//! skipped and listed in the report.
 
 use std::path::{Path, PathBuf};
 
@@ -27,7 +32,7 @@ pub struct AuditConfig {
     pub hidden: i64,
     pub training: TrainingConfig,
     pub measure: MeasureConfig,
-    pub grid: GridConfig,
+    pub grid: Grids,
 }
 
 impl Default for AuditConfig {
@@ -40,7 +45,7 @@ impl Default for AuditConfig {
             hidden: 128,
             training: TrainingConfig::default(),
             measure: MeasureConfig::default(),
-            grid: GridConfig::default(),
+            grid: Grids::default(),
         }
     }
 }
@@ -54,6 +59,8 @@ pub struct TrainingConfig {
     pub lr: f64,
     pub momentum: f64,
     pub weight_decay: f64,
+    /// Train on a seeded subset of this many training samples (0: all of them).
+    pub samples: i64,
     /// An existing training run folder to audit instead of training (its dataset and model must match).
     pub run: Option<PathBuf>,
 }
@@ -67,6 +74,7 @@ impl Default for TrainingConfig {
             lr: 1e-3,
             momentum: 0.9,
             weight_decay: 0.0,
+            samples: 0,
             run: None,
         }
     }
@@ -135,10 +143,14 @@ impl Default for MeasureConfig {
     }
 }
 
-/// The axes of the sweep; a cell is one value of each.
+/// The axes of one grid; a cell is one value of each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GridConfig {
+    /// Datasets (empty: the top-level `dataset`).
+    pub dataset: Vec<String>,
+    /// Models (empty: the top-level `model`).
+    pub model: Vec<String>,
     pub batch_size: Vec<i64>,
     /// Checkpoint epochs (0 = initialisation). Empty: the last trained epoch.
     pub epoch: Vec<usize>,
@@ -155,6 +167,8 @@ pub struct GridConfig {
 impl Default for GridConfig {
     fn default() -> Self {
         GridConfig {
+            dataset: Vec::new(),
+            model: Vec::new(),
             batch_size: vec![1],
             epoch: Vec::new(),
             dropout: vec![0.0],
@@ -165,9 +179,46 @@ impl Default for GridConfig {
     }
 }
 
-/// One point of the grid.
+/// The grids of a sweep: written as one `[grid]` table or as several `[[grid]]` tables.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Grids(pub Vec<GridConfig>);
+
+impl Default for Grids {
+    fn default() -> Self {
+        Grids(vec![GridConfig::default()])
+    }
+}
+
+impl<'de> Deserialize<'de> for Grids {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Grids, D::Error> {
+        struct OneOrMany;
+        impl<'de> serde::de::Visitor<'de> for OneOrMany {
+            type Value = Grids;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [grid] table or a list of [[grid]] tables")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<Grids, A::Error> {
+                let one = GridConfig::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(Grids(vec![one]))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Grids, A::Error> {
+                let mut grids = Vec::new();
+                while let Some(g) = seq.next_element::<GridConfig>()? {
+                    grids.push(g);
+                }
+                Ok(Grids(grids))
+            }
+        }
+        deserializer.deserialize_any(OneOrMany)
+    }
+}
+
+/// One point of the sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
+    pub dataset: String,
+    pub model: String,
     pub batch_size: i64,
     pub epoch: usize,
     pub dropout: f64,
@@ -259,32 +310,55 @@ impl AuditConfig {
         Ok(())
     }
 
-    /// Every cell of the grid, in a fixed order. `epoch` defaults to the last trained epoch.
+    /// Every cell of the sweep, grid by grid in a fixed order, each cell once. `epoch` defaults to the last
+    /// trained epoch. Whether a cell's model fits its dataset is checked when the data is loaded.
     pub fn cells(&self) -> Result<Vec<Cell>> {
-        let g = &self.grid;
+        if self.grid.0.is_empty() {
+            bail!("the grid has no cells: the list of [[grid]] tables is empty");
+        }
+        let mut cells: Vec<Cell> = Vec::new();
+        for (i, g) in self.grid.0.iter().enumerate() {
+            let name =
+                if self.grid.0.len() > 1 { format!("grid {} of {}", i + 1, self.grid.0.len()) } else { "grid".into() };
+            for cell in self.grid_cells(g).with_context(|| name)? {
+                if !cells.contains(&cell) {
+                    cells.push(cell);
+                }
+            }
+        }
+        Ok(cells)
+    }
+
+    fn grid_cells(&self, g: &GridConfig) -> Result<Vec<Cell>> {
+        let or_top = |axis: &[String], top: &str| if axis.is_empty() { vec![top.to_string()] } else { axis.to_vec() };
+        let datasets = or_top(&g.dataset, &self.dataset);
+        let models = or_top(&g.model, &self.model);
+        for m in &models {
+            m.parse::<crate::models::Arch>().context("model")?;
+        }
         let epochs = if g.epoch.is_empty() { vec![self.training.epochs] } else { g.epoch.clone() };
         for &b in &g.batch_size {
             if b < 1 {
-                bail!("grid.batch_size values must be at least 1, got {b}");
+                bail!("batch_size values must be at least 1, got {b}");
             }
         }
         for &d in &g.dropout {
             if !(0.0..1.0).contains(&d) {
-                bail!("grid.dropout values must be in [0, 1), got {d}");
+                bail!("dropout values must be in [0, 1), got {d}");
             }
         }
         let dps: Vec<Option<(f64, f64)>> =
-            g.dp.iter().map(|s| parse_dp(s).with_context(|| format!("grid.dp entry '{s}'"))).collect::<Result<_>>()?;
+            g.dp.iter().map(|s| parse_dp(s).with_context(|| format!("dp entry '{s}'"))).collect::<Result<_>>()?;
         let defenses: Vec<Vec<Defense>> = g
             .defense
             .iter()
             .map(|list| {
                 list.iter()
                     .map(|s| {
-                        let d: Defense = s.parse().with_context(|| "grid.defense".to_string())?;
+                        let d: Defense = s.parse().context("defense")?;
                         match d {
                             Defense::Dp { .. } | Defense::Dropout { .. } | Defense::Protect { .. } => {
-                                bail!("grid.defense: put '{s}' on its own axis (grid.dp, grid.dropout, grid.protect)")
+                                bail!("defense: put '{s}' on its own axis (dp, dropout, protect)")
                             }
                             d => Ok(d),
                         }
@@ -293,20 +367,27 @@ impl AuditConfig {
             })
             .collect::<Result<_>>()?;
         let mut cells = Vec::new();
-        for &epoch in &epochs {
-            for &dropout in &g.dropout {
-                for &batch_size in &g.batch_size {
-                    for dp in &dps {
-                        for d in &defenses {
-                            for protect in &g.protect {
-                                cells.push(Cell {
-                                    batch_size,
-                                    epoch,
-                                    dropout,
-                                    dp: *dp,
-                                    defenses: d.clone(),
-                                    protect: protect.clone(),
-                                });
+        // Datasets and models outermost: the cells of one trained model run one after another.
+        for dataset in &datasets {
+            for model in &models {
+                for &epoch in &epochs {
+                    for &dropout in &g.dropout {
+                        for &batch_size in &g.batch_size {
+                            for dp in &dps {
+                                for d in &defenses {
+                                    for protect in &g.protect {
+                                        cells.push(Cell {
+                                            dataset: dataset.clone(),
+                                            model: model.clone(),
+                                            batch_size,
+                                            epoch,
+                                            dropout,
+                                            dp: *dp,
+                                            defenses: d.clone(),
+                                            protect: protect.clone(),
+                                        });
+                                    }
+                                }
                             }
                         }
                     }

@@ -1,6 +1,7 @@
 //! The audit: from a configuration to a layer-wise leakage report, over a grid of cells.
 //!
-//! For each cell (batch size, checkpoint epoch, dropout, DP setting, other defences, protected layers) the audit
+//! For each cell (dataset, model, batch size, checkpoint epoch, dropout, DP setting, other defences, protected
+//! layers) the audit
 //! takes the trained model at that epoch, computes the shared updates of `measure.updates` victims, and measures
 //! per layer, per layer group and for all shared layers together, for every target and family, the usable
 //! information in bits (with a 95% CI); then the input and latent-attribute sensitivity and their rank agreement with
@@ -9,9 +10,10 @@
 //!
 //! Every cell is keyed by a hash of everything that determines it and written to `cells/<key>.json` atomically
 //! once finished, so an interrupted sweep loses at most the cell in progress and resumes where it stopped. Models are
-//! trained once per dropout rate into `runs/<key>/` and reused.
+//! trained once per dataset, model and dropout rate into `runs/<key>/` and reused.
 
 pub mod config;
+pub mod presets;
 mod run;
 mod sensitivity;
 
@@ -25,6 +27,8 @@ use serde::{Deserialize, Serialize};
 pub struct CellKeys {
     /// The cell's key (hash of its full configuration).
     pub cell: String,
+    pub dataset: String,
+    pub model: String,
     pub batch_size: i64,
     pub epoch: usize,
     pub dropout: f64,
@@ -110,7 +114,19 @@ pub struct Localisation {
     pub fraction: f64,
     /// The fewest top-ranked layers whose protection brought the rest under `fraction * unprotected_bits`.
     pub protect: Vec<String>,
+    /// The protection sets measured while searching (by bisection over how many top layers), fewest first.
     pub steps: Vec<LocalisationStep>,
+}
+
+impl Localisation {
+    /// Bits the unprotected layers keep once `protect` is protected: 0 when every layer is, NaN when not measured.
+    pub fn remaining_bits(&self) -> f64 {
+        match self.steps.iter().find(|s| s.protected == self.protect) {
+            Some(step) => step.remaining_bits,
+            None if self.protect.len() == self.ranking.len() => 0.0,
+            None => f64::NAN,
+        }
+    }
 }
 
 /// A reference attack's mean scores in a cell.

@@ -1,17 +1,19 @@
 //! Running an audit: training (cached), then each cell of the grid, then the reports.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tch::Tensor;
 
 use super::config::{AuditConfig, Cell};
 use super::{AttackRecord, CellKeys, CellResult, Localisation, LocalisationStep, Record};
 use crate::data::{self, Dataset};
 use crate::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
-use crate::measure::layerwise::{group_features, layer_groups, layerwise, resolve_targets, NamedTarget};
+use crate::measure::layerwise::{group_features, layer_groups, layerwise, resolve_targets, target_names, NamedTarget};
 use crate::measure::vinfo::{self, EstimateOptions, Family, Protocol};
 use crate::models::{Arch, DropoutSpec, Model, ModelSpec};
 use crate::progress::Progress;
@@ -39,8 +41,11 @@ pub struct AuditManifest {
     pub config_hash: String,
     pub config: AuditConfig,
     pub shard: Option<(usize, usize)>,
-    /// Keys of every cell of the grid, in grid order.
+    /// Keys of every cell of the sweep, in grid order.
     pub cells: Vec<String>,
+    /// Dataset and model pairs of the grid that were left out, and why (a model that does not fit the data).
+    #[serde(default)]
+    pub skipped: Vec<String>,
 }
 
 /// What a finished run returns.
@@ -51,6 +56,7 @@ pub struct AuditSummary {
     pub cells_in_shard: usize,
     pub cells_computed: usize,
     pub cells_reused: usize,
+    pub skipped: Vec<String>,
     pub seconds: f64,
 }
 
@@ -63,9 +69,10 @@ fn hash_json<T: Serialize>(value: &T) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-/// The part of the configuration every cell depends on (everything but the grid).
+/// The part of the configuration every cell depends on: everything but the grid and the top-level dataset and
+/// model, which a cell names itself.
 fn shared_part(config: &AuditConfig) -> AuditConfig {
-    AuditConfig { grid: Default::default(), ..config.clone() }
+    AuditConfig { grid: Default::default(), dataset: String::new(), model: String::new(), ..config.clone() }
 }
 
 /// The key of a cell: a hash of the shared configuration and the cell.
@@ -73,11 +80,69 @@ pub fn cell_key(config: &AuditConfig, cell: &Cell) -> String {
     hash_json(&(shared_part(config), cell, env!("CARGO_PKG_VERSION")))
 }
 
+/// The model specification of a cell, checked against its dataset (an error when the model does not fit).
+fn model_spec(config: &AuditConfig, dataset: &Dataset, model: &str, dropout: f64) -> Result<ModelSpec> {
+    let arch: Arch = model.parse()?;
+    let mut spec = ModelSpec::new(arch, dataset.input_shape, dataset.num_classes());
+    spec.width = config.width;
+    spec.hidden = config.hidden;
+    spec.dropout = DropoutSpec { rate: dropout, at: Vec::new() };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// Loads every dataset the sweep names, once each, and checks the targets exist in each.
+fn load_datasets(config: &AuditConfig, cells: &[Cell], data_dir: &Path) -> Result<BTreeMap<String, Dataset>> {
+    let mut datasets = BTreeMap::new();
+    for cell in cells {
+        if !datasets.contains_key(&cell.dataset) {
+            let dataset = data::load(&cell.dataset, data_dir)?;
+            target_names(&config.measure.targets, &dataset.attributes)
+                .with_context(|| format!("measure.targets on dataset {}", cell.dataset))?;
+            datasets.insert(cell.dataset.clone(), dataset);
+        }
+    }
+    Ok(datasets)
+}
+
+/// The cells whose model fits their dataset, and a line for each dataset and model pair left out.
+fn fitting_cells(
+    config: &AuditConfig,
+    cells: Vec<Cell>,
+    datasets: &BTreeMap<String, Dataset>,
+) -> (Vec<Cell>, Vec<String>) {
+    let mut skipped = Vec::new();
+    let mut fitting = Vec::new();
+    for cell in cells {
+        match model_spec(config, &datasets[&cell.dataset], &cell.model, 0.0) {
+            Ok(_) => fitting.push(cell),
+            Err(e) => {
+                let line = format!("{} on {}: {e}", cell.model, cell.dataset);
+                if !skipped.contains(&line) {
+                    skipped.push(line);
+                }
+            }
+        }
+    }
+    (fitting, skipped)
+}
+
 /// Runs (or resumes) an audit into `opts.out`, then writes the reports from every finished cell there.
 pub fn run_audit(config: &AuditConfig, opts: &AuditOptions) -> Result<AuditSummary> {
     config.validate()?;
     let started = Instant::now();
-    let cells = config.cells()?;
+    let all_cells = config.cells()?;
+    let datasets = load_datasets(config, &all_cells, &opts.data_dir)?;
+    let (cells, skipped) = fitting_cells(config, all_cells, &datasets);
+    if cells.is_empty() {
+        bail!("no cell of the grid has a model that fits its dataset: {}", skipped.join("; "));
+    }
+    if config.training.run.is_none() {
+        let max_epoch = cells.iter().map(|c| c.epoch).max().unwrap_or(0);
+        if max_epoch > config.training.epochs {
+            bail!("grid.epoch asks for epoch {max_epoch}, but training.epochs is {}", config.training.epochs);
+        }
+    }
     let keys: Vec<String> = cells.iter().map(|c| cell_key(config, c)).collect();
     let manifest = AuditManifest {
         format: FORMAT.into(),
@@ -86,56 +151,69 @@ pub fn run_audit(config: &AuditConfig, opts: &AuditOptions) -> Result<AuditSumma
         config: config.clone(),
         shard: opts.shard,
         cells: keys.clone(),
+        skipped: skipped.clone(),
     };
     prepare_out(&opts.out, &manifest, opts.resume)?;
 
-    let dataset = data::load(&config.dataset, &opts.data_dir)?;
-    let max_epoch = cells.iter().map(|c| c.epoch).max().unwrap_or(0);
-    if config.training.run.is_none() && max_epoch > config.training.epochs {
-        bail!("grid.epoch asks for epoch {max_epoch}, but training.epochs is {}", config.training.epochs);
-    }
-
     let selected: Vec<usize> =
         (0..cells.len()).filter(|i| opts.shard.map(|(index, count)| i % count == index).unwrap_or(true)).collect();
-    let (mut computed, mut reused) = (0, 0);
-    for (n, &i) in selected.iter().enumerate() {
-        let path = opts.out.join("cells").join(format!("{}.json", keys[i]));
-        if read_cell(&path).is_ok() {
-            reused += 1;
-            continue;
-        }
+    let path_of = |i: usize| opts.out.join("cells").join(format!("{}.json", keys[i]));
+    let (todo, done): (Vec<usize>, Vec<usize>) = selected.iter().partition(|&&i| read_cell(&path_of(i)).is_err());
+    // One bar over the cells of the sweep (finished ones count as done), above the bars of each cell's steps.
+    let overall = opts.progress.bar(selected.len() as u64, "cells");
+    overall.set_position(done.len() as u64);
+    overall.reset_eta();
+    for (n, &i) in todo.iter().enumerate() {
+        let cell = &cells[i];
+        overall.set_prefix(describe_cell(cell));
         let cell_started = Instant::now();
-        let saved = trained_run(config, &dataset, cells[i].dropout, opts)?;
-        let result = run_cell(config, &dataset, &saved, &cells[i], &keys[i], opts)
-            .with_context(|| format!("cell {} ({})", keys[i], describe_cell(&cells[i])))?;
-        crate::io::write_json(&path, &result)?;
-        computed += 1;
+        let dataset = &datasets[&cell.dataset];
+        let saved = trained_run(config, dataset, cell, opts)?;
+        let result = run_cell(config, dataset, &saved, cell, &keys[i], opts)
+            .with_context(|| format!("cell {} ({})", keys[i], describe_cell(cell)))?;
+        crate::io::write_json(&path_of(i), &result)?;
+        overall.inc(1);
         if opts.verbose {
-            eprintln!(
+            let line = format!(
                 "cell {}/{} {} ({}) done in {:.1} s",
-                n + 1,
+                done.len() + n + 1,
                 selected.len(),
                 keys[i],
-                describe_cell(&cells[i]),
+                describe_cell(cell),
                 cell_started.elapsed().as_secs_f64()
             );
+            // Above the bars on a terminal; a plain line in a log.
+            if overall.is_hidden() {
+                eprintln!("{line}");
+            } else {
+                overall.println(line);
+            }
         }
     }
+    overall.finish_and_clear();
     let results = collect_cells(&opts.out, &keys)?;
     crate::report::write_reports(&opts.out, &manifest, &results)?;
     Ok(AuditSummary {
         out: opts.out.clone(),
         cells_total: cells.len(),
         cells_in_shard: selected.len(),
-        cells_computed: computed,
-        cells_reused: reused,
+        cells_computed: todo.len(),
+        cells_reused: done.len(),
+        skipped,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
 /// A short description of a cell for progress lines and errors.
 pub fn describe_cell(cell: &Cell) -> String {
-    format!("batch {}, epoch {}, defence {}", cell.batch_size, cell.epoch, cell.defense_label())
+    format!(
+        "{} on {}, batch {}, epoch {}, defence {}",
+        cell.model,
+        cell.dataset,
+        cell.batch_size,
+        cell.epoch,
+        cell.defense_label()
+    )
 }
 
 /// Creates the out folder, or checks that it holds this audit (or `resume` is set), and writes `audit.json`.
@@ -176,8 +254,9 @@ pub fn collect_cells(out: &Path, keys: &[String]) -> Result<Vec<CellResult>> {
     Ok(results)
 }
 
-/// The training run for a dropout rate: the configured run folder, or one trained (once) into `runs/<key>`.
-fn trained_run(config: &AuditConfig, dataset: &Dataset, dropout: f64, opts: &AuditOptions) -> Result<SavedRun> {
+/// The training run of a cell's dataset, model and dropout rate: the configured run folder, or one trained (once)
+/// into `runs/<key>`.
+fn trained_run(config: &AuditConfig, dataset: &Dataset, cell: &Cell, opts: &AuditOptions) -> Result<SavedRun> {
     if let Some(run) = &config.training.run {
         let saved = SavedRun::open(run)?;
         if saved.run.dataset != dataset.name {
@@ -188,13 +267,17 @@ fn trained_run(config: &AuditConfig, dataset: &Dataset, dropout: f64, opts: &Aud
                 dataset.name
             );
         }
+        if saved.run.model.arch.name() != cell.model {
+            bail!(
+                "training.run {}: a {} run, the audit's model is {}",
+                run.display(),
+                saved.run.model.arch,
+                cell.model
+            );
+        }
         return Ok(saved);
     }
-    let arch: Arch = config.model.parse()?;
-    let mut spec = ModelSpec::new(arch, dataset.input_shape, dataset.num_classes());
-    spec.width = config.width;
-    spec.hidden = config.hidden;
-    spec.dropout = DropoutSpec { rate: dropout, at: Vec::new() };
+    let spec = model_spec(config, dataset, &cell.model, cell.dropout)?;
     let t = &config.training;
     let train_config = TrainConfig {
         optimizer: t.optimizer,
@@ -205,7 +288,7 @@ fn trained_run(config: &AuditConfig, dataset: &Dataset, dropout: f64, opts: &Aud
         weight_decay: t.weight_decay,
         seed: config.seed,
     };
-    let key = hash_json(&(&dataset.name, &spec, &train_config));
+    let key = hash_json(&(&dataset.name, &spec, &train_config, t.samples));
     let dir = opts.out.join("runs").join(&key);
     if let Ok(saved) = SavedRun::open(&dir) {
         if saved.run.epochs.len() == t.epochs + 1 {
@@ -216,10 +299,32 @@ fn trained_run(config: &AuditConfig, dataset: &Dataset, dropout: f64, opts: &Aud
     let _ = std::fs::remove_dir_all(&dir);
     let mut model = train::init_model(&spec, config.seed)?;
     if opts.verbose {
-        eprintln!("training {arch} on {} (dropout {dropout}) for {} epochs", dataset.name, t.epochs);
+        eprintln!("training {} on {} (dropout {}) for {} epochs", cell.model, dataset.name, cell.dropout, t.epochs);
     }
-    train::train(&mut model, dataset, &train_config, Some(&dir), opts.progress)?;
+    match training_subset(dataset, t.samples, config.seed) {
+        Some(subset) => train::train(&mut model, &subset, &train_config, Some(&dir), opts.progress)?,
+        None => train::train(&mut model, dataset, &train_config, Some(&dir), opts.progress)?,
+    };
     SavedRun::open(&dir)
+}
+
+/// The dataset with a seeded subset of `samples` training samples (None when the whole split is used).
+fn training_subset(dataset: &Dataset, samples: i64, seed: u64) -> Option<Dataset> {
+    if samples <= 0 || samples >= dataset.train.len() {
+        return None;
+    }
+    let mut order: Vec<i64> = (0..dataset.train.len()).collect();
+    order.sort_by_key(|&i| data::splitmix64(seed ^ data::splitmix64(i as u64)));
+    order.truncate(samples as usize);
+    order.sort_unstable();
+    Some(Dataset {
+        name: dataset.name.clone(),
+        input_shape: dataset.input_shape,
+        classes: dataset.classes.clone(),
+        attributes: dataset.attributes.clone(),
+        train: dataset.train.select(&Tensor::from_slice(&order)),
+        test: dataset.test.shallow_clone(),
+    })
 }
 
 fn estimate_options(config: &AuditConfig) -> EstimateOptions {
@@ -249,8 +354,20 @@ pub fn run_cell(
         model = model.with_dropout(cell.dropout)?;
     }
     let split = if config.measure.split == "train" { &dataset.train } else { &dataset.test };
+    // A split smaller than `measure.updates` (LFW crops has 160 training faces) gives each of its samples once.
+    let num_updates = config.measure.updates.min(split.len());
+    let mut notes = Vec::new();
+    if num_updates < config.measure.updates {
+        notes.push(format!(
+            "measure.updates is {}, but the {} split of {} has {} samples: {num_updates} updates (one per victim)",
+            config.measure.updates,
+            config.measure.split,
+            dataset.name,
+            split.len()
+        ));
+    }
     let update_config = UpdateConfig {
-        num_updates: config.measure.updates,
+        num_updates,
         batch_size: cell.batch_size,
         seed: config.seed,
         defenses: cell.update_defenses(),
@@ -266,6 +383,8 @@ pub fn run_cell(
         saved.run.epochs.iter().find(|e| e.epoch == cell.epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);
     let keys = CellKeys {
         cell: key.to_string(),
+        dataset: cell.dataset.clone(),
+        model: cell.model.clone(),
         batch_size: cell.batch_size,
         epoch: cell.epoch,
         dropout: cell.dropout,
@@ -300,7 +419,7 @@ pub fn run_cell(
         .collect::<Vec<_>>();
 
     let localisation = localise(config, &updates, &targets, &families[0], &records, &keys, &opts_v)?;
-    let (sensitivity, agreement, notes) = super::sensitivity::measure(
+    let (sensitivity, agreement, sensitivity_notes) = super::sensitivity::measure(
         config,
         dataset,
         &model,
@@ -311,6 +430,7 @@ pub fn run_cell(
         &keys,
         &targets_names(&targets),
     )?;
+    notes.extend(sensitivity_notes);
     let attacks = run_attack(config, &model, split, cell, &keys, opts)?;
     Ok(CellResult {
         keys,
@@ -329,8 +449,8 @@ fn targets_names(targets: &[NamedTarget]) -> Vec<String> {
     targets.iter().map(|t| t.name.clone()).collect()
 }
 
-/// For the input and each attribute: rank single layers by bits, then protect the top 1, 2, ... layers and measure
-/// all the others together until they fall under `fraction` of the unprotected (all-layer) bits.
+/// For the input and each attribute: rank single layers by bits, then find the fewest top layers whose protection
+/// leaves all the others together under `fraction` of the unprotected (all-layer) bits, measuring the others.
 fn localise(
     config: &AuditConfig,
     updates: &SharedUpdates,
@@ -368,9 +488,11 @@ fn localise(
         };
         let unprotected = joint.max(best_of(&all_names));
         let threshold = config.measure.localisation_fraction * unprotected.max(0.0);
-        let mut steps = Vec::new();
-        let mut protect = Vec::new();
-        for k in 1..n_layers {
+        // What the layers left after protecting the top k carry. Protecting more layers never adds information,
+        // so the smallest k that brings it under the threshold is found by bisection: a few joint fits, not one
+        // per layer (ResNets share about 40 layers).
+        let mut steps: Vec<(usize, LocalisationStep)> = Vec::new();
+        let mut remaining_after = |k: usize| -> Result<f64> {
             let protected: Vec<String> = ranking[..k].iter().map(|(n, _)| n.clone()).collect();
             let rest: Vec<usize> = (0..n_layers).filter(|&i| !protected.contains(&updates.layers[i].name)).collect();
             let (features, _, _) = group_features(updates, &rest);
@@ -378,16 +500,25 @@ fn localise(
                 .with_context(|| format!("localisation of {}", t.name))?;
             let rest_names: Vec<String> = rest.iter().map(|&i| updates.layers[i].name.clone()).collect();
             let remaining = e.bits.max(best_of(&rest_names));
-            steps.push(LocalisationStep { protected: protected.clone(), remaining_bits: remaining, ci95: e.ci95 });
-            if remaining <= threshold {
-                protect = protected;
-                break;
+            steps.push((k, LocalisationStep { protected, remaining_bits: remaining, ci95: e.ci95 }));
+            Ok(remaining)
+        };
+        // Only ranked layers (those measured one by one) are candidates for protection.
+        let (mut lo, mut hi, mut smallest) = (1, ranking.len().min(n_layers - 1), None);
+        while lo <= hi {
+            let k = (lo + hi) / 2;
+            if remaining_after(k)? <= threshold {
+                smallest = Some(k);
+                hi = k - 1;
+            } else {
+                lo = k + 1;
             }
         }
-        if protect.is_empty() {
-            // Only protecting every layer leaves nothing.
-            protect = ranking.iter().map(|(n, _)| n.clone()).collect();
-        }
+        steps.sort_by_key(|(k, _)| *k);
+        let steps: Vec<LocalisationStep> = steps.into_iter().map(|(_, step)| step).collect();
+        // Without a k under the threshold only protecting every layer leaves nothing.
+        let protect: Vec<String> =
+            ranking[..smallest.unwrap_or(ranking.len())].iter().map(|(n, _)| n.clone()).collect();
         out.push(Localisation {
             keys: keys.clone(),
             target: t.name.clone(),

@@ -12,8 +12,15 @@ use super::Global;
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
     /// TOML configuration (see the README); the flags below override it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
+    /// A built-in configuration: `paper` (the study design of Mo et al. 2022 at a scale of about an hour on 2
+    /// cores); the flags below override it.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(audit::presets::NAMES))]
+    pub preset: Option<String>,
+    /// Print the configuration the audit would run (TOML, after presets and flags) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     #[arg(long)]
     pub dataset: Option<String>,
     #[arg(long)]
@@ -77,15 +84,19 @@ fn parse_shard(s: &str) -> Result<(usize, usize)> {
 }
 
 pub fn config_of(args: &AuditArgs) -> Result<AuditConfig> {
-    let mut c = match &args.config {
-        Some(path) => AuditConfig::from_file(path)?,
-        None => AuditConfig::default(),
+    let mut c = match (&args.config, &args.preset) {
+        (Some(path), _) => AuditConfig::from_file(path)?,
+        (None, Some(name)) => audit::presets::preset(name)?,
+        (None, None) => AuditConfig::default(),
     };
+    // A dataset or model flag replaces the grids' dataset or model axes: the whole sweep uses it.
     if let Some(v) = &args.dataset {
         c.dataset = v.clone();
+        c.grid.0.iter_mut().for_each(|g| g.dataset.clear());
     }
     if let Some(v) = &args.model {
         c.model = v.clone();
+        c.grid.0.iter_mut().for_each(|g| g.model.clear());
     }
     if let Some(v) = args.epochs {
         c.training.epochs = v;
@@ -103,16 +114,16 @@ pub fn config_of(args: &AuditArgs) -> Result<AuditConfig> {
         c.measure.families = v.clone();
     }
     if let Some(v) = &args.batch_sizes {
-        c.grid.batch_size = v.clone();
+        c.grid.0.iter_mut().for_each(|g| g.batch_size = v.clone());
     }
     if let Some(v) = &args.grid_epochs {
-        c.grid.epoch = v.clone();
+        c.grid.0.iter_mut().for_each(|g| g.epoch = v.clone());
     }
     if let Some(v) = &args.dropouts {
-        c.grid.dropout = v.clone();
+        c.grid.0.iter_mut().for_each(|g| g.dropout = v.clone());
     }
     if !args.dp.is_empty() {
-        c.grid.dp = args.dp.clone();
+        c.grid.0.iter_mut().for_each(|g| g.dp = args.dp.clone());
     }
     if args.attack.is_some() {
         c.measure.attack = args.attack.clone();
@@ -125,6 +136,10 @@ pub fn config_of(args: &AuditArgs) -> Result<AuditConfig> {
 
 pub fn run(global: &Global, args: AuditArgs) -> Result<()> {
     let config = config_of(&args)?;
+    if args.print_config {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
     let opts = AuditOptions {
         out: args.out.clone(),
         data_dir: global.data_dir.clone(),
@@ -145,9 +160,12 @@ pub fn run(global: &Global, args: AuditArgs) -> Result<()> {
         return Ok(());
     }
     let md = std::fs::read_to_string(args.out.join("report.md")).unwrap_or_default();
-    // The first cell's section: the layer table a user looks at first.
+    // What a user looks at first: the overview of a sweep, or the layer table of a single cell.
     let first: String = md.split("\n## ").nth(1).map(|s| format!("## {s}")).unwrap_or_default();
     println!("{first}");
+    for line in &summary.skipped {
+        println!("skipped: {line}");
+    }
     println!(
         "{} cells ({} computed, {} reused) in {:.0} s; reports: {}/report.{{json,md,html}}, records.csv",
         summary.cells_in_shard,

@@ -97,6 +97,16 @@ impl Split {
         self.len() == 0
     }
 
+    /// The same tensors, shared.
+    pub fn shallow_clone(&self) -> Split {
+        Split {
+            inputs: self.inputs.shallow_clone(),
+            labels: self.labels.shallow_clone(),
+            attributes: self.attributes.shallow_clone(),
+            attribute_values: self.attribute_values.shallow_clone(),
+        }
+    }
+
     /// The rows at `indices` (an i64 tensor), as a new split.
     pub fn select(&self, indices: &Tensor) -> Split {
         Split {

@@ -17,37 +17,21 @@ pub struct NamedTarget {
     pub target: Target,
 }
 
-/// Resolves target names: `input`, `label`, `attribute` (the first), `attribute:NAME`, `attributes` (every one).
-pub fn resolve_targets(
-    specs: &[String],
-    attributes: &[AttributeInfo],
-    updates: &SharedUpdates,
-) -> Result<Vec<NamedTarget>> {
-    let attribute = |name: &str| -> Result<NamedTarget> {
-        let col = attributes.iter().position(|a| a.name == name).with_context(|| {
+/// Expands target specs into target names: `input`, `label`, `attribute` (the first), `attribute:NAME`,
+/// `attributes` (every one) give `input`, `label` and `attribute:NAME`. Checks the attributes exist.
+pub fn target_names(specs: &[String], attributes: &[AttributeInfo]) -> Result<Vec<String>> {
+    let attribute = |name: &str| -> Result<String> {
+        if !attributes.iter().any(|a| a.name == name) {
             let names: Vec<_> = attributes.iter().map(|a| a.name.as_str()).collect();
-            format!("no attribute '{name}'; the attributes are: {}", names.join(", "))
-        })? as i64;
-        Ok(NamedTarget {
-            name: format!("attribute:{name}"),
-            target: Target::Categorical(updates.victim_attributes.select(1, col).contiguous()),
-        })
+            bail!("no attribute '{name}'; the attributes are: {}", names.join(", "));
+        }
+        Ok(format!("attribute:{name}"))
     };
     let mut out = Vec::new();
     for spec in specs {
         match spec.as_str() {
-            "input" => out.push(NamedTarget {
-                name: "input".into(),
-                target: Target::Continuous(updates.victim_input.flatten(1, -1).to_kind(Kind::Float)),
-            }),
-            "label" => out.push(NamedTarget {
-                name: "label".into(),
-                target: Target::Categorical(updates.victim_label.shallow_clone()),
-            }),
-            "attribute" => {
-                let first = attributes.first().context("the data has no latent attributes")?;
-                out.push(attribute(&first.name)?)
-            }
+            "input" | "label" => out.push(spec.clone()),
+            "attribute" => out.push(attribute(&attributes.first().context("the data has no latent attributes")?.name)?),
             "attributes" => {
                 for a in attributes {
                     out.push(attribute(&a.name)?);
@@ -62,6 +46,31 @@ pub fn resolve_targets(
         }
     }
     Ok(out)
+}
+
+/// Resolves target specs (see [`target_names`]) to the victims' values in `updates`.
+pub fn resolve_targets(
+    specs: &[String],
+    attributes: &[AttributeInfo],
+    updates: &SharedUpdates,
+) -> Result<Vec<NamedTarget>> {
+    let names = target_names(specs, attributes)?;
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let target = match name.as_str() {
+                "input" => Target::Continuous(updates.victim_input.flatten(1, -1).to_kind(Kind::Float)),
+                "label" => Target::Categorical(updates.victim_label.shallow_clone()),
+                attribute => {
+                    let col =
+                        attributes.iter().position(|a| Some(a.name.as_str()) == attribute.strip_prefix("attribute:"));
+                    let col = col.expect("target_names checked the attribute") as i64;
+                    Target::Categorical(updates.victim_attributes.select(1, col).contiguous())
+                }
+            };
+            NamedTarget { name, target }
+        })
+        .collect())
 }
 
 /// A set of stored layers measured together.

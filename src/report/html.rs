@@ -175,66 +175,99 @@ fn scatter(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64, Strin
     s
 }
 
-/// The HTML page of a report; `out` is where attack images are read from.
-pub fn page(report: &Report, out: &Path) -> String {
-    let c = report.config;
-    let mut s = String::from(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gradleak audit</title><style>\
-         body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;font-size:13px}\
-         td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:left}\
-         figure{margin:1em 0}figcaption{font-weight:bold;margin-bottom:4px}</style></head><body>",
-    );
-    let _ = write!(
-        s,
-        "<h1>gradleak audit: {} on {}</h1><p id=\"summary\">Seed {}; {} shared updates per cell; {} of {} cells \
-         finished. Bits: usable information about the target from one layer's shared gradient, held-out, with 95% \
-         intervals.</p>",
-        esc(&c.model),
-        esc(&c.dataset),
-        c.seed,
-        c.measure.updates,
-        report.cells.len(),
-        report.cells_total
-    );
-    let Some(first) = report.cells.first() else {
-        s.push_str("<p>No cell is finished yet.</p></body></html>");
-        return s;
-    };
-    let family = report.records.first().map(|r| r.family.clone()).unwrap_or_default();
-    let targets: Vec<String> =
-        report.records.iter().map(|r| r.target.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+/// A cell's grid coordinates, with its model and dataset when the report covers several.
+fn cell_label(k: &crate::audit::CellKeys, several_pairs: bool) -> String {
+    let coords = format!("b={} e={} {}", k.batch_size, k.epoch, k.defense);
+    if several_pairs {
+        format!("{} on {}, {coords}", k.model, k.dataset)
+    } else {
+        coords
+    }
+}
 
-    s.push_str("<h2>Layer-wise leakage (first cell)</h2>");
+/// The overview table: per cell and target, all-layer bits and the most leaking layer.
+fn overview_table(report: &Report) -> String {
+    let (targets, rows) = super::overview(report);
+    let mut s = String::from(
+        "<table id=\"overview\"><tr><th>model</th><th>dataset</th><th>batch</th><th>epoch</th><th>defence</th>\
+         <th>epsilon</th><th>test acc.</th>",
+    );
     for t in &targets {
+        let _ = write!(s, "<th>{0}: all layers</th><th>{0}: top layer</th>", esc(t));
+    }
+    s.push_str("</tr>");
+    for row in rows {
+        let k = row.keys;
+        let eps = k.epsilon.map(|e| format!("{e:.2}")).unwrap_or_else(|| "-".into());
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{eps}</td><td>{:.2}%</td>",
+            esc(&k.model),
+            esc(&k.dataset),
+            k.batch_size,
+            k.epoch,
+            esc(&k.defense),
+            100.0 * k.test_accuracy
+        );
+        for t in &targets {
+            match row.targets.iter().find(|x| &x.0 == t) {
+                Some((_, bits, ci, top, top_bits)) => {
+                    let _ = write!(
+                        s,
+                        "<td>{bits:.2} [{:.2}, {:.2}]</td><td>{} ({top_bits:.2})</td>",
+                        ci[0],
+                        ci[1],
+                        esc(top)
+                    );
+                }
+                None => s.push_str("<td></td><td></td>"),
+            }
+        }
+        s.push_str("</tr>");
+    }
+    s.push_str("</table>");
+    s
+}
+
+/// The plots of one dataset and model pair: bars of its first cell, heatmaps across its grid, sensitivity against
+/// V-information, and its privacy-utility trade-off.
+fn pair_plots(report: &Report, dataset: &str, model: &str, family: &str, targets: &[String]) -> String {
+    let mut s = String::new();
+    let in_pair = |k: &crate::audit::CellKeys| k.dataset == dataset && k.model == model;
+    let Some(first) = report.cells.iter().find(|c| in_pair(&c.keys)) else { return s };
+    for t in targets {
         let rows: Vec<&Record> = report
             .records
             .iter()
             .copied()
             .filter(|r| r.keys.cell == first.keys.cell && &r.target == t && r.family == family)
             .collect();
-        s.push_str(&bars(&format!("{t}: bits per layer ({family}; cell {})", first.keys.defense), &rows));
+        if !rows.is_empty() {
+            s.push_str(&bars(
+                &format!("{t}: bits per layer ({family}; cell {})", cell_label(&first.keys, false)),
+                &rows,
+            ));
+        }
     }
 
-    s.push_str("<h2>Across the grid</h2>");
     type Axis = (&'static str, fn(&Record) -> String);
     let axes: [Axis; 3] = [
         ("batch size", |r| r.keys.batch_size.to_string()),
         ("epoch", |r| r.keys.epoch.to_string()),
         ("defence", |r| r.keys.defense.clone()),
     ];
-    let mut any_heatmap = false;
-    for t in &targets {
-        let rows: Vec<&Record> =
-            report.records.iter().copied().filter(|r| &r.target == t && r.family == family).collect();
+    for t in targets {
+        let rows: Vec<&Record> = report
+            .records
+            .iter()
+            .copied()
+            .filter(|r| in_pair(&r.keys) && &r.target == t && r.family == family)
+            .collect();
         for (name, axis) in &axes {
             if let Some(h) = heatmap(&format!("{t}: bits, layers x {name} (mean over the other axes)"), &rows, axis) {
                 s.push_str(&h);
-                any_heatmap = true;
             }
         }
-    }
-    if !any_heatmap {
-        s.push_str("<p>The grid has a single cell: no heatmap.</p>");
     }
 
     let sens: Vec<(f64, f64, String)> = report
@@ -250,9 +283,8 @@ pub fn page(report: &Report, out: &Path) -> String {
         })
         .collect();
     if !sens.is_empty() {
-        s.push_str("<h2>Sensitivity against V-information</h2>");
         s.push_str(&scatter(
-            "Input: relative sensitivity vs bits (first cell)",
+            "Sensitivity against V-information: input, relative sensitivity vs bits (first cell)",
             "relative sensitivity ||J||/||g||",
             "bits about the input",
             &sens,
@@ -262,35 +294,76 @@ pub fn page(report: &Report, out: &Path) -> String {
     let tradeoff: Vec<(f64, f64, String)> = report
         .records
         .iter()
-        .filter(|r| r.layer == "all" && r.family == family && Some(&r.target) == targets.first())
-        .map(|r| {
-            (r.keys.test_accuracy, r.bits, format!("{} (b={}, e={})", r.keys.defense, r.keys.batch_size, r.keys.epoch))
-        })
+        .filter(|r| in_pair(&r.keys) && r.layer == "all" && r.family == family && Some(&r.target) == targets.first())
+        .map(|r| (r.keys.test_accuracy, r.bits, cell_label(&r.keys, false)))
         .collect();
     if tradeoff.len() > 1 {
-        s.push_str("<h2>Privacy-utility trade-off</h2>");
         let t = targets.first().cloned().unwrap_or_default();
         s.push_str(&scatter(
-            &format!("All layers: bits about {t} vs test accuracy, one point per cell"),
+            &format!("Privacy-utility trade-off: all layers, bits about {t} vs test accuracy, one point per cell"),
             "test accuracy",
             "bits",
             &tradeoff,
         ));
+    }
+    s
+}
+
+/// The HTML page of a report; `out` is where attack images are read from.
+pub fn page(report: &Report, out: &Path) -> String {
+    let c = report.config;
+    let mut s = String::from(
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gradleak audit</title><style>\
+         body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;font-size:13px}\
+         td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:left}\
+         figure{margin:1em 0}figcaption{font-weight:bold;margin-bottom:4px}</style></head><body>",
+    );
+    let _ = write!(
+        s,
+        "<h1>gradleak audit: {}</h1><p id=\"summary\">Seed {}; {} shared updates per cell; {} of {} cells \
+         finished. Bits: usable information about the target from one layer's shared gradient, held-out, with 95% \
+         intervals.</p>",
+        esc(&super::title(report)),
+        c.seed,
+        c.measure.updates,
+        report.cells.len(),
+        report.cells_total
+    );
+    for line in report.skipped {
+        let _ = write!(s, "<p class=\"skipped\">Skipped: {}.</p>", esc(line));
+    }
+    if report.cells.is_empty() {
+        s.push_str("<p>No cell is finished yet.</p></body></html>");
+        return s;
+    }
+    let family = report.records.first().map(|r| r.family.clone()).unwrap_or_default();
+    let targets: Vec<String> =
+        report.records.iter().map(|r| r.target.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    let pairs = super::pairs(report);
+    let several_pairs = pairs.len() > 1;
+
+    if report.cells.len() > 1 {
+        s.push_str("<h2>Overview</h2>");
+        s.push_str(&overview_table(report));
+    } else {
+        s.push_str("<h2>Layer-wise leakage</h2>");
+    }
+    for (dataset, model) in &pairs {
+        if several_pairs || report.cells.len() > 1 {
+            let _ = write!(s, "<h2>{} on {}</h2>", esc(model), esc(dataset));
+        }
+        s.push_str(&pair_plots(report, dataset, model, &family, &targets));
     }
 
     if !report.localisation.is_empty() {
         s.push_str("<h2>Localisation</h2><table><tr><th>cell</th><th>target</th><th>most leaking layers</th><th>protect</th><th>remaining bits</th><th>unprotected bits</th></tr>");
         for l in &report.localisation {
             let top: Vec<String> = l.ranking.iter().take(3).map(|(n, b)| format!("{n} ({b:.1})")).collect();
-            let remaining = if l.protect.len() == l.ranking.len() {
-                0.0
-            } else {
-                l.steps.last().map(|x| x.remaining_bits).unwrap_or(f64::NAN)
-            };
+            let remaining = l.remaining_bits();
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{remaining:.2}</td><td>{:.2}</td></tr>",
-                esc(&l.keys.defense),
+                esc(&cell_label(&l.keys, several_pairs)),
                 esc(&l.target),
                 esc(&top.join(", ")),
                 esc(&l.protect.join(" + ")),
@@ -307,7 +380,7 @@ pub fn page(report: &Report, out: &Path) -> String {
                 s,
                 "<p>{} on cell {}: PSNR {:.1} dB, label accuracy {:.0}%</p>",
                 esc(&a.method),
-                esc(&a.keys.defense),
+                esc(&cell_label(&a.keys, several_pairs)),
                 a.psnr,
                 100.0 * a.label_accuracy
             );
@@ -328,7 +401,7 @@ pub fn page(report: &Report, out: &Path) -> String {
             s,
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.2}</td><td>[{:.2}, {:.2}]</td><td>{extra}</td><td>{}</td></tr>",
             esc(&r.layer),
-            esc(&format!("b={} e={} {}", r.keys.batch_size, r.keys.epoch, r.keys.defense)),
+            esc(&cell_label(&r.keys, several_pairs)),
             esc(&r.target),
             esc(&r.family),
             r.bits,

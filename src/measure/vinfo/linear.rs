@@ -8,7 +8,9 @@ use std::collections::VecDeque;
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use super::model::{conditional_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser};
+use super::model::{
+    conditional_variance, gaussian_validation_loss, mix_uniform, ConditionalModel, Part, Prediction, Standardiser,
+};
 
 /// Ridge strengths tried, relative to the mean eigenvalue of the Gram matrix of the standardised training
 /// features: 10^-6 .. 10^3.
@@ -233,7 +235,7 @@ impl ConditionalModel for LogisticRegression {
             theta = t;
             let w = theta.narrow(0, 0, d * c).view([d, c]);
             let b = theta.narrow(0, d * c, c);
-            let loss = mean_log_loss(&logistic_log_probs(&xv, &w, &b), val.y);
+            let loss = mean_log_loss(&mix_uniform(&logistic_log_probs(&xv, &w, &b)), val.y);
             tried.push((l2, loss / std::f64::consts::LN_2));
             if best.as_ref().is_none_or(|b| loss < b.0) {
                 best = Some((loss, theta.copy(), l2, iterations));
@@ -253,7 +255,7 @@ impl ConditionalModel for LogisticRegression {
         // The family holds the constant predictor (weights 0, the limit of infinite strength). When no strength
         // beats it on validation, take it, with the null model's class frequencies: the features then carry no
         // usable information, and the estimate is 0 instead of the overfit fit's negative value.
-        let constant_loss = mean_log_loss(&freq.log().unsqueeze(0).expand([val.len(), c], false), val.y);
+        let constant_loss = mean_log_loss(&mix_uniform(&freq.log().unsqueeze(0).expand([val.len(), c], false)), val.y);
         if constant_loss <= loss {
             let counts = Tensor::cat(&[train.y, val.y], 0).bincount(None::<Tensor>, c).to_kind(Kind::Double) + 1.0;
             let total = counts.sum(Kind::Double);
@@ -267,7 +269,7 @@ impl ConditionalModel for LogisticRegression {
 
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("logistic regression used before fit"))?;
-        Ok(Prediction::Categorical(logistic_log_probs(&f.standardiser.apply(x), &f.weight, &f.bias)))
+        Ok(Prediction::categorical(&logistic_log_probs(&f.standardiser.apply(x), &f.weight, &f.bias)))
     }
 
     fn summary(&self) -> serde_json::Value {
@@ -368,5 +370,27 @@ mod tests {
         };
         let (x, _) = lbfgs(&f, Tensor::zeros([4], (Kind::Double, Device::Cpu)), 200, 1e-10);
         assert!((x - 1.0).abs().max().double_value(&[]) < 1e-6);
+    }
+
+    #[test]
+    fn a_confidently_wrong_held_out_sample_costs_at_most_log_c_over_e() {
+        // Two well-separated classes: the fit is confident, and a held-out sample on the wrong side would cost
+        // hundreds of nats without the uniform mixture.
+        let opts = (Kind::Double, Device::Cpu);
+        let x = Tensor::cat(&[Tensor::full([40, 1], -5.0, opts), Tensor::full([40, 1], 5.0, opts)], 0)
+            + Tensor::linspace(-0.5, 0.5, 80, opts).unsqueeze(1);
+        let y = Tensor::cat(
+            &[Tensor::zeros([40], (Kind::Int64, Device::Cpu)), Tensor::ones([40], (Kind::Int64, Device::Cpu))],
+            0,
+        );
+        let mut model = LogisticRegression::new(2);
+        model.fit(Part { x: &x, y: &y }, Part { x: &x, y: &y }).unwrap();
+        let far_wrong = Tensor::from_slice(&[50.0f64]).unsqueeze(1);
+        let log_p = model.log_prob(&far_wrong, &Tensor::from_slice(&[0i64])).unwrap().double_value(&[0]);
+        let bound = (super::super::model::UNIFORM_WEIGHT / 2.0).ln();
+        assert!(log_p >= bound - 1e-12 && log_p < bound + 0.01, "log p = {log_p}, bound {bound}");
+        // A right, confident prediction loses almost nothing to the mixture.
+        let right = model.log_prob(&far_wrong, &Tensor::from_slice(&[1i64])).unwrap().double_value(&[0]);
+        assert!(right > (1.0 - super::super::model::UNIFORM_WEIGHT).ln() - 1e-6, "{right}");
     }
 }

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use super::model::{conditional_variance, gaussian_validation_loss, ConditionalModel, Part, Prediction, Standardiser};
+use super::model::{
+    conditional_variance, gaussian_validation_loss, mix_uniform, ConditionalModel, Part, Prediction, Standardiser,
+};
 
 /// Training settings of the MLP families (the hidden sizes are part of [`super::Family::Mlp`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,8 +150,7 @@ impl ConditionalModel for Mlp {
         let val_loss = |net: &nn::Sequential| -> f64 {
             let out = forward_f64(net, &xv);
             match &self.task {
-                Task::Classes(_) => -out
-                    .log_softmax(1, Kind::Double)
+                Task::Classes(_) => -mix_uniform(&out.log_softmax(1, Kind::Double))
                     .gather(1, &val.y.unsqueeze(1), false)
                     .mean(Kind::Double)
                     .double_value(&[]),
@@ -213,7 +214,7 @@ impl ConditionalModel for Mlp {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("MLP used before fit"))?;
         let out = forward_f64(&f.net, &f.standardiser.apply(x));
         Ok(match &f.var {
-            None => Prediction::Categorical(out.log_softmax(1, Kind::Double)),
+            None => Prediction::categorical(&out.log_softmax(1, Kind::Double)),
             Some(var) => Prediction::Gaussian { mean: out * &f.y_scale + &f.y_mean, var: var.shallow_clone() },
         })
     }

@@ -32,7 +32,25 @@ pub enum Prediction {
     Gaussian { mean: Tensor, var: Tensor },
 }
 
+/// Weight of the uniform distribution in every categorical prediction: the categorical families predict
+/// (1 - e) p + e / C, so one confidently wrong held-out sample costs at most log2(C / e) bits (13.3 for 10 classes)
+/// instead of hundreds, which let a handful of the few hundred scored victims swamp the estimate. A perfect
+/// predictor loses about 0.01 bits to it; the null model is mixed alike.
+pub const UNIFORM_WEIGHT: f64 = 1e-3;
+
+/// Mixes class log-probabilities (N, C) with the uniform distribution (see [`UNIFORM_WEIGHT`]).
+pub fn mix_uniform(log_p: &Tensor) -> Tensor {
+    let classes = *log_p.size().last().expect("class log-probabilities have a class dimension") as f64;
+    let uniform = log_p.zeros_like() + (UNIFORM_WEIGHT / classes).ln();
+    Tensor::stack(&[log_p + (1.0 - UNIFORM_WEIGHT).ln(), uniform], 0).logsumexp([0].as_slice(), false)
+}
+
 impl Prediction {
+    /// A categorical prediction from a model's class log-probabilities, mixed with the uniform distribution.
+    pub fn categorical(log_p: &Tensor) -> Prediction {
+        Prediction::Categorical(mix_uniform(log_p))
+    }
+
     /// Log-density (nats) of each held-out target: class indices (N,) i64 or values (N, K) f64. Returns (N,) f64.
     pub fn log_prob(&self, y: &Tensor) -> Tensor {
         match self {
@@ -140,7 +158,7 @@ impl ConditionalModel for ClassFrequencies {
 
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let log_p = self.log_p.as_ref().ok_or_else(|| anyhow::anyhow!("class frequencies used before fit"))?;
-        Ok(Prediction::Categorical(log_p.unsqueeze(0).expand([x.size()[0], self.classes], false).contiguous()))
+        Ok(Prediction::categorical(&log_p.unsqueeze(0).expand([x.size()[0], self.classes], false)))
     }
 
     fn summary(&self) -> serde_json::Value {
