@@ -236,3 +236,143 @@ fn the_html_report_renders_in_headless_chromium() {
     assert!(shot.exists(), "screenshot: {}", String::from_utf8_lossy(&status.stderr));
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000, "a screenshot with content");
 }
+
+#[test]
+fn several_grids_join_their_cells_once_each_with_dataset_and_model_axes() {
+    let config = AuditConfig::from_toml(
+        r#"
+        [[grid]]
+        dataset = ["embedded", "digits"]
+        model = ["lenet5", "mlp"]
+        [[grid]]
+        dataset = ["digits"]
+        model = ["mlp"]
+        batch_size = [1, 8]
+        "#,
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let cells = config.cells().unwrap();
+    let pairs: Vec<(String, String, i64)> =
+        cells.iter().map(|c| (c.dataset.clone(), c.model.clone(), c.batch_size)).collect();
+    let pair = |d: &str, m: &str, b: i64| (d.to_string(), m.to_string(), b);
+    assert_eq!(
+        pairs,
+        [
+            pair("embedded", "lenet5", 1),
+            pair("embedded", "mlp", 1),
+            pair("digits", "lenet5", 1),
+            pair("digits", "mlp", 1),
+            // (digits, mlp, 1) of the second grid is the same cell: listed once.
+            pair("digits", "mlp", 8),
+        ]
+    );
+    // A single [grid] table still works, and axes left out take the top-level dataset and model.
+    let one = AuditConfig::from_toml("dataset = \"digits\"\n[grid]\nbatch_size = [2]\n").unwrap();
+    assert_eq!(one.cells().unwrap()[0].dataset, "digits");
+    assert_eq!(one.cells().unwrap()[0].model, "lenet5");
+
+    let err = AuditConfig::from_toml("[[grid]]\nmodels = [\"mlp\"]\n").unwrap_err().to_string();
+    assert!(err.contains("models") && err.contains("model"), "{err}");
+    let err = format!(
+        "{:#}",
+        AuditConfig::from_toml("[[grid]]\n[[grid]]\nmodel = [\"gpt\"]\n").unwrap().validate().unwrap_err()
+    );
+    assert!(err.contains("grid 2 of 2") && err.contains("gpt") && err.contains("resnet20"), "{err}");
+}
+
+#[test]
+fn the_paper_preset_covers_six_datasets_and_every_model_family() {
+    let config = gradleak::audit::presets::preset("paper").unwrap();
+    config.validate().unwrap();
+    let cells = config.cells().unwrap();
+    let datasets: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.dataset.as_str()).collect();
+    let models: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.model.as_str()).collect();
+    assert_eq!(datasets.len(), 6, "{datasets:?}");
+    assert_eq!(models.into_iter().collect::<Vec<_>>(), ["alexnet", "lenet5", "mlp", "resnet20", "vgg11"]);
+    let batch_sizes: std::collections::BTreeSet<i64> = cells.iter().map(|c| c.batch_size).collect();
+    assert!(batch_sizes.len() >= 3);
+    assert!(cells.iter().any(|c| c.dropout > 0.0) && cells.iter().any(|c| c.dp.is_some()));
+    assert!(cells.iter().any(|c| c.epoch == 0) && cells.iter().any(|c| c.epoch == config.training.epochs));
+    // `--print-config` prints a configuration that reads back as the same audit.
+    let printed = gradleak(&["audit", "--preset", "paper", "--print-config"]);
+    assert!(printed.status.success(), "{}", stderr(&printed));
+    let back = AuditConfig::from_toml(&String::from_utf8_lossy(&printed.stdout)).unwrap();
+    assert_eq!(back, config);
+}
+
+/// Mounts a tmpfs of `size` at `mount` in a new user and mount namespace and runs `script` there (the mount
+/// vanishes with it). None when this machine does not allow unprivileged namespaces.
+fn in_small_tmpfs(mount: &Path, size: &str, script: &str) -> Option<std::process::Output> {
+    let probe = Command::new("unshare").args(["-rm", "true"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        return None;
+    }
+    let script = format!("set -e; mount -t tmpfs -o size={size} tmpfs '{}'; {script}", mount.display());
+    Some(Command::new("unshare").args(["-rm", "sh", "-c", &script]).output().unwrap())
+}
+
+#[test]
+fn a_full_disk_gives_a_one_line_error_and_leaves_the_previous_report_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &SMALL.replace("sensitivity_samples = 8", "sensitivity = false"));
+    let out = dir.path().join("out");
+    let first = gradleak(&["audit", "--config", &config, "--out", &out.display().to_string()]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let report_bytes = std::fs::read(out.join("report.json")).unwrap();
+    let manifest_len = std::fs::metadata(out.join("audit.json")).unwrap().len();
+    // Leave room for the manifest but not for the report: the run fails while writing its reports.
+    let slack_kb = (manifest_len / 1024 + 8).max(16);
+    assert!(report_bytes.len() as u64 > 2 * slack_kb * 1024, "the report is larger than the free space");
+
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let kept = dir.path().join("kept");
+    let bin = env!("CARGO_BIN_EXE_gradleak");
+    let m = mount.display();
+    let script = format!(
+        "cp -a '{out}' '{m}/out'; \
+         dd if=/dev/zero of='{m}/slack' bs=1k count={slack_kb} 2>/dev/null; \
+         dd if=/dev/zero of='{m}/filler' bs=4k 2>/dev/null || true; rm '{m}/slack'; \
+         set +e; '{bin}' audit --config '{config}' --out '{m}/out' --quiet --threads 1 2>'{d}/stderr'; \
+         echo $? > '{d}/status'; set -e; \
+         cp -a '{m}/out' '{kept}'; rm '{m}/filler'; \
+         '{bin}' audit --config '{config}' --out '{m}/out' --quiet --threads 1 > /dev/null; \
+         cp '{m}/out/report.json' '{d}/after-space.json'",
+        out = out.display(),
+        d = dir.path().display(),
+        kept = kept.display(),
+    );
+    let Some(run) = in_small_tmpfs(&mount, "4m", &script) else {
+        eprintln!("skipped: this machine does not allow unprivileged user namespaces (unshare -rm)");
+        return;
+    };
+    assert!(run.status.success(), "script: {}", String::from_utf8_lossy(&run.stderr));
+    let status: i32 = std::fs::read_to_string(dir.path().join("status")).unwrap().trim().parse().unwrap();
+    let err = std::fs::read_to_string(dir.path().join("stderr")).unwrap();
+    assert_ne!(status, 0, "the run on a full disk fails");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("report.json") && err.contains("No space left on device"), "{err}");
+    // The previous report is whole, and no temporary file is left behind.
+    assert_eq!(std::fs::read(kept.join("report.json")).unwrap(), report_bytes);
+    for entry in walk(&kept) {
+        assert!(!entry.to_string_lossy().ends_with(".tmp"), "left behind: {}", entry.display());
+    }
+    // With space again, the same command finishes and writes the same report.
+    let after: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("after-space.json")).unwrap()).unwrap();
+    assert_eq!(after["records"], report(&out)["records"]);
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walk(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
