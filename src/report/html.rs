@@ -1,7 +1,6 @@
 //! The self-contained HTML report: tables and inline SVG plots, no scripts, no external files (attack images are
 //! embedded as data URIs).
 
-use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -337,8 +336,8 @@ pub fn page(report: &Report, out: &Path) -> String {
         return s;
     }
     let family = report.records.first().map(|r| r.family.clone()).unwrap_or_default();
-    let targets: Vec<String> =
-        report.records.iter().map(|r| r.target.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    // Targets in the configuration's order (input, label, attributes).
+    let (targets, _) = super::overview(report);
     let pairs = super::pairs(report);
     let several_pairs = pairs.len() > 1;
 
