@@ -101,7 +101,34 @@ fn a_sweep_writes_four_reports_resumes_and_refuses_another_audits_folder() {
     assert!(fc3_label["bits"].as_f64().unwrap() > 1.0, "{fc3_label}");
     assert!(!r["sensitivity"].as_array().unwrap().is_empty());
     assert!(!r["agreement"].as_array().unwrap().is_empty());
-    assert!(!r["localisation"].as_array().unwrap().is_empty());
+    let localisations = r["localisation"].as_array().unwrap();
+    assert!(!localisations.is_empty());
+    for l in localisations {
+        // The protected layers are the top of the ranking; what they leave is under the threshold, and protecting
+        // one layer fewer (when the search measured it) was not enough.
+        let ranking: Vec<&str> = l["ranking"].as_array().unwrap().iter().map(|x| x[0].as_str().unwrap()).collect();
+        let protect: Vec<&str> = l["protect"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+        let unprotected = l["unprotected_bits"].as_f64().unwrap();
+        if unprotected <= 0.0 {
+            assert!(protect.is_empty(), "nothing to localise: {l}");
+            continue;
+        }
+        assert_eq!(protect, ranking[..protect.len()], "{l}");
+        let threshold = l["fraction"].as_f64().unwrap() * unprotected;
+        let steps = l["steps"].as_array().unwrap();
+        let remaining_with = |k: usize| {
+            steps
+                .iter()
+                .find(|s| s["protected"].as_array().unwrap().len() == k)
+                .map(|s| s["remaining_bits"].as_f64().unwrap())
+        };
+        if protect.len() < ranking.len() {
+            assert!(remaining_with(protect.len()).unwrap() <= threshold, "{l}");
+        }
+        if let Some(fewer) = remaining_with(protect.len() - 1) {
+            assert!(fewer > threshold, "{l}");
+        }
+    }
     let csv = std::fs::read_to_string(out.join("records.csv")).unwrap();
     assert_eq!(csv.lines().count(), records.len() + 1);
     assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("| layer | parameters |"));

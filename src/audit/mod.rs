@@ -112,7 +112,8 @@ pub struct Localisation {
     /// Bits of all shared layers together (the larger of the joint estimate and the best single layer's).
     pub unprotected_bits: f64,
     pub fraction: f64,
-    /// The fewest top-ranked layers whose protection brought the rest under `fraction * unprotected_bits`.
+    /// The fewest top-ranked layers whose protection brought the rest under `fraction * unprotected_bits`; empty
+    /// when the unprotected layers carry no usable information (nothing to localise).
     pub protect: Vec<String>,
     /// The protection sets measured while searching (by bisection over how many top layers), fewest first.
     pub steps: Vec<LocalisationStep>,
@@ -121,6 +122,9 @@ pub struct Localisation {
 impl Localisation {
     /// Bits the unprotected layers keep once `protect` is protected: 0 when every layer is, NaN when not measured.
     pub fn remaining_bits(&self) -> f64 {
+        if self.protect.is_empty() {
+            return self.unprotected_bits;
+        }
         match self.steps.iter().find(|s| s.protected == self.protect) {
             Some(step) => step.remaining_bits,
             None if self.protect.len() == self.ranking.len() => 0.0,

@@ -487,6 +487,20 @@ fn localise(
             }
         };
         let unprotected = joint.max(best_of(&all_names));
+        if unprotected <= 0.0 {
+            // No layer, alone or together, carries usable information for this family: nothing to localise.
+            out.push(Localisation {
+                keys: keys.clone(),
+                target: t.name.clone(),
+                family: family_name.clone(),
+                ranking,
+                unprotected_bits: unprotected,
+                fraction: config.measure.localisation_fraction,
+                protect: Vec::new(),
+                steps: Vec::new(),
+            });
+            continue;
+        }
         let threshold = config.measure.localisation_fraction * unprotected.max(0.0);
         // What the layers left after protecting the top k carry. Protecting more layers never adds information,
         // so the smallest k that brings it under the threshold is found by bisection: a few joint fits, not one

@@ -365,7 +365,7 @@ pub fn page(report: &Report, out: &Path) -> String {
                 esc(&cell_label(&l.keys, several_pairs)),
                 esc(&l.target),
                 esc(&top.join(", ")),
-                esc(&l.protect.join(" + ")),
+                if l.protect.is_empty() { "nothing to localise".to_string() } else { esc(&l.protect.join(" + ")) },
                 l.unprotected_bits
             );
         }

@@ -289,6 +289,14 @@ pub fn markdown(report: &Report) -> String {
         if !locs.is_empty() {
             let _ = writeln!(s, "\n**Localisation** ({}):\n", locs[0].family);
             for l in locs {
+                if l.protect.is_empty() {
+                    let _ = writeln!(
+                        s,
+                        "- {}: no usable information found ({:.2} bits for all layers together): nothing to localise.",
+                        l.target, l.unprotected_bits
+                    );
+                    continue;
+                }
                 let top: Vec<String> = l.ranking.iter().take(3).map(|(n, b)| format!("{n} ({b:.1} bits)")).collect();
                 let _ = writeln!(
                     s,
