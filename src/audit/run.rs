@@ -182,12 +182,7 @@ pub fn run_audit(config: &AuditConfig, opts: &AuditOptions) -> Result<AuditSumma
                 describe_cell(cell),
                 cell_started.elapsed().as_secs_f64()
             );
-            // Above the bars on a terminal; a plain line in a log.
-            if overall.is_hidden() {
-                eprintln!("{line}");
-            } else {
-                overall.println(line);
-            }
+            opts.progress.println(&line);
         }
     }
     overall.finish_and_clear();
@@ -299,7 +294,10 @@ fn trained_run(config: &AuditConfig, dataset: &Dataset, cell: &Cell, opts: &Audi
     let _ = std::fs::remove_dir_all(&dir);
     let mut model = train::init_model(&spec, config.seed)?;
     if opts.verbose {
-        eprintln!("training {} on {} (dropout {}) for {} epochs", cell.model, dataset.name, cell.dropout, t.epochs);
+        opts.progress.println(&format!(
+            "training {} on {} (dropout {}) for {} epochs",
+            cell.model, dataset.name, cell.dropout, t.epochs
+        ));
     }
     match training_subset(dataset, t.samples, config.seed) {
         Some(subset) => train::train(&mut model, &subset, &train_config, Some(&dir), opts.progress)?,
