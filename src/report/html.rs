@@ -65,6 +65,11 @@ fn heatmap(title: &str, records: &[&Record], axis: &dyn Fn(&Record) -> String) -
     if columns.len() < 2 {
         return None;
     }
+    // Numeric axes (batch size, epoch) in increasing order; defences in grid order.
+    let mut columns = columns;
+    if columns.iter().all(|c| c.parse::<f64>().is_ok()) {
+        columns.sort_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)));
+    }
     let mut layers: Vec<String> = Vec::new();
     for r in records {
         if !layers.contains(&r.layer) {
@@ -77,7 +82,9 @@ fn heatmap(title: &str, records: &[&Record], axis: &dyn Fn(&Record) -> String) -
     };
     let values: Vec<f64> = layers.iter().flat_map(|l| columns.iter().filter_map(|c| mean(l, c))).collect();
     let hi = values.iter().cloned().fold(f64::MIN, f64::max).max(1e-9);
-    let (cw, rh, left, top) = (110.0, 22.0, 170.0, 46.0);
+    // Columns wide enough for their labels (a defence such as `dropout:0.5 + dp:clip=1,sigma=0.5`).
+    let widest = columns.iter().map(|c| c.chars().count()).max().unwrap_or(0) as f64;
+    let (cw, rh, left, top) = ((6.5 * widest + 12.0).max(110.0), 22.0, 170.0, 46.0);
     let (w, h) = (left + cw * columns.len() as f64 + 10.0, top + rh * layers.len() as f64 + 10.0);
     let mut s =
         format!("<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\">", esc(title));
