@@ -403,3 +403,58 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn an_existing_training_run_is_audited_and_a_mismatched_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = |model: &str, out: &Path| {
+        let o = gradleak(&[
+            "train",
+            "--model",
+            model,
+            "--hidden",
+            "32",
+            "--epochs",
+            "1",
+            "--out",
+            &out.display().to_string(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    let mlp_run = dir.path().join("mlp-run");
+    train("mlp", &mlp_run);
+    let with_run = |model: &str, run: &Path| {
+        format!(
+            "model = \"{model}\"\n[training]\nrun = \"{}\"\n[measure]\nupdates = 40\nsensitivity = false\nbootstrap = 50\n",
+            run.display()
+        )
+    };
+    let config = write_config(dir.path(), &with_run("mlp", &mlp_run));
+    let out = dir.path().join("out");
+    let ok = gradleak(&["audit", "--config", &config, "--out", &out.display().to_string()]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let trained: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(mlp_run.join("training.json")).unwrap()).unwrap();
+    let r = report(&out);
+    assert_eq!(r["cells"][0]["test_accuracy"], trained["epochs"][1]["test_accuracy"], "the run's own checkpoint");
+    assert!(!dir.path().join("out/runs").exists(), "nothing is trained");
+
+    // The audit's model is not the run's.
+    let config = write_config(dir.path(), &with_run("lenet5", &mlp_run));
+    let refused = gradleak(&["audit", "--config", &config, "--out", &dir.path().join("o2").display().to_string()]);
+    assert!(!refused.status.success());
+    let e = stderr(&refused);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("training.run") && e.contains("mlp run") && e.contains("lenet5"), "{e}");
+
+    // A checkpoint that does not belong to the run's model (a LeNet-5's weights in the MLP's place).
+    let lenet_run = dir.path().join("lenet-run");
+    train("lenet5", &lenet_run);
+    std::fs::copy(lenet_run.join("epoch-001.safetensors"), mlp_run.join("epoch-001.safetensors")).unwrap();
+    let config = write_config(dir.path(), &with_run("mlp", &mlp_run));
+    let bad = gradleak(&["audit", "--config", &config, "--out", &dir.path().join("o3").display().to_string()]);
+    assert!(!bad.status.success());
+    let e = stderr(&bad);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(e.contains("epoch-001.safetensors") && e.contains("mlp"), "{e}");
+}

@@ -127,8 +127,20 @@ fn fitting_cells(
     (fitting, skipped)
 }
 
+/// With an existing training run, `training.epochs` is the run's last saved epoch (what an empty `grid.epoch`
+/// audits), whatever the configuration says.
+fn with_run_epochs(config: &AuditConfig) -> Result<AuditConfig> {
+    let mut config = config.clone();
+    if let Some(run) = &config.training.run {
+        let saved = SavedRun::open(run).context("training.run")?;
+        config.training.epochs = saved.run.epochs.iter().map(|e| e.epoch).max().unwrap_or(0);
+    }
+    Ok(config)
+}
+
 /// Runs (or resumes) an audit into `opts.out`, then writes the reports from every finished cell there.
 pub fn run_audit(config: &AuditConfig, opts: &AuditOptions) -> Result<AuditSummary> {
+    let config = &with_run_epochs(config)?;
     config.validate()?;
     let started = Instant::now();
     let all_cells = config.cells()?;
