@@ -316,13 +316,8 @@ impl<'m> SharedGradientFn<'m> {
                 )),
             }
         }
-        let mut dropout_model = plan.dropout.map(|rate| model.with_dropout(rate)).transpose()?;
-        if let Some(m) = dropout_model.as_mut() {
-            // `with_dropout` builds the copy in f32; keep the caller's precision.
-            if model.kind() == Kind::Double && m.kind() != Kind::Double {
-                m.to_double();
-            }
-        }
+        // `with_dropout` keeps the model's precision (f64 in the finite-difference tests).
+        let dropout_model = plan.dropout.map(|rate| model.with_dropout(rate)).transpose()?;
         Ok(SharedGradientFn {
             base: model,
             dropout_model,
