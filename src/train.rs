@@ -252,6 +252,11 @@ impl SavedRun {
     }
 
     /// The model at a saved epoch (0 = initialisation).
+    /// The last saved epoch (0 when only the initialisation is saved).
+    pub fn last_epoch(&self) -> usize {
+        self.run.epochs.iter().map(|e| e.epoch).max().unwrap_or(0)
+    }
+
     pub fn model_at(&self, epoch: usize) -> Result<Model> {
         let Some(m) = self.run.epochs.iter().find(|m| m.epoch == epoch) else {
             let saved: Vec<String> = self.run.epochs.iter().map(|m| m.epoch.to_string()).collect();

@@ -133,7 +133,7 @@ fn with_run_epochs(config: &AuditConfig) -> Result<AuditConfig> {
     let mut config = config.clone();
     if let Some(run) = &config.training.run {
         let saved = SavedRun::open(run).context("training.run")?;
-        config.training.epochs = saved.run.epochs.iter().map(|e| e.epoch).max().unwrap_or(0);
+        config.training.epochs = saved.last_epoch();
     }
     Ok(config)
 }
@@ -363,7 +363,7 @@ pub fn run_cell(
         // An external run trained without this dropout: the rate acts while the update is computed.
         model = model.with_dropout(cell.dropout)?;
     }
-    let split = if config.measure.split == "train" { &dataset.train } else { &dataset.test };
+    let split = dataset.split(&config.measure.split).context("measure.split")?;
     // A split smaller than `measure.updates` (LFW crops has 160 training faces) gives each of its samples once.
     let num_updates = config.measure.updates.min(split.len());
     let mut notes = Vec::new();
@@ -497,52 +497,43 @@ fn localise(
             }
         };
         let unprotected = joint.max(best_of(&all_names));
-        if unprotected <= 0.0 {
-            // No layer, alone or together, carries usable information for this family: nothing to localise.
-            out.push(Localisation {
-                keys: keys.clone(),
-                target: t.name.clone(),
-                family: family_name.clone(),
-                ranking,
-                unprotected_bits: unprotected,
-                fraction: config.measure.localisation_fraction,
-                protect: Vec::new(),
-                steps: Vec::new(),
-            });
-            continue;
-        }
-        let threshold = config.measure.localisation_fraction * unprotected.max(0.0);
-        // What the layers left after protecting the top k carry. Protecting more layers never adds information,
-        // so the smallest k that brings it under the threshold is found by bisection: a few joint fits, not one
-        // per layer (ResNets share about 40 layers).
-        let mut steps: Vec<(usize, LocalisationStep)> = Vec::new();
-        let mut remaining_after = |k: usize| -> Result<f64> {
-            let protected: Vec<String> = ranking[..k].iter().map(|(n, _)| n.clone()).collect();
-            let rest: Vec<usize> = (0..n_layers).filter(|&i| !protected.contains(&updates.layers[i].name)).collect();
-            let (features, _, _) = group_features(updates, &rest);
-            let e = vinfo::estimate(&features, &t.target, family, opts)
-                .with_context(|| format!("localisation of {}", t.name))?;
-            let rest_names: Vec<String> = rest.iter().map(|&i| updates.layers[i].name.clone()).collect();
-            let remaining = e.bits.max(best_of(&rest_names));
-            steps.push((k, LocalisationStep { protected, remaining_bits: remaining, ci95: e.ci95 }));
-            Ok(remaining)
-        };
-        // Only ranked layers (those measured one by one) are candidates for protection.
-        let (mut lo, mut hi, mut smallest) = (1, ranking.len().min(n_layers - 1), None);
-        while lo <= hi {
-            let k = (lo + hi) / 2;
-            if remaining_after(k)? <= threshold {
-                smallest = Some(k);
-                hi = k - 1;
-            } else {
-                lo = k + 1;
+        // No layer, alone or together, carrying usable information for this family leaves nothing to localise.
+        let (protect, steps) = if unprotected <= 0.0 {
+            (Vec::new(), Vec::new())
+        } else {
+            let threshold = config.measure.localisation_fraction * unprotected;
+            // What the layers left after protecting the top k carry. Protecting more layers never adds
+            // information, so the smallest k that brings it under the threshold is found by bisection: a few joint
+            // fits, not one per layer (ResNets share about 40 layers).
+            let mut steps: Vec<(usize, LocalisationStep)> = Vec::new();
+            let mut remaining_after = |k: usize| -> Result<f64> {
+                let protected: Vec<String> = ranking[..k].iter().map(|(n, _)| n.clone()).collect();
+                let rest: Vec<usize> =
+                    (0..n_layers).filter(|&i| !protected.contains(&updates.layers[i].name)).collect();
+                let (features, _, _) = group_features(updates, &rest);
+                let e = vinfo::estimate(&features, &t.target, family, opts)
+                    .with_context(|| format!("localisation of {}", t.name))?;
+                let rest_names: Vec<String> = rest.iter().map(|&i| updates.layers[i].name.clone()).collect();
+                let remaining = e.bits.max(best_of(&rest_names));
+                steps.push((k, LocalisationStep { protected, remaining_bits: remaining, ci95: e.ci95 }));
+                Ok(remaining)
+            };
+            // Only ranked layers (those measured one by one) are candidates for protection.
+            let (mut lo, mut hi, mut smallest) = (1, ranking.len().min(n_layers - 1), None);
+            while lo <= hi {
+                let k = (lo + hi) / 2;
+                if remaining_after(k)? <= threshold {
+                    smallest = Some(k);
+                    hi = k - 1;
+                } else {
+                    lo = k + 1;
+                }
             }
-        }
-        steps.sort_by_key(|(k, _)| *k);
-        let steps: Vec<LocalisationStep> = steps.into_iter().map(|(_, step)| step).collect();
-        // Without a k under the threshold only protecting every layer leaves nothing.
-        let protect: Vec<String> =
-            ranking[..smallest.unwrap_or(ranking.len())].iter().map(|(n, _)| n.clone()).collect();
+            steps.sort_by_key(|(k, _)| *k);
+            // Without a k under the threshold only protecting every layer leaves nothing.
+            let protect = ranking[..smallest.unwrap_or(ranking.len())].iter().map(|(n, _)| n.clone()).collect();
+            (protect, steps.into_iter().map(|(_, step)| step).collect())
+        };
         out.push(Localisation {
             keys: keys.clone(),
             target: t.name.clone(),

@@ -9,24 +9,16 @@ use gradleak::data;
 use gradleak::defenses::Defense;
 use gradleak::measure::attacks::{self, AttackConfig, LabelMode, Method, ShareConfig};
 use gradleak::progress::Progress;
-use gradleak::train::SavedRun;
 
-use super::Global;
+use super::{CheckpointArgs, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct AttackArgs {
     /// Attack: dlg (Zhu et al. 2019), idlg (Zhao et al. 2020), ig (Inverting Gradients, Geiping et al. 2020).
     #[arg(long, value_enum)]
     pub method: Method,
-    /// Training run folder (from `gradleak train`).
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Checkpoint epoch (0 = initialisation; default: the last saved).
-    #[arg(long)]
-    pub epoch: Option<usize>,
-    /// Split the victims come from.
-    #[arg(long, default_value = "train", value_parser = ["train", "test"])]
-    pub split: String,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     /// Number of shared updates to attack (distinct victims, drawn as `gradleak grads` draws them).
     #[arg(long, default_value_t = 4)]
     pub samples: i64,
@@ -82,8 +74,7 @@ pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
         // times slower when another process keeps a core busy). --threads N overrides this for large models.
         tch::set_num_threads(1);
     }
-    let saved = SavedRun::open(&args.run)?;
-    let epoch = args.epoch.unwrap_or_else(|| saved.run.epochs.last().map(|e| e.epoch).unwrap_or(0));
+    let (saved, epoch) = args.checkpoint.open()?;
     let mut model = saved.model_at(epoch)?;
     if !args.f32 {
         model.to_double();
@@ -111,7 +102,7 @@ pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
     config.seed = args.seed;
     config.validate()?;
     let dataset = data::load(&saved.run.dataset, &global.data_dir)?;
-    let split = if args.split == "train" { &dataset.train } else { &dataset.test };
+    let split = dataset.split(&args.checkpoint.split)?;
     let share = ShareConfig { samples: args.samples, batch_size: args.batch_size, defenses: args.defenses.clone() };
     let report = attacks::run_attacks(&model, split, &share, &config, Progress::new(global.quiet || args.json))?;
     if let Some(dir) = &args.out {
@@ -134,7 +125,7 @@ pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
         report.method,
         model.spec.arch,
         dataset.name,
-        args.split,
+        args.checkpoint.split,
         args.samples,
         if args.samples == 1 { "" } else { "s" },
         args.batch_size,

@@ -10,21 +10,13 @@ use gradleak::gradients::sketch::SketchKind;
 use gradleak::gradients::store::{self, CheckpointRef};
 use gradleak::gradients::updates::{compute_updates, UpdateConfig};
 use gradleak::progress::Progress;
-use gradleak::train::SavedRun;
 
-use super::Global;
+use super::{CheckpointArgs, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct GradsArgs {
-    /// Training run folder (from `gradleak train`).
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Checkpoint epoch (0 = initialisation; default: the last saved).
-    #[arg(long)]
-    pub epoch: Option<usize>,
-    /// Split the victims come from.
-    #[arg(long, default_value = "train", value_parser = ["train", "test"])]
-    pub split: String,
+    #[command(flatten)]
+    pub checkpoint: CheckpointArgs,
     /// Number of shared updates.
     #[arg(long, default_value_t = 1000)]
     pub updates: i64,
@@ -65,11 +57,10 @@ pub struct GradsArgs {
 }
 
 pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
-    let saved = SavedRun::open(&args.run)?;
-    let epoch = args.epoch.unwrap_or_else(|| saved.run.epochs.last().map(|e| e.epoch).unwrap_or(0));
+    let (saved, epoch) = args.checkpoint.open()?;
     let model = saved.model_at(epoch)?;
     let dataset = data::load(&saved.run.dataset, &global.data_dir)?;
-    let split = if args.split == "train" { &dataset.train } else { &dataset.test };
+    let split = dataset.split(&args.checkpoint.split)?;
     let config = UpdateConfig {
         num_updates: args.updates,
         batch_size: args.batch_size,
@@ -83,9 +74,16 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
     let dp = gradleak::gradients::dp_record(&config, dataset.train.len(), args.delta, args.steps)?;
     let updates = compute_updates(&model, split, &config, Progress::new(global.quiet || args.json))?;
     let test_accuracy = saved.run.epochs.iter().find(|e| e.epoch == epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);
-    let checkpoint = CheckpointRef { run: args.run.display().to_string(), epoch, test_accuracy };
-    let manifest =
-        gradleak::gradients::manifest(&model, &dataset, &args.split, Some(checkpoint), &config, &updates, dp);
+    let checkpoint = CheckpointRef { run: args.checkpoint.run.display().to_string(), epoch, test_accuracy };
+    let manifest = gradleak::gradients::manifest(
+        &model,
+        &dataset,
+        &args.checkpoint.split,
+        Some(checkpoint),
+        &config,
+        &updates,
+        dp,
+    );
     store::write_store(&args.out, &manifest, &updates, args.force)
         .with_context(|| format!("gradient store {}", args.out.display()))?;
     if args.json {

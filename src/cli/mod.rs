@@ -25,6 +25,30 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Which checkpoint of which training run, and which of its splits the victims come from: shared by the commands
+/// that work on a training run.
+#[derive(Debug, clap::Args)]
+pub struct CheckpointArgs {
+    /// Training run folder (from `gradleak train`).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// Checkpoint epoch (0 = initialisation; default: the last saved).
+    #[arg(long)]
+    pub epoch: Option<usize>,
+    /// Split the victims come from.
+    #[arg(long, default_value = "train", value_parser = ["train", "test"])]
+    pub split: String,
+}
+
+impl CheckpointArgs {
+    /// The training run and the epoch to use.
+    pub fn open(&self) -> Result<(gradleak::train::SavedRun, usize)> {
+        let saved = gradleak::train::SavedRun::open(&self.run)?;
+        let epoch = self.epoch.unwrap_or_else(|| saved.last_epoch());
+        Ok((saved, epoch))
+    }
+}
+
 /// Options every subcommand understands.
 #[derive(Debug, clap::Args)]
 pub struct Global {

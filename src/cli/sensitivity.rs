@@ -135,7 +135,7 @@ pub fn run(global: &Global, args: SensitivityArgs) -> Result<()> {
 
 fn input_part(global: &Global, args: &SensitivityArgs, dir: &std::path::Path, progress: Progress) -> Result<InputRun> {
     let saved = SavedRun::open(dir)?;
-    let epoch = args.epoch.unwrap_or_else(|| saved.run.epochs.last().map(|e| e.epoch).unwrap_or(0));
+    let epoch = args.epoch.unwrap_or_else(|| saved.last_epoch());
     let model = saved.model_at(epoch)?;
     if let Some(names) = &args.layers {
         for name in names {
@@ -143,7 +143,7 @@ fn input_part(global: &Global, args: &SensitivityArgs, dir: &std::path::Path, pr
         }
     }
     let dataset = data::load(&saved.run.dataset, &global.data_dir)?;
-    let split = if args.split == "train" { &dataset.train } else { &dataset.test };
+    let split = dataset.split(&args.split)?;
     if args.samples > split.len() {
         bail!("--samples {} is larger than the {} split ({} samples)", args.samples, args.split, split.len());
     }

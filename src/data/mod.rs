@@ -136,6 +136,15 @@ impl Dataset {
         self.classes.len() as i64
     }
 
+    /// The `train` or `test` split.
+    pub fn split(&self, name: &str) -> anyhow::Result<&Split> {
+        match name {
+            "train" => Ok(&self.train),
+            "test" => Ok(&self.test),
+            _ => anyhow::bail!("unknown split '{name}'; expected train or test"),
+        }
+    }
+
     /// Column of an attribute by name, or an error listing the valid names.
     pub fn attribute_index(&self, name: &str) -> anyhow::Result<usize> {
         self.attributes.iter().position(|a| a.name == name).ok_or_else(|| {
