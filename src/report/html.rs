@@ -192,13 +192,12 @@ fn cell_label(k: &crate::audit::CellKeys, several_pairs: bool) -> String {
 }
 
 /// The overview table: per cell and target, all-layer bits and the most leaking layer.
-fn overview_table(report: &Report) -> String {
-    let (targets, rows) = super::overview(report);
+fn overview_table(targets: &[String], rows: &[super::OverviewRow]) -> String {
     let mut s = String::from(
         "<table id=\"overview\"><tr><th>model</th><th>dataset</th><th>batch</th><th>epoch</th><th>defence</th>\
          <th>epsilon</th><th>test acc.</th>",
     );
-    for t in &targets {
+    for t in targets {
         let _ = write!(s, "<th>{0}: all layers</th><th>{0}: top layer</th>", esc(t));
     }
     s.push_str("</tr>");
@@ -215,7 +214,7 @@ fn overview_table(report: &Report) -> String {
             esc(&k.defense),
             100.0 * k.test_accuracy
         );
-        for t in &targets {
+        for t in targets {
             match row.targets.iter().find(|x| &x.0 == t) {
                 Some((_, bits, ci, top, top_bits)) => {
                     let _ = write!(
@@ -344,13 +343,13 @@ pub fn page(report: &Report, out: &Path) -> String {
     }
     let family = report.records.first().map(|r| r.family.clone()).unwrap_or_default();
     // Targets in the configuration's order (input, label, attributes).
-    let (targets, _) = super::overview(report);
+    let (targets, overview_rows) = super::overview(report);
     let pairs = super::pairs(report);
     let several_pairs = pairs.len() > 1;
 
     if report.cells.len() > 1 {
         s.push_str("<h2>Overview</h2>");
-        s.push_str(&overview_table(report));
+        s.push_str(&overview_table(&targets, &overview_rows));
     } else {
         s.push_str("<h2>Layer-wise leakage</h2>");
     }
