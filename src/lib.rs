@@ -14,4 +14,6 @@ pub mod measure;
 pub mod models;
 pub mod progress;
 pub mod report;
+pub mod rng;
+pub mod stats;
 pub mod train;

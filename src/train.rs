@@ -10,14 +10,13 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Kind, Tensor};
 
 use crate::data::{Dataset, Split};
 use crate::models::{Forward, Model, ModelSpec};
 use crate::progress::Progress;
+use crate::rng::{self, Stream};
 
 pub const METADATA_FILE: &str = "training.json";
 
@@ -190,8 +189,8 @@ pub fn train(
         }
     };
     // The batch order and the dropout masks come from generators seeded by the run's seed.
-    let mut fwd = Forward::train().with_dropout_rng(crate::defenses::update_rng(config.seed, 0, 3));
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut fwd = Forward::train().with_dropout_rng(rng::rng(config.seed, Stream::TrainingDropout));
+    let mut rng = rng::rng(config.seed, Stream::TrainingOrder);
     let n = data.train.len();
     let steps_per_epoch = (n + config.batch_size - 1) / config.batch_size;
     let kind = model.kind();

@@ -9,6 +9,7 @@ use gradleak::gradients::store::{self, GradientStore, Manifest};
 use gradleak::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
 use gradleak::models::{Arch, Model, ModelSpec};
 use gradleak::progress::Progress;
+use gradleak::rng::{self, Stream};
 use tch::{Kind, Tensor};
 
 fn lenet5() -> (Model, gradleak::data::Dataset) {
@@ -28,7 +29,7 @@ fn dp_clips_each_sample_over_all_layers_then_averages() {
     let b = Tensor::from_slice(&[4.0f64, 0.0, 0.4, 0.0]).reshape([4, 1]);
     // Sample norms over both layers: 5, 0.5, 0, 10.
     let plan = DefensePlan::new(&[Defense::Dp { clip: 1.0, noise_multiplier: 0.0 }]).unwrap();
-    let update = defenses::aggregate(&[a, b], &plan, &mut defenses::update_rng(0, 0, 1));
+    let update = defenses::aggregate(&[a, b], &plan, &mut rng::rng(0, Stream::UpdateNoise { update: 0 }));
     // Clipped: (0.6, 0 | 0.8), (0.3, 0 | 0.4) unchanged, zero, (0.6, 0.8 | 0).
     let expect_a = [(0.6 + 0.3 + 0.0 + 0.6) / 4.0, (0.0 + 0.0 + 0.0 + 0.8) / 4.0];
     let expect_b = [(0.8 + 0.4 + 0.0 + 0.0) / 4.0];
@@ -44,7 +45,7 @@ fn dp_noise_has_standard_deviation_sigma_clip_over_batch() {
     let batch = 4;
     let g = Tensor::zeros([batch, 20_000], (Kind::Double, tch::Device::Cpu));
     let plan = DefensePlan::new(&[Defense::Dp { clip: 2.0, noise_multiplier: 1.5 }]).unwrap();
-    let update = defenses::aggregate(&[g], &plan, &mut defenses::update_rng(3, 0, 1));
+    let update = defenses::aggregate(&[g], &plan, &mut rng::rng(3, Stream::UpdateNoise { update: 0 }));
     let std = update[0].std(true).double_value(&[]);
     let expected = 1.5 * 2.0 / batch as f64;
     // 20,000 draws: the sample std has relative standard error 1/sqrt(40,000) = 0.5%; allow 3%.

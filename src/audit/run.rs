@@ -17,7 +17,9 @@ use crate::measure::layerwise::{group_features, layer_groups, layerwise, resolve
 use crate::measure::vinfo::{self, EstimateOptions, Family, Protocol};
 use crate::models::{Arch, DropoutSpec, Model, ModelSpec};
 use crate::progress::Progress;
+use crate::rng::{self, Order};
 use crate::train::{self, SavedRun, TrainConfig};
+use crate::defenses;
 
 /// How to run (not what to measure: that is the configuration, and it alone decides the cell keys).
 #[derive(Debug, Clone)]
@@ -324,7 +326,7 @@ fn training_subset(dataset: &Dataset, samples: i64, seed: u64) -> Option<Dataset
         return None;
     }
     let mut order: Vec<i64> = (0..dataset.train.len()).collect();
-    order.sort_by_key(|&i| data::splitmix64(seed ^ data::splitmix64(i as u64)));
+    order.sort_by_key(|&i| rng::order_key(seed, Order::TrainingSubset, i as u64));
     order.truncate(samples as usize);
     order.sort_unstable();
     Some(Dataset {
@@ -387,7 +389,7 @@ pub fn run_cell(
         // Large layers are measured on their sketch only: the full gradients would not be read.
         full_max_params: config.measure.sketch_dim,
     };
-    let dp = crate::gradients::dp_record(&update_config, dataset.train.len(), 1e-5, None)?;
+    let dp = defenses::dp_record(&update_config.defenses, update_config.batch_size, dataset.train.len(), 1e-5, None)?;
     let updates = compute_updates(&model, split, &update_config, opts.progress)?;
     let test_accuracy =
         saved.run.epochs.iter().find(|e| e.epoch == cell.epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);

@@ -6,8 +6,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use tch::Tensor;
 
@@ -22,6 +20,7 @@ use gradleak::progress::Progress;
 use gradleak::train::SavedRun;
 
 use super::Global;
+use gradleak::rng::{self, Stream};
 
 #[derive(Debug, clap::Args)]
 pub struct SensitivityArgs {
@@ -148,7 +147,7 @@ fn input_part(global: &Global, args: &SensitivityArgs, dir: &std::path::Path, pr
         bail!("--samples {} is larger than the {} split ({} samples)", args.samples, args.split, split.len());
     }
     let mut order: Vec<i64> = (0..split.len()).collect();
-    order.shuffle(&mut ChaCha8Rng::seed_from_u64(args.seed));
+    order.shuffle(&mut rng::rng(args.seed, Stream::SensitivitySamples));
     let picked = Tensor::from_slice(&order[..args.samples as usize]);
     let config = InputSensitivityConfig {
         probes: args.probes,

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+use crate::rng::{self, Order};
 
 /// Shape of one input sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -161,15 +162,7 @@ pub const SPLIT_SEED: u64 = 2022;
 /// Fraction of each class that goes to the test split when there is no official split.
 pub const TEST_FRACTION: f64 = 0.2;
 
-/// SplitMix64: the hash that orders samples in [`stratified_split`], easy to reproduce in any language.
-pub fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A seeded stratified split: within each class, samples are ordered by `splitmix64(seed ^ index)` and the first
+/// A seeded stratified split: within each class, samples are ordered by their [`Order::Split`] key and the first
 /// `round(test_fraction * class size)` go to the test split. Returns (train, test) indices, each ascending.
 pub fn stratified_split(labels: &[i64], test_fraction: f64, seed: u64) -> (Vec<i64>, Vec<i64>) {
     let mut classes: Vec<i64> = labels.to_vec();
@@ -178,7 +171,7 @@ pub fn stratified_split(labels: &[i64], test_fraction: f64, seed: u64) -> (Vec<i
     let (mut train, mut test) = (Vec::new(), Vec::new());
     for c in classes {
         let mut members: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).collect();
-        members.sort_by_key(|&i| (splitmix64(seed ^ i as u64), i));
+        members.sort_by_key(|&i| (rng::order_key(seed, Order::Split, i as u64), i));
         let k = (test_fraction * members.len() as f64).round() as usize;
         test.extend(members[..k].iter().map(|&i| i as i64));
         train.extend(members[k..].iter().map(|&i| i as i64));

@@ -1,7 +1,7 @@
 //! Defences a client can apply before sharing its update, composable in a list and recorded in every output.
 //!
 //! Written on the command line as `NAME:ARGS` (see [`Defense::from_str`]) and in JSON as tagged objects. They act
-//! at three points of the pipeline:
+//! at four points of the pipeline:
 //! - on the forward pass: `dropout` (active while the gradient is computed, as in training);
 //! - on what is shared: `protect` (the named layers' gradients are not shared at all);
 //! - on the batch's per-sample gradients: `dp` (DP-SGD: clip each sample's gradient over all shared layers to norm
@@ -10,21 +10,27 @@
 //!   fraction of each layer's entries by magnitude, the DLG paper's defence), `quantize` (b-bit symmetric uniform
 //!   quantisation per layer).
 //!
+//! Each defence is applied by one function of [`apply`], graph-preserving where it is differentiable, so the
+//! shared update, the sensitivity analysis (which differentiates the shared gradient) and the attacks all use the
+//! same code; [`Defense::under_differentiation`] says what happens to each under differentiation.
+//!
 //! [`accountant`] turns the DP-SGD parameters (sample rate, noise multiplier, steps) into an `(epsilon, delta)`
 //! guarantee with a Rényi-DP accountant.
 
 pub mod accountant;
+pub mod apply;
+pub mod dp;
+
+pub use apply::{aggregate, apply_post, prune, quantize, single_sample_updates};
+pub use dp::{dp_record, DpRecord};
 
 use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
 
-use crate::gradients::per_sample::row_norms;
+use crate::models::Model;
 
 /// One defence and its strength.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -178,77 +184,61 @@ impl DefensePlan {
     }
 }
 
-/// Gaussian values from a seeded generator (reproducible whatever the thread or chunking).
-pub fn gaussian(rng: &mut ChaCha8Rng, numel: i64, std: f64) -> Tensor {
-    use rand_distr::{Distribution, StandardNormal};
-    let values: Vec<f32> = (0..numel).map(|_| StandardNormal.sample(rng)).collect::<Vec<f32>>();
-    Tensor::from_slice(&values) * std
-}
-
-/// A generator for update `update` of a run seeded with `seed`.
-pub fn update_rng(seed: u64, update: u64, purpose: u64) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ purpose.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    rng.set_stream(update);
-    rng
-}
-
-/// Aggregates the per-sample gradients of one batch (each (B, P_l), shared layers only) into the shared update,
-/// applying DP-SGD when planned, then the post-aggregation defences. Returns one flat vector per layer.
-pub fn aggregate(per_sample: &[Tensor], plan: &DefensePlan, rng: &mut ChaCha8Rng) -> Vec<Tensor> {
-    let batch = per_sample[0].size()[0];
-    let mut update: Vec<Tensor> = match plan.dp {
-        None => per_sample.iter().map(|g| g.mean_dim([0i64].as_slice(), false, g.kind())).collect(),
-        Some((clip, sigma)) => {
-            // The clipping norm is over every shared layer together, as in DP-SGD.
-            let squared: Tensor = per_sample
-                .iter()
-                .map(|g| row_norms(g).square())
-                .fold(Tensor::zeros([batch], (Kind::Double, tch::Device::Cpu)), |acc, s| acc + s);
-            let scale = (clip / (squared.sqrt() + 1e-12)).clamp_max(1.0).to_kind(per_sample[0].kind()).unsqueeze(1);
-            per_sample
-                .iter()
-                .map(|g| {
-                    let summed = (g * &scale).sum_dim_intlist([0i64].as_slice(), false, g.kind());
-                    let noise = gaussian(rng, summed.numel() as i64, sigma * clip).to_kind(g.kind());
-                    (summed + noise) / batch as f64
-                })
-                .collect()
+impl DefensePlan {
+    /// The shared layers among `chosen` (default: every layer of `model`), in the order given, without
+    /// duplicates: `protect` leaves its layers out. Errors on an unknown layer, and when nothing is left.
+    pub fn shared_layers(&self, model: &Model, chosen: Option<&[String]>) -> Result<Vec<usize>> {
+        for name in &self.protected {
+            model.layer_index(name)?;
         }
-    };
-    for d in &plan.post {
-        update = update.into_iter().map(|g| apply_post(d, &g, rng)).collect();
+        let chosen: Vec<usize> = match chosen {
+            Some(names) => names.iter().map(|name| model.layer_index(name)).collect::<Result<_>>()?,
+            None => (0..model.layers().len()).collect(),
+        };
+        let mut shared = Vec::with_capacity(chosen.len());
+        for l in chosen {
+            if !shared.contains(&l) && !self.protected.contains(&model.layers()[l].name) {
+                shared.push(l);
+            }
+        }
+        if shared.is_empty() {
+            bail!("no layer is left to share: every chosen layer is protected");
+        }
+        Ok(shared)
     }
-    update
 }
 
-/// Applies one post-aggregation defence to one layer's flat update.
-pub fn apply_post(defense: &Defense, g: &Tensor, rng: &mut ChaCha8Rng) -> Tensor {
-    match defense {
-        Defense::Noise { std } => g + gaussian(rng, g.numel() as i64, *std).to_kind(g.kind()),
-        Defense::Prune { fraction } => prune(g, *fraction),
-        Defense::Quantize { bits } => quantize(g, *bits),
-        _ => g.shallow_clone(),
-    }
+/// What a defence does when the shared gradient is differentiated with respect to the input (sensitivity).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnderDifferentiation {
+    /// Applied inside the differentiated function; the note says how.
+    Applied(&'static str),
+    /// Left out (its derivative carries no information); the note says why.
+    NotApplied(&'static str),
 }
 
-/// Zeroes the `fraction` of entries with the smallest magnitude (ties broken by position).
-pub fn prune(g: &Tensor, fraction: f64) -> Tensor {
-    let n = g.numel() as i64;
-    let k = ((fraction * n as f64).round() as i64).clamp(0, n);
-    if k == 0 {
-        return g.shallow_clone();
+impl Defense {
+    /// Whether the defence is applied when the shared gradient is differentiated, and how.
+    pub fn under_differentiation(&self) -> UnderDifferentiation {
+        use UnderDifferentiation::{Applied, NotApplied};
+        match self {
+            Defense::Dp { noise_multiplier, .. } if *noise_multiplier > 0.0 => Applied(
+                "per-sample clipping over the measured layers, differentiated; the Gaussian noise is a constant (J \
+                 unchanged) that enters the relative sensitivity through ||g||",
+            ),
+            Defense::Dp { .. } => Applied("per-sample clipping over the measured layers, differentiated"),
+            Defense::Dropout { .. } => Applied("masks drawn once per chunk of samples (seeded), held fixed"),
+            Defense::Prune { .. } => {
+                Applied("mask of the kept entries computed at x and held fixed: J of the pruned entries is zero")
+            }
+            Defense::Noise { .. } => {
+                Applied("additive constant: J unchanged; the noisy gradient's norm enters the relative sensitivity")
+            }
+            Defense::Protect { .. } => Applied("protected layers are not shared: left out"),
+            Defense::Quantize { .. } => NotApplied(
+                "piecewise constant: its derivative is zero almost everywhere, so the Jacobian is taken before \
+                 quantisation",
+            ),
+        }
     }
-    let (_, smallest) = g.abs().topk(k, 0, false, true);
-    g.index_fill(0, &smallest, 0.0)
-}
-
-/// Symmetric uniform quantisation to `bits` bits: levels -L..=L with L = 2^(bits-1) - 1 (L = 1 for one bit: sign
-/// and zero), scaled by the largest magnitude.
-pub fn quantize(g: &Tensor, bits: u32) -> Tensor {
-    let levels = ((1i64 << (bits - 1)) - 1).max(1) as f64;
-    let scale = g.abs().max().double_value(&[]);
-    if scale == 0.0 {
-        return g.shallow_clone();
-    }
-    (g * (levels / scale)).round() * (scale / levels)
 }

@@ -10,7 +10,8 @@ pub use per_sample::{batch_gradients, per_sample_gradients};
 use crate::data::Dataset;
 use crate::defenses::describe;
 use crate::models::Model;
-use store::{CheckpointRef, DpRecord, Manifest, StoredLayer};
+use crate::defenses::DpRecord;
+use store::{CheckpointRef, Manifest, StoredLayer};
 use updates::{SharedUpdates, UpdateConfig};
 
 /// The manifest that describes `updates` of `model` on one split of `dataset`.
@@ -52,31 +53,4 @@ pub fn manifest(
         layers,
         protected: updates.protected.clone(),
     }
-}
-
-/// The DP record of a configuration with a `dp` defence: sample rate q = B / (training set size), `steps` (default:
-/// one epoch, ceil(N / B)), delta, and epsilon from the RDP accountant. `None` without a `dp` defence.
-pub fn dp_record(
-    config: &UpdateConfig,
-    train_size: i64,
-    delta: f64,
-    steps: Option<u64>,
-) -> anyhow::Result<Option<DpRecord>> {
-    let Some((clip, noise_multiplier)) = config.defenses.iter().find_map(|d| match d {
-        crate::defenses::Defense::Dp { clip, noise_multiplier } => Some((*clip, *noise_multiplier)),
-        _ => None,
-    }) else {
-        return Ok(None);
-    };
-    let sample_rate = (config.batch_size as f64 / train_size as f64).min(1.0);
-    let steps = steps.unwrap_or_else(|| ((train_size + config.batch_size - 1) / config.batch_size) as u64);
-    let spent = crate::defenses::accountant::epsilon(sample_rate, noise_multiplier, steps, delta)?;
-    Ok(Some(DpRecord {
-        clip,
-        noise_multiplier,
-        sample_rate,
-        steps,
-        delta,
-        epsilon: spent.epsilon.is_finite().then_some(spent.epsilon),
-    }))
 }

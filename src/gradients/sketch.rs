@@ -12,10 +12,8 @@
 //!   coordinate goes to s = 8 buckets, one in each of s blocks of the k outputs, with random signs, scaled by
 //!   1/sqrt(s). Memory O(P s), time O(N P s), any layer size.
 
-use std::hash::{Hash, Hasher};
-
 use anyhow::{bail, Result};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -49,20 +47,15 @@ enum Projection {
     Sparse(Vec<(Tensor, Tensor)>),
 }
 
-/// A seed for one layer's sketch: the same seed and layer name give the same projection in every run, so sketches
-/// of one layer are comparable across checkpoints, batch sizes and defences.
-pub fn layer_seed(seed: u64, layer: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    layer.hash(&mut h);
-    seed ^ h.finish()
-}
-
 impl Sketch {
-    pub fn new(kind: SketchKind, input_dim: i64, dim: i64, seed: u64) -> Result<Sketch> {
+    /// A projection drawn from `rng`; the updates draw it from the layer's [`Stream::Sketch`], so sketches of one
+    /// layer are comparable across checkpoints, batch sizes and defences.
+    ///
+    /// [`Stream::Sketch`]: crate::rng::Stream::Sketch
+    pub fn new(kind: SketchKind, input_dim: i64, dim: i64, mut rng: ChaCha8Rng) -> Result<Sketch> {
         if dim < 1 {
             bail!("--sketch-dim must be at least 1, got {dim}");
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let projection = match kind {
             SketchKind::Gaussian => {
                 if input_dim * dim > MAX_GAUSSIAN_ENTRIES {
@@ -73,7 +66,7 @@ impl Sketch {
                     );
                 }
                 Projection::Dense(
-                    crate::defenses::gaussian(&mut rng, input_dim * dim, 1.0 / (dim as f64).sqrt())
+                    crate::rng::gaussian(&mut rng, input_dim * dim, 1.0 / (dim as f64).sqrt())
                         .reshape([input_dim, dim]),
                 )
             }
@@ -116,12 +109,17 @@ impl Sketch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
     use tch::Kind;
+
+    fn seeded(seed: u64) -> ChaCha8Rng {
+        ChaCha8Rng::seed_from_u64(seed)
+    }
 
     fn check_preserves_geometry(kind: SketchKind) {
         let p = 5000;
         let k = 512;
-        let sketch = Sketch::new(kind, p, k, 7).unwrap();
+        let sketch = Sketch::new(kind, p, k, seeded(7)).unwrap();
         tch::manual_seed(1);
         let x = Tensor::randn([64, p], (Kind::Double, tch::Device::Cpu));
         let sx = sketch.apply(&x);
@@ -139,9 +137,9 @@ mod tests {
         let rhs = sketch.apply(&a.unsqueeze(0)) * 3.0 + sketch.apply(&b.unsqueeze(0));
         assert!(lhs.allclose(&rhs, 1e-9, 1e-9, false), "{kind:?} is linear");
         // Same seed, same projection; another seed, another.
-        let again = Sketch::new(kind, p, k, 7).unwrap().apply(&x);
+        let again = Sketch::new(kind, p, k, seeded(7)).unwrap().apply(&x);
         assert!(again.equal(&sx));
-        let other = Sketch::new(kind, p, k, 8).unwrap().apply(&x);
+        let other = Sketch::new(kind, p, k, seeded(8)).unwrap().apply(&x);
         assert!(!other.allclose(&sx, 1e-3, 1e-3, false));
     }
 
@@ -157,7 +155,7 @@ mod tests {
 
     #[test]
     fn oversized_gaussian_sketch_is_refused_with_advice() {
-        let err = Sketch::new(SketchKind::Gaussian, 2_359_296, 4096, 0).unwrap_err().to_string();
+        let err = Sketch::new(SketchKind::Gaussian, 2_359_296, 4096, seeded(0)).unwrap_err().to_string();
         assert!(err.contains("--sketch sparse"), "{err}");
     }
 }

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use crate::data::{AttributeInfo, InputShape};
+use crate::defenses::DpRecord;
 use crate::gradients::updates::{LayerUpdates, SharedUpdates, UpdateConfig};
 use crate::models::{LayerInfo, ModelSpec};
 
@@ -38,20 +39,6 @@ pub struct CheckpointRef {
     pub run: String,
     pub epoch: usize,
     pub test_accuracy: f64,
-}
-
-/// DP-SGD settings and the privacy they give, when the `dp` defence is used.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DpRecord {
-    pub clip: f64,
-    pub noise_multiplier: f64,
-    /// Poisson sampling rate q = B / (training set size) used for the accountant.
-    pub sample_rate: f64,
-    /// Steps accounted for.
-    pub steps: u64,
-    pub delta: f64,
-    /// Epsilon from the RDP accountant; null when not computed.
-    pub epsilon: Option<f64>,
 }
 
 /// One stored layer in the manifest.

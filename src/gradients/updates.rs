@@ -8,7 +8,6 @@
 
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
@@ -16,9 +15,10 @@ use tch::{Kind, Tensor};
 use crate::data::Split;
 use crate::defenses::{self, Defense, DefensePlan};
 use crate::gradients::per_sample::per_sample_gradients_with;
-use crate::gradients::sketch::{layer_seed, Sketch, SketchKind};
+use crate::gradients::sketch::{Sketch, SketchKind};
 use crate::models::{Forward, Model};
 use crate::progress::Progress;
+use crate::rng::{self, Stream};
 
 /// How to draw and store shared updates.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,18 +148,7 @@ pub fn compute_updates(
     if config.sketch_dim < 1 {
         bail!("--sketch-dim must be at least 1, got {}", config.sketch_dim);
     }
-    for name in &plan.protected {
-        model.layer_index(name)?;
-    }
-    let shared: Vec<usize> = match &config.layers {
-        Some(names) => names.iter().map(|name| model.layer_index(name)).collect::<Result<_>>()?,
-        None => (0..model.layers().len()).collect(),
-    };
-    let shared: Vec<usize> =
-        shared.into_iter().filter(|&l| !plan.protected.contains(&model.layers()[l].name)).collect();
-    if shared.is_empty() {
-        bail!("no layer is left to share: every chosen layer is protected");
-    }
+    let shared = plan.shared_layers(model, config.layers.as_deref())?;
 
     // Dropout as a defence: the same weights with dropout at the model's dropout sites.
     let dropout_model;
@@ -171,7 +160,7 @@ pub fn compute_updates(
         None => model,
     };
 
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut rng = rng::rng(config.seed, Stream::Victims);
     let batches = draw_batches(split.len(), n, b, &mut rng);
 
     let sketches: Vec<Option<Sketch>> = shared
@@ -184,7 +173,7 @@ pub fn compute_updates(
                         config.sketch_kind,
                         layer.num_params(),
                         config.sketch_dim,
-                        layer_seed(config.seed, &layer.name),
+                        rng::rng(config.seed, Stream::Sketch { layer: &layer.name }),
                     )
                 })
                 .transpose()
@@ -204,7 +193,7 @@ pub fn compute_updates(
         let idx = Tensor::from_slice(&flat);
         let x = split.inputs.index_select(0, &idx).to_kind(model.kind());
         let y = split.labels.index_select(0, &idx);
-        let fwd = Forward::recording(true).with_dropout_rng(defenses::update_rng(config.seed, chunk_index as u64, 2));
+        let fwd = Forward::recording(true).with_dropout_rng(rng::rng(config.seed, Stream::UpdateDropout { chunk: chunk_index as u64 }));
         let per_sample = per_sample_gradients_with(model, &x, &y, fwd, false);
         let per_sample: Vec<Tensor> = shared.iter().map(|&l| per_sample[l].detach()).collect();
         let updates: Vec<Tensor> = if simple && plan.post.is_empty() {
@@ -214,7 +203,7 @@ pub fn compute_updates(
             let mut rows: Vec<Vec<Tensor>> = shared.iter().map(|_| Vec::new()).collect();
             for (j, _) in chunk.iter().enumerate() {
                 let update_index = (chunk_index * updates_per_chunk + j) as u64;
-                let mut update_rng = defenses::update_rng(config.seed, update_index, 1);
+                let mut update_rng = rng::rng(config.seed, Stream::UpdateNoise { update: update_index });
                 let members: Vec<Tensor> = per_sample.iter().map(|g| g.narrow(0, j as i64 * b, b)).collect();
                 for (l, g) in defenses::aggregate(&members, &plan, &mut update_rng).into_iter().enumerate() {
                     rows[l].push(g);

@@ -15,7 +15,6 @@ use std::fmt;
 use std::str::FromStr;
 
 use anyhow::{bail, Context, Result};
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
@@ -23,6 +22,7 @@ use tch::{nn, Device, Kind, Tensor};
 pub use layers::{ConvGeometry, Forward, LayerKind, LayerRecord, ParamLayer};
 
 use crate::data::InputShape;
+use crate::rng::{self, Stream};
 
 /// The architectures gradleak builds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,7 +332,7 @@ impl Model {
         };
         let mut b = Builder {
             root: vs.root(),
-            rng: ChaCha8Rng::seed_from_u64(seed),
+            rng: rng::rng(seed, Stream::ModelInit),
             layers: Vec::new(),
             ops: Vec::new(),
             shape,

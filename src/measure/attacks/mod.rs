@@ -27,9 +27,7 @@ use std::time::Instant;
 
 use anyhow::{bail, ensure, Context, Result};
 use rand::Rng;
-use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -39,6 +37,7 @@ use crate::gradients::updates::{compute_updates, UpdateConfig};
 use crate::measure::image_metrics::{self, SsimOptions};
 use crate::models::{LayerKind, Model};
 use crate::progress::Progress;
+use crate::rng::{self, Stream};
 use lbfgs::{LbfgsOptions, Stop};
 use objective::{DummyLabels, Matcher};
 
@@ -297,10 +296,6 @@ pub fn infer_labels(model: &Model, last_gradient: &Tensor, batch_size: i64) -> R
     Ok((0..batch_size as usize).map(|i| pool[i % pool.len()] as i64).collect())
 }
 
-fn gaussian(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
-    (0..n).map(|_| rng.sample::<f64, _>(StandardNormal)).collect()
-}
-
 fn tensor(values: &[f64], shape: &[i64], kind: Kind) -> Tensor {
     Tensor::from_slice(values).reshape(shape).to_kind(kind)
 }
@@ -441,8 +436,8 @@ fn run_lbfgs(
     let label_shape = [shape[0], num_classes];
     let nl = if matches!(plan, LabelPlan::Optimize) { (shape[0] * num_classes) as usize } else { 0 };
     // DLG's initialisation: standard normal input and label logits.
-    let mut start = gaussian(rng, nx);
-    start.extend(gaussian(rng, nl));
+    let mut start = rng::standard_normal_f64(rng, nx);
+    start.extend(rng::standard_normal_f64(rng, nl));
     let mut objective = |v: &[f64]| -> (f64, Vec<f64>) {
         let x = tensor(&v[..nx], shape, kind).set_requires_grad(true);
         let z = (nl > 0).then(|| tensor(&v[nx..], &label_shape, kind).set_requires_grad(true));
@@ -536,9 +531,9 @@ fn run_signed_adam(
     let kind = matcher.model.kind();
     let nx = shape.iter().product::<i64>() as usize;
     let (lo, hi) = config.data_range;
-    let mut x = tensor(&gaussian(rng, nx), shape, kind);
+    let mut x = tensor(&rng::standard_normal_f64(rng, nx), shape, kind);
     let mut z = matches!(plan, LabelPlan::Optimize)
-        .then(|| tensor(&gaussian(rng, (shape[0] * num_classes) as usize), &[shape[0], num_classes], kind));
+        .then(|| tensor(&rng::standard_normal_f64(rng, (shape[0] * num_classes) as usize), &[shape[0], num_classes], kind));
     let mut adam_x = Adam::new(&x);
     let mut adam_z = z.as_ref().map(Adam::new);
     let n = config.iterations;
@@ -749,7 +744,6 @@ pub struct AttackReport {
 }
 
 /// Purpose tag of the dummies' generator, so it is independent of the defences' noise.
-const ATTACK_STREAM: u64 = 0xa77a;
 
 /// Draws `share.samples` shared updates of `model` on `split` exactly as `gradleak grads` does with the same seed
 /// (same victims, same defences), attacks each one and scores the reconstructions.
@@ -815,7 +809,7 @@ pub fn run_attacks(
             .collect();
         let indices = updates.batch_indices.get(u);
         let labels = updates.batch_labels.get(u);
-        let mut rng = defenses::update_rng(config.seed, u as u64, ATTACK_STREAM);
+        let mut rng = rng::rng(config.seed, Stream::AttackUpdate { update: u as u64 });
         let rec = reconstruct(model, &shared, b, config, Some(&labels), &mut rng, &mut || bar.inc(1))
             .with_context(|| format!("update {}", u + 1))?;
         let original = split.inputs.index_select(0, &indices);
@@ -884,7 +878,7 @@ pub fn reinit_uniform(model: &Model, bound: f64, seed: u64) -> Result<()> {
     if !(bound.is_finite() && bound > 0.0) {
         bail!("--init-uniform must be a finite number > 0, got {bound}");
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut rng = rng::rng(seed, Stream::UniformReinit);
     tch::no_grad(|| {
         for layer in model.layers() {
             for p in [&layer.weight, &layer.bias] {

@@ -39,22 +39,18 @@
 //! and the report says so. `protect` leaves the protected layers out.
 
 use anyhow::{bail, Context, Result};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{bootstrap_means, derive_seed, Estimate};
-use crate::defenses::{self, Defense, DefensePlan};
+use super::Estimate;
+use crate::defenses::{self, Defense, DefensePlan, UnderDifferentiation};
 use crate::gradients::per_sample::per_sample_gradients_with;
 use crate::models::{Forward, Model};
 use crate::progress::Progress;
-
-/// Seed purposes (streams of the user's seed).
-const PURPOSE_PROBES: u64 = 0x5e45_0001;
-const PURPOSE_BOOTSTRAP: u64 = 0x5e45_0002;
-const PURPOSE_NOISE: u64 = 0x5e45_0003;
-const PURPOSE_DROPOUT: u64 = 0x5e45_0004;
+use crate::rng::{self, Stream};
+use crate::stats::bootstrap_means;
 
 /// A differentiable map from a batch of inputs (a leaf that requires grad) to per-layer, per-sample gradients:
 /// one (N, P_l) tensor per layer, where row n depends on input n only.
@@ -212,10 +208,8 @@ fn squared_rows(t: &Tensor) -> Tensor {
 /// (N, D) Rademacher signs (+1/-1, f64): row n from the generator of (seed, probe), stream `ids[n]`.
 pub fn rademacher(dim: i64, seed: u64, probe: u64, ids: &[u64]) -> Tensor {
     let mut values = Vec::with_capacity(ids.len() * dim as usize);
-    let probe_seed = derive_seed(seed, PURPOSE_PROBES.wrapping_add(probe << 20));
     for &id in ids {
-        let mut rng = ChaCha8Rng::seed_from_u64(probe_seed);
-        rng.set_stream(id);
+        let mut rng = rng::rng(seed, Stream::Probe { probe, sample: id });
         let mut bits = 0u64;
         for j in 0..dim {
             if j % 64 == 0 {
@@ -250,8 +244,7 @@ pub struct SharedGradientFn<'m> {
     pub layers: Vec<usize>,
     /// Dropout (and any dropout the model was trained with) active, as when a client computes its update.
     pub train: bool,
-    dp: Option<(f64, f64)>,
-    post: Vec<Defense>,
+    plan: DefensePlan,
     seed: u64,
     pub defenses: DefenseReport,
 }
@@ -267,53 +260,17 @@ impl<'m> SharedGradientFn<'m> {
         seed: u64,
     ) -> Result<SharedGradientFn<'m>> {
         let plan = DefensePlan::new(defense_list)?;
-        for name in &plan.protected {
-            model.layer_index(name)?;
-        }
-        let chosen: Vec<usize> = match layers {
-            Some(names) => {
-                let mut idx = names.iter().map(|n| model.layer_index(n)).collect::<Result<Vec<_>>>()?;
-                idx.sort_unstable();
-                idx.dedup();
-                idx
-            }
-            None => (0..model.layers().len()).collect(),
-        };
-        let chosen: Vec<usize> =
-            chosen.into_iter().filter(|&l| !plan.protected.contains(&model.layers()[l].name)).collect();
-        if chosen.is_empty() {
-            bail!("no layer is left to measure: every chosen layer is protected");
-        }
+        let mut chosen = plan.shared_layers(model, layers)?;
+        chosen.sort_unstable();
         let mut report = DefenseReport::default();
-        let note = |d: &Defense, text: &str| DefenseNote { defense: d.to_string(), note: text.to_string() };
         for d in defense_list {
-            match d {
-                Defense::Dp { noise_multiplier, .. } => report.applied.push(note(
-                    d,
-                    if *noise_multiplier > 0.0 {
-                        "per-sample clipping over the measured layers, differentiated; the Gaussian noise is a \
-                         constant (J unchanged) that enters the relative sensitivity through ||g||"
-                    } else {
-                        "per-sample clipping over the measured layers, differentiated"
-                    },
-                )),
-                Defense::Dropout { .. } => {
-                    report.applied.push(note(d, "masks drawn once per chunk of samples (seeded), held fixed"))
+            match d.under_differentiation() {
+                UnderDifferentiation::Applied(note) => {
+                    report.applied.push(DefenseNote { defense: d.to_string(), note: note.to_string() })
                 }
-                Defense::Prune { .. } => report.applied.push(note(
-                    d,
-                    "mask of the kept entries computed at x and held fixed: J of the pruned entries is zero",
-                )),
-                Defense::Noise { .. } => report.applied.push(note(
-                    d,
-                    "additive constant: J unchanged; the noisy gradient's norm enters the relative sensitivity",
-                )),
-                Defense::Protect { .. } => report.applied.push(note(d, "protected layers are not shared: left out")),
-                Defense::Quantize { .. } => report.not_applied.push(note(
-                    d,
-                    "piecewise constant: its derivative is zero almost everywhere, so the Jacobian is taken \
-                     before quantisation",
-                )),
+                UnderDifferentiation::NotApplied(note) => {
+                    report.not_applied.push(DefenseNote { defense: d.to_string(), note: note.to_string() })
+                }
             }
         }
         // `with_dropout` keeps the model's precision (f64 in the finite-difference tests).
@@ -323,8 +280,7 @@ impl<'m> SharedGradientFn<'m> {
             dropout_model,
             layers: chosen,
             train,
-            dp: plan.dp,
-            post: plan.post.clone(),
+            plan,
             seed,
             defenses: report,
         })
@@ -355,52 +311,15 @@ impl<'m> SharedGradientFn<'m> {
         }
         // Dropout masks from a generator keyed by the seed and the chunk's first sample: a deterministic function
         // of x, and the graph is built once per chunk, so the masks stay fixed while differentiating.
-        let mut dropout_rng = ChaCha8Rng::seed_from_u64(derive_seed(self.seed, PURPOSE_DROPOUT));
-        dropout_rng.set_stream(ids.first().copied().unwrap_or(0));
+        let dropout_rng =
+            rng::rng(self.seed, Stream::SensitivityDropout { first_sample: ids.first().copied().unwrap_or(0) });
         let fwd = Forward::recording(self.train).with_dropout_rng(dropout_rng);
         let all = per_sample_gradients_with(model, x, y, fwd, true);
-        let mut g: Vec<Tensor> = self.layers.iter().map(|&l| all[l].shallow_clone()).collect();
-        let kind = g[0].kind();
+        let g: Vec<Tensor> = self.layers.iter().map(|&l| all[l].shallow_clone()).collect();
         let mut noise_rngs: Vec<ChaCha8Rng> =
-            ids.iter().map(|&id| defenses::update_rng(derive_seed(self.seed, PURPOSE_NOISE), id, 0)).collect();
-        let mut noise = |p: i64, std: f64| -> Tensor {
-            let rows: Vec<Tensor> = noise_rngs.iter_mut().map(|rng| defenses::gaussian(rng, p, std)).collect();
-            Tensor::stack(&rows, 0).to_kind(kind)
-        };
-        if let Some((clip, sigma)) = self.dp {
-            let squared = g
-                .iter()
-                .map(|t| t.square().sum_dim_intlist([1i64].as_slice(), false, kind))
-                .reduce(|a, b| a + b)
-                .expect("at least one layer");
-            let scale = (squared.clamp_min(1e-30).sqrt().reciprocal() * clip).clamp_max(1.0).unsqueeze(1);
-            g = g.iter().map(|t| t * &scale).collect();
-            if sigma > 0.0 {
-                g = g.iter().map(|t| t + noise(t.size()[1], sigma * clip)).collect();
-            }
-        }
-        for d in &self.post {
-            g = match d {
-                Defense::Noise { std } => g.iter().map(|t| t + noise(t.size()[1], *std)).collect(),
-                Defense::Prune { fraction } => g.iter().map(|t| t * prune_mask(t, *fraction)).collect(),
-                _ => g,
-            };
-        }
-        Ok(g)
+            ids.iter().map(|&id| rng::rng(self.seed, Stream::SensitivityNoise { sample: id })).collect();
+        Ok(defenses::single_sample_updates(g, &self.plan, &mut noise_rngs))
     }
-}
-
-/// Per row, 0 for the `fraction` of entries with the smallest magnitude and 1 elsewhere (as
-/// [`defenses::prune`] does to a flat update), computed from the values only (no graph).
-fn prune_mask(g: &Tensor, fraction: f64) -> Tensor {
-    let p = g.size()[1];
-    let k = ((fraction * p as f64).round() as i64).clamp(0, p);
-    let mask = Tensor::ones(g.size(), (g.kind(), g.device()));
-    if k == 0 {
-        return mask;
-    }
-    let (_, smallest) = g.detach().abs().topk(k, 1, false, true);
-    mask.scatter_value(1, &smallest, 0.0)
 }
 
 /// Settings of an input sensitivity estimate.
@@ -574,7 +493,6 @@ pub fn input_sensitivity(
     }
     bar.finish_and_clear();
 
-    let boot_seed = derive_seed(config.seed, PURPOSE_BOOTSTRAP);
     let layers = f
         .layers
         .iter()
@@ -597,7 +515,7 @@ pub fn input_sensitivity(
             let means = bootstrap_means(
                 &[&norm, &relative, &per_parameter, &grad_norms[l]],
                 config.bootstrap,
-                derive_seed(boot_seed, index as u64),
+                rng::derive(config.seed, Stream::SensitivityBootstrap { layer: index as u64 }),
             );
             let se_of_mean = |se: &[f64], valid: &[f64]| -> Option<f64> {
                 if config.exact {

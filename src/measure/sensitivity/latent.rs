@@ -28,17 +28,16 @@
 
 use anyhow::{bail, Context, Result};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
-use super::{derive_seed, percentile_interval, Estimate};
+use super::Estimate;
 use crate::gradients::store::GradientStore;
 use crate::gradients::updates::SharedUpdates;
 use crate::progress::Progress;
-
-const PURPOSE_BOOTSTRAP: u64 = 0x5e45_1001;
+use crate::rng::{self, Stream};
+use crate::stats::percentile_interval;
 
 /// Settings of a latent sensitivity measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -236,7 +235,7 @@ pub fn latent_sensitivity_layer(
     let (i0, i1) = (Tensor::from_slice(&group0), Tensor::from_slice(&group1));
     let (z0, z1) = (z.index_select(0, &i0), z.index_select(0, &i1));
     let point = measure_pair(&z0, &z1, k)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let mut rng = rng::rng(config.seed, Stream::LatentResamples);
     let (mut distances, mut ratios) = (Vec::new(), Vec::new());
     for _ in 0..config.bootstrap {
         let mut resample = |size: i64| {
@@ -273,11 +272,6 @@ pub fn latent_sensitivity_layer(
     })
 }
 
-/// A stable 64-bit key of a layer name (FNV-1a).
-fn name_key(name: &str) -> u64 {
-    name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// Latent sensitivity of the stored layers of `updates` (all, or those named in `layers`) to attribute column
 /// `column` (named `attribute`) of the victims.
 pub fn latent_sensitivity(
@@ -310,7 +304,7 @@ pub fn latent_sensitivity(
     for layer in &chosen {
         let kind = layer.features_kind();
         // Resamples keyed by the layer's name: the same layer gets the same resamples whatever else is measured.
-        let layer_seed = derive_seed(derive_seed(config.seed, PURPOSE_BOOTSTRAP), name_key(&layer.name));
+        let layer_seed = rng::derive(config.seed, Stream::LatentBootstrap { layer: &layer.name });
         let layer_config = LatentConfig { seed: layer_seed, ..config.clone() };
         out.push(
             latent_sensitivity_layer(&layer.name, layer.features(), kind, &values, &layer_config)

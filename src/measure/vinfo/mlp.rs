@@ -5,8 +5,7 @@
 
 use anyhow::{anyhow, bail, Result};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -14,6 +13,7 @@ use tch::{Device, Kind, Tensor};
 use super::model::{
     conditional_variance, gaussian_validation_loss, mix_uniform, ConditionalModel, Part, Prediction, Standardiser,
 };
+use crate::rng::{self, Stream};
 
 /// Training settings of the MLP families (the hidden sizes are part of [`super::Family::Mlp`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -159,7 +159,7 @@ impl ConditionalModel for Mlp {
         };
         let n = x.size()[0] as usize;
         let mut order: Vec<i64> = (0..n as i64).collect();
-        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        let mut rng = rng::rng(self.seed, Stream::MlpOrder);
         let mut best = (val_loss(&net), 0usize, snapshot(&vs));
         let mut epochs = 0;
         for epoch in 1..=self.opts.max_epochs {
@@ -236,7 +236,7 @@ impl ConditionalModel for Mlp {
 /// from a ChaCha stream seeded with `seed`, so a fit does not depend on libtorch's global generator (which other
 /// threads may be drawing from).
 fn init_weights(vs: &nn::VarStore, seed: u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_1417);
+    let mut rng = rng::rng(seed, Stream::MlpInit);
     let vars = vs.variables();
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();

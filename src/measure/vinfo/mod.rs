@@ -29,13 +29,14 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+use crate::rng::{self, Stream};
 
 pub use linear::{lbfgs, LogisticRegression, RidgeGaussian};
 pub use mlp::{Mlp, MlpOptions};
 pub use model::{
     gaussian_log_prob, ClassFrequencies, ConditionalModel, GaussianMarginal, Part, Prediction, Standardiser,
 };
-pub use protocol::{bootstrap_ci, derive_seed, Fold, Protocol};
+pub use protocol::{bootstrap_ci, Fold, Protocol};
 
 /// Hidden sizes of the MLP family when none are given.
 pub const DEFAULT_HIDDEN: [i64; 1] = [128];
@@ -355,7 +356,7 @@ pub fn estimate(features: &Tensor, target: &Target, family: &Family, opts: &Esti
         let (xte, yte) = select(&fold.test);
         let train = Part { x: &xtr, y: &ytr };
         let val = Part { x: &xva, y: &yva };
-        let seed = derive_seed(opts.seed, 100 + k as u64);
+        let seed = rng::derive(opts.seed, Stream::FoldFit { fold: k as u64 });
         let (mut null, mut cond): (Box<dyn ConditionalModel>, Box<dyn ConditionalModel>) = match (&prepared, family) {
             (Prepared::Classes { classes, .. }, Family::Linear) => {
                 (Box::new(ClassFrequencies::new(*classes)), Box::new(LogisticRegression::new(*classes)))
@@ -405,7 +406,7 @@ pub fn estimate(features: &Tensor, target: &Target, family: &Family, opts: &Esti
     if !mean_pvi.is_finite() {
         bail!("the estimate is not finite (h_null {h_null_bits} bits, h_cond {h_cond_bits} bits)");
     }
-    let ci95 = bootstrap_ci(&pvi, opts.bootstrap, derive_seed(opts.seed, 2));
+    let ci95 = bootstrap_ci(&pvi, opts.bootstrap, rng::derive(opts.seed, Stream::VinfoBootstrap));
     let (target_dims, continuous) = match &prepared {
         Prepared::Classes { classes, .. } => (*classes as usize, false),
         Prepared::Values { y, .. } => (y.size()[1] as usize, true),

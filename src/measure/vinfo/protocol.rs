@@ -2,9 +2,8 @@
 
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use crate::rng::{self, Stream};
 
 /// How the samples are divided between fitting, validation (hyperparameters, early stopping, residual
 /// variance) and scoring.
@@ -55,14 +54,6 @@ pub const MIN_TRAIN: usize = 4;
 pub const MIN_VAL: usize = 2;
 pub const MIN_TEST: usize = 2;
 
-/// A seed for an independent stream derived from `seed` (SplitMix64 finaliser).
-pub fn derive_seed(seed: u64, stream: u64) -> u64 {
-    let mut z = seed ^ stream.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0x632B_E59B_D9B4_E019);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn check_fraction(name: &str, v: f64) -> Result<()> {
     if !(v > 0.0 && v < 1.0) {
         bail!("{name} must be in (0, 1), got {v}");
@@ -95,7 +86,7 @@ impl Protocol {
     pub fn folds(&self, n: usize, seed: u64) -> Result<Vec<Fold>> {
         self.validate()?;
         let mut perm: Vec<i64> = (0..n as i64).collect();
-        perm.shuffle(&mut ChaCha8Rng::seed_from_u64(derive_seed(seed, 1)));
+        perm.shuffle(&mut rng::rng(seed, Stream::Folds));
         let folds = match *self {
             Protocol::Split { val_fraction, test_fraction } => {
                 let n_test = (n as f64 * test_fraction).round() as usize;
@@ -136,24 +127,13 @@ impl Protocol {
     }
 }
 
-/// Percentile bootstrap 95% interval of the mean of `values`: `resamples` resamples with replacement, seeded.
+/// Percentile bootstrap 95% interval of the mean of `values`: `resamples` resamples with replacement, seeded
+/// ([`crate::stats::bootstrap_means`]); NaN without values or resamples.
 pub fn bootstrap_ci(values: &[f64], resamples: usize, seed: u64) -> [f64; 2] {
-    let n = values.len();
-    if n == 0 || resamples == 0 {
+    if values.is_empty() || resamples == 0 {
         return [f64::NAN, f64::NAN];
     }
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut means: Vec<f64> =
-        (0..resamples).map(|_| (0..n).map(|_| values[rng.random_range(0..n)]).sum::<f64>() / n as f64).collect();
-    means.sort_by(f64::total_cmp);
-    [quantile(&means, 0.025), quantile(&means, 0.975)]
-}
-
-/// Linear-interpolated quantile of sorted values.
-fn quantile(sorted: &[f64], q: f64) -> f64 {
-    let pos = q * (sorted.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+    crate::stats::bootstrap_means(&[values], resamples, seed)[0].1
 }
 
 #[cfg(test)]
