@@ -10,6 +10,7 @@ pub mod data;
 pub mod defenses;
 pub mod gradients;
 pub mod io;
+pub mod keyword;
 pub mod measure;
 pub mod models;
 pub mod progress;

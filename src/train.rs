@@ -20,11 +20,13 @@ use crate::rng::{self, Stream};
 
 pub const METADATA_FILE: &str = "training.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum OptimizerKind {
-    Sgd,
-    Adam,
+crate::keyword_enum! {
+    /// The optimiser of a training run.
+    pub enum OptimizerKind("optimizer") {
+        /// Stochastic gradient descent with momentum.
+        Sgd = "sgd",
+        Adam = "adam",
+    }
 }
 
 /// Hyperparameters of a training run.

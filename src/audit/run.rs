@@ -563,8 +563,7 @@ fn run_attack(
     if !model.spec.arch.needs_images() {
         return Ok(Vec::new());
     }
-    let method =
-        <Method as clap::ValueEnum>::from_str(method, true).map_err(|e| anyhow::anyhow!("measure.attack: {e}"))?;
+    let method: Method = method.parse().context("measure.attack")?;
     let mut attack_config = AttackConfig::new(method);
     attack_config.iterations = config.measure.attack_iterations;
     let share = ShareConfig {

@@ -10,12 +10,12 @@ use gradleak::defenses::Defense;
 use gradleak::measure::attacks::{self, AttackConfig, LabelMode, Method, ShareConfig};
 use gradleak::progress::Progress;
 
-use super::{CheckpointArgs, Global};
+use super::{keywords, CheckpointArgs, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct AttackArgs {
     /// Attack: dlg (Zhu et al. 2019), idlg (Zhao et al. 2020), ig (Inverting Gradients, Geiping et al. 2020).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = keywords::<Method>(Method::KEYWORDS))]
     pub method: Method,
     #[command(flatten)]
     pub checkpoint: CheckpointArgs,
@@ -38,7 +38,7 @@ pub struct AttackArgs {
     #[arg(long, value_delimiter = ',')]
     pub layer_weights: Vec<f64>,
     /// Where the labels come from (auto: the method's own choice).
-    #[arg(long, value_enum, default_value_t = LabelMode::Auto)]
+    #[arg(long, value_parser = keywords::<LabelMode>(LabelMode::KEYWORDS), default_value = "auto")]
     pub labels: LabelMode,
     /// Step size (default: 1 for dlg and idlg (L-BFGS), 0.1 for ig (Adam)).
     #[arg(long)]

@@ -11,7 +11,7 @@ use gradleak::gradients::store::{self, CheckpointRef};
 use gradleak::gradients::updates::{compute_updates, UpdateConfig};
 use gradleak::progress::Progress;
 
-use super::{CheckpointArgs, Global};
+use super::{keywords, CheckpointArgs, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct GradsArgs {
@@ -38,7 +38,7 @@ pub struct GradsArgs {
     /// Layers with more parameters are also stored as a sketch of this dimension.
     #[arg(long, default_value_t = 4096)]
     pub sketch_dim: i64,
-    #[arg(long, value_enum, default_value_t = SketchKind::Sparse)]
+    #[arg(long, value_parser = keywords::<SketchKind>(SketchKind::KEYWORDS), default_value = "sparse")]
     pub sketch: SketchKind,
     /// Layers with more parameters are stored only as a sketch.
     #[arg(long, default_value_t = 262_144)]

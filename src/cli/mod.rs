@@ -49,6 +49,16 @@ impl CheckpointArgs {
     }
 }
 
+/// A flag's parser for a library keyword enum: offers the keywords (in `--help` and on a typo), then parses with
+/// the library's `FromStr`.
+pub fn keywords<T>(names: &'static [&'static str]) -> impl clap::builder::TypedValueParser<Value = T>
+where
+    T: std::str::FromStr<Err = anyhow::Error> + Clone + Send + Sync + 'static,
+{
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
+}
+
 /// Options every subcommand understands.
 #[derive(Debug, clap::Args)]
 pub struct Global {

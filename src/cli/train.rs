@@ -9,7 +9,7 @@ use gradleak::models::{Arch, DropoutSpec, ModelSpec};
 use gradleak::progress::Progress;
 use gradleak::train::{self, OptimizerKind, TrainConfig, METADATA_FILE};
 
-use super::Global;
+use super::{keywords, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
@@ -19,7 +19,7 @@ pub struct TrainArgs {
     /// Model architecture (see `gradleak models`).
     #[arg(long, default_value = "lenet5")]
     pub model: String,
-    #[arg(long, value_enum, default_value_t = OptimizerKind::Adam)]
+    #[arg(long, value_parser = keywords::<OptimizerKind>(OptimizerKind::KEYWORDS), default_value = "adam")]
     pub optimizer: OptimizerKind,
     #[arg(long, default_value_t = 3)]
     pub epochs: usize,

@@ -15,14 +15,17 @@
 use anyhow::{bail, Result};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
+
 use tch::Tensor;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum SketchKind {
-    Gaussian,
-    Sparse,
+crate::keyword_enum! {
+    /// The kind of random projection.
+    pub enum SketchKind("sketch kind") {
+        /// Dense i.i.d. N(0, 1/k) entries.
+        Gaussian = "gaussian",
+        /// A sparse JL transform (Kane and Nelson, 2014).
+        Sparse = "sparse",
+    }
 }
 
 /// Largest dense Gaussian projection matrix, in entries (256 MiB of f32).

@@ -21,7 +21,7 @@ pub mod grid;
 pub mod lbfgs;
 pub mod objective;
 
-use std::fmt;
+
 use std::path::Path;
 use std::time::Instant;
 
@@ -41,48 +41,32 @@ use crate::rng::{self, Stream};
 use lbfgs::{LbfgsOptions, Stop};
 use objective::{DummyLabels, Matcher};
 
-/// The attack algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Deep Leakage from Gradients: L2 gradient matching, soft labels, L-BFGS.
-    Dlg,
-    /// Improved DLG: analytic label from the last layer, then DLG on the input.
-    Idlg,
-    /// Inverting Gradients: cosine matching, total variation, signed Adam, restarts.
-    Ig,
-}
-
-impl Method {
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Dlg => "dlg",
-            Method::Idlg => "idlg",
-            Method::Ig => "ig",
-        }
+crate::keyword_enum! {
+    /// The attack algorithm.
+    pub enum Method("attack method") {
+        /// Deep Leakage from Gradients: L2 gradient matching, soft labels, L-BFGS.
+        Dlg = "dlg",
+        /// Improved DLG: analytic label from the last layer, then DLG on the input.
+        Idlg = "idlg",
+        /// Inverting Gradients: cosine matching, total variation, signed Adam, restarts.
+        Ig = "ig",
     }
 }
 
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+crate::keyword_enum! {
+    /// Where the attack's labels come from.
+    pub enum LabelMode("label mode") {
+        /// The method's own choice: DLG optimises soft labels; iDLG infers them from the last layer; Inverting
+        /// Gradients infers the label of a single image when the last layer is matched and optimises labels
+        /// otherwise (as the reference implementation).
+        Auto = "auto",
+        /// Optimise free label logits jointly with the input (soft labels, as DLG).
+        Optimize = "optimize",
+        /// Infer from the last layer's gradient (iDLG's rule; needs the last layer among the matched layers).
+        Infer = "infer",
+        /// The attacker knows the true labels (an upper bound on what an attack can do).
+        Known = "known",
     }
-}
-
-/// Where the attack's labels come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LabelMode {
-    /// The method's own choice: DLG optimises soft labels; iDLG infers them from the last layer; Inverting
-    /// Gradients infers the label of a single image when the last layer is matched and optimises labels otherwise
-    /// (as the reference implementation).
-    Auto,
-    /// Optimise free label logits jointly with the input (soft labels, as DLG).
-    Optimize,
-    /// Infer from the last layer's gradient (iDLG's rule; needs the last layer among the matched layers).
-    Infer,
-    /// The attacker knows the true labels (an upper bound on what an attack can do).
-    Known,
 }
 
 /// How to attack one shared update.
