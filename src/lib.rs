@@ -8,6 +8,7 @@ pub mod arrays;
 pub mod audit;
 pub mod data;
 pub mod defenses;
+pub mod error;
 pub mod gradients;
 pub mod io;
 pub mod keyword;

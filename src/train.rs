@@ -60,19 +60,23 @@ impl TrainConfig {
     /// Checks every hyperparameter's range; `train_size` bounds the batch size.
     pub fn validate(&self, train_size: i64) -> Result<()> {
         if !(1..=10_000).contains(&self.epochs) {
-            bail!("--epochs must be in [1, 10000], got {}", self.epochs);
+            crate::param_bail!("epochs", "must be in [1, 10000], got {}", self.epochs);
         }
         if self.batch_size < 1 || self.batch_size > train_size {
-            bail!("--batch-size must be in [1, {train_size}] (the training split's size), got {}", self.batch_size);
+            crate::param_bail!(
+                "batch_size",
+                "must be in [1, {train_size}] (the training split's size), got {}",
+                self.batch_size
+            );
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
-            bail!("--lr must be in (0, 10], got {}", self.learning_rate);
+            crate::param_bail!("learning_rate", "must be in (0, 10], got {}", self.learning_rate);
         }
         if !(0.0..1.0).contains(&self.momentum) {
-            bail!("--momentum must be in [0, 1), got {}", self.momentum);
+            crate::param_bail!("momentum", "must be in [0, 1), got {}", self.momentum);
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            bail!("--weight-decay must be a finite number >= 0, got {}", self.weight_decay);
+            crate::param_bail!("weight_decay", "must be a finite number >= 0, got {}", self.weight_decay);
         }
         Ok(())
     }
@@ -211,7 +215,11 @@ pub fn train(
             optimizer.backward_step(&loss);
             let batch_loss = loss.double_value(&[]);
             if !batch_loss.is_finite() {
-                bail!("training diverged at epoch {epoch}: the loss is {batch_loss}; lower --lr");
+                crate::param_bail!(
+                    "learning_rate",
+                    "{} made training diverge at epoch {epoch} (the loss is {batch_loss}); lower it",
+                    config.learning_rate
+                );
             }
             loss_sum += batch_loss * batch.len() as f64;
             correct += tch::no_grad(|| logits.argmax(-1, false).eq_tensor(&y).sum(Kind::Int64).int64_value(&[]));

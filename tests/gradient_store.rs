@@ -212,7 +212,7 @@ fn bad_update_requests_are_refused() {
     let (model, data) = lenet5();
     let cases = [
         (UpdateConfig { num_updates: 201, ..Default::default() }, "larger than the split (200 samples)"),
-        (UpdateConfig { num_updates: 5, batch_size: 201, ..Default::default() }, "--batch-size must be in [1, 200]"),
+        (UpdateConfig { num_updates: 5, batch_size: 201, ..Default::default() }, "batch_size must be in [1, 200]"),
         (UpdateConfig { num_updates: 5, layers: Some(vec!["conv7".into()]), ..Default::default() }, "no layer 'conv7'"),
     ];
     for (config, expected) in cases {

@@ -152,10 +152,10 @@ fn out_of_range_hyperparameters_are_refused() {
     let data = quadrant_dataset(image(1, 8), 64, 16, 3);
     let spec = ModelSpec::new(Arch::Mlp, data.input_shape, data.num_classes());
     let cases = [
-        (TrainConfig { epochs: 0, ..Default::default() }, "--epochs must be in [1, 10000]"),
-        (TrainConfig { batch_size: 65, ..Default::default() }, "--batch-size must be in [1, 64]"),
-        (TrainConfig { learning_rate: -1.0, ..Default::default() }, "--lr must be in (0, 10]"),
-        (TrainConfig { learning_rate: f64::NAN, ..Default::default() }, "--lr must be in (0, 10]"),
+        (TrainConfig { epochs: 0, ..Default::default() }, "epochs must be in [1, 10000]"),
+        (TrainConfig { batch_size: 65, ..Default::default() }, "batch_size must be in [1, 64]"),
+        (TrainConfig { learning_rate: -1.0, ..Default::default() }, "learning_rate must be in (0, 10]"),
+        (TrainConfig { learning_rate: f64::NAN, ..Default::default() }, "learning_rate must be in (0, 10]"),
         (TrainConfig { momentum: 1.0, ..Default::default() }, "--momentum must be in [0, 1)"),
     ];
     for (config, expected) in cases {

@@ -246,7 +246,7 @@ fn bad_input_gives_clear_errors() {
     assert!(err.contains("no layer 'conv9'") && err.contains("fc1, fc2, fc3"), "{err}");
     let config = InputSensitivityConfig { probes: 0, ..Default::default() };
     let err = input_sensitivity(&model, &x, &y, &config, Progress::HIDDEN).unwrap_err().to_string();
-    assert!(err.contains("--probes"), "{err}");
+    assert!(err.contains("probes must be at least 1"), "{err}");
     let config = InputSensitivityConfig {
         defenses: vec![Defense::Protect { layers: vec!["fc1".into(), "fc2".into(), "fc3".into()] }],
         ..Default::default()
@@ -341,7 +341,7 @@ fn latent_sensitivity_refuses_empty_groups_and_large_k() {
     let labels = Tensor::from_slice(&[0i64, 0, 0, 0, 0, 0, 0, 1, 1, 1]);
     let big = LatentConfig { k: 3, ..config.clone() };
     let err = latent_sensitivity_layer("l", &x, "full", &labels, &big).unwrap_err().to_string();
-    assert!(err.contains("--k 3") && err.contains("smaller group has 3"), "{err}");
+    assert!(err.contains("k 3 is too large") && err.contains("smaller group has 3"), "{err}");
     let not_binary = Tensor::from_slice(&[0i64, 2, 0, 1, 0, 0, 0, 1, 1, 1]);
     let err = latent_sensitivity_layer("l", &x, "full", &not_binary, &config).unwrap_err().to_string();
     assert!(err.contains("binary"), "{err}");

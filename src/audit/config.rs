@@ -17,6 +17,30 @@ use serde::{Deserialize, Serialize};
 use crate::defenses::Defense;
 use crate::train::OptimizerKind;
 
+/// The TOML key of each parameter of the shared updates an audit computes.
+pub const UPDATE_KEYS: &[(&str, &str)] = &[
+    ("num_updates", "measure.updates"),
+    ("batch_size", "grid.batch_size"),
+    ("sketch_dim", "measure.sketch_dim"),
+    ("full_max_params", "measure.sketch_dim"),
+];
+
+/// The TOML key of each training parameter.
+pub const TRAINING_KEYS: &[(&str, &str)] = &[
+    ("epochs", "training.epochs"),
+    ("batch_size", "training.batch_size"),
+    ("learning_rate", "training.lr"),
+    ("momentum", "training.momentum"),
+    ("weight_decay", "training.weight_decay"),
+    ("dropout", "grid.dropout"),
+    ("width", "width"),
+    ("hidden", "hidden"),
+    ("arch", "model"),
+];
+
+/// The TOML key of each sensitivity parameter.
+pub const SENSITIVITY_KEYS: &[(&str, &str)] = &[("probes", "measure.probes"), ("k", "measure.latent_k")];
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {

@@ -11,16 +11,28 @@
 //! Every cell is keyed by a hash of everything that determines it and written to `cells/<key>.json` atomically
 //! once finished, so an interrupted sweep loses at most the cell in progress and resumes where it stopped. Models are
 //! trained once per dataset, model and dropout rate into `runs/<key>/` and reused.
+//!
+//! The modules follow a sweep: [`config`] (what to run), [`cache`] (the out folder, cell keys, merging shards),
+//! `training` (the cached models), `cell` (measuring one cell), `sensitivity` (its sensitivity part) and `run`
+//! (the sweep). The algorithms live in [`crate::measure`]; the reports are written by the caller from the
+//! [`AuditOutcome`] (see [`crate::report`]).
 
+pub mod cache;
+mod cell;
 pub mod config;
 pub mod presets;
 mod run;
 mod sensitivity;
+mod training;
 
+pub use cache::{cell_key, collect_cells, merge, AuditManifest, MANIFEST};
+pub use cell::{describe_cell, run_cell};
 pub use config::{AuditConfig, Cell};
-pub use run::{collect_cells, run_audit, run_cell, AuditManifest, AuditOptions, AuditSummary, MANIFEST};
+pub use run::{run_audit, AuditOptions, AuditOutcome, AuditSummary};
 
 use serde::{Deserialize, Serialize};
+
+use crate::measure::localisation::Localisation;
 
 /// The columns every row of a cell carries, so the flat arrays can be filtered in pandas.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,48 +101,13 @@ pub struct Agreement {
     pub layers: usize,
 }
 
-/// One step of the localisation search.
+/// Where a target's usable information sits in a cell, and what protecting its top layers leaves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LocalisationStep {
-    pub protected: Vec<String>,
-    /// Usable information of all other layers together (bits): the larger of their joint estimate and their best
-    /// single layer's (both lower bounds).
-    pub remaining_bits: f64,
-    /// The joint estimate's interval.
-    pub ci95: [f64; 2],
-}
-
-/// Where a target's usable information sits, and what protecting the top layers leaves.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Localisation {
+pub struct LocalisationRecord {
     #[serde(flatten)]
     pub keys: CellKeys,
-    pub target: String,
-    pub family: String,
-    /// Layers by bits, most first.
-    pub ranking: Vec<(String, f64)>,
-    /// Bits of all shared layers together (the larger of the joint estimate and the best single layer's).
-    pub unprotected_bits: f64,
-    pub fraction: f64,
-    /// The fewest top-ranked layers whose protection brought the rest under `fraction * unprotected_bits`; empty
-    /// when the unprotected layers carry no usable information (nothing to localise).
-    pub protect: Vec<String>,
-    /// The protection sets measured while searching (by bisection over how many top layers), fewest first.
-    pub steps: Vec<LocalisationStep>,
-}
-
-impl Localisation {
-    /// Bits the unprotected layers keep once `protect` is protected: 0 when every layer is, NaN when not measured.
-    pub fn remaining_bits(&self) -> f64 {
-        if self.protect.is_empty() {
-            return self.unprotected_bits;
-        }
-        match self.steps.iter().find(|s| s.protected == self.protect) {
-            Some(step) => step.remaining_bits,
-            None if self.protect.len() == self.ranking.len() => 0.0,
-            None => f64::NAN,
-        }
-    }
+    #[serde(flatten)]
+    pub localisation: Localisation,
 }
 
 /// A reference attack's mean scores in a cell.
@@ -156,7 +133,7 @@ pub struct CellResult {
     pub records: Vec<Record>,
     pub sensitivity: Vec<SensitivityRecord>,
     pub agreement: Vec<Agreement>,
-    pub localisation: Vec<Localisation>,
+    pub localisation: Vec<LocalisationRecord>,
     pub attacks: Vec<AttackRecord>,
     /// What the sensitivity analysis applied of the defences, and what it could not.
     pub notes: Vec<String>,

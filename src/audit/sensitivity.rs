@@ -3,9 +3,10 @@
 
 use anyhow::Result;
 
-use super::config::{AuditConfig, Cell};
+use super::config::{AuditConfig, Cell, SENSITIVITY_KEYS};
 use super::{Agreement, CellKeys, Record, SensitivityRecord};
 use crate::data::{Dataset, Split};
+use crate::error::rename_params;
 use crate::gradients::updates::SharedUpdates;
 use crate::measure::sensitivity::{
     input_sensitivity, latent_sensitivity, rank_agreement, InputSensitivityConfig, LatentConfig,
@@ -64,7 +65,8 @@ pub fn measure(
             seed: config.seed,
             ..Default::default()
         };
-        let report = input_sensitivity(model, &x, &y, &sens_config, Progress::HIDDEN)?;
+        let report = input_sensitivity(model, &x, &y, &sens_config, Progress::HIDDEN)
+            .map_err(|e| rename_params(e, SENSITIVITY_KEYS))?;
         for note in &report.defenses.not_applied {
             notes.push(format!("input sensitivity: {} not applied: {}", note.defense, note.note));
         }
@@ -95,6 +97,7 @@ pub fn measure(
         let report = match latent_sensitivity(updates, column, name, None, &latent_config, Progress::HIDDEN) {
             Ok(r) => r,
             Err(e) => {
+                let e = rename_params(e, SENSITIVITY_KEYS);
                 notes.push(format!("latent sensitivity of {name} not measured: {e:#}"));
                 continue;
             }

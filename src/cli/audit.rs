@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use gradleak::audit::{self, AuditConfig, AuditManifest, AuditOptions};
+use gradleak::audit::{self, AuditConfig, AuditOptions};
 use gradleak::progress::Progress;
 
 use super::Global;
@@ -134,6 +134,9 @@ pub fn config_of(args: &AuditArgs) -> Result<AuditConfig> {
     Ok(c)
 }
 
+/// The flag of each library parameter `audit` and `merge` set.
+pub const FLAGS: &[(&str, &str)] = &[("out", "--out"), ("resume", "--resume")];
+
 pub fn run(global: &Global, args: AuditArgs) -> Result<()> {
     let config = config_of(&args)?;
     if args.print_config {
@@ -148,7 +151,9 @@ pub fn run(global: &Global, args: AuditArgs) -> Result<()> {
         progress: Progress::new(global.quiet || args.json),
         verbose: !global.quiet && !args.json,
     };
-    let summary = audit::run_audit(&config, &opts)?;
+    let outcome = audit::run_audit(&config, &opts)?;
+    gradleak::report::write_reports(&args.out, &outcome.manifest, &outcome.results)?;
+    let summary = outcome.summary;
     if args.json {
         println!(
             "{}",
@@ -188,42 +193,7 @@ pub struct MergeArgs {
 }
 
 pub fn run_merge(_global: &Global, args: MergeArgs) -> Result<()> {
-    let mut manifest: Option<AuditManifest> = None;
-    std::fs::create_dir_all(args.out.join("cells"))
-        .with_context(|| format!("{}: cannot create", args.out.display()))?;
-    for dir in &args.shards {
-        let path = dir.join(audit::MANIFEST);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("{}: cannot read (not an audit folder?)", path.display()))?;
-        let m: AuditManifest =
-            serde_json::from_str(&text).with_context(|| format!("{}: not an audit manifest", path.display()))?;
-        if let Some(first) = &manifest {
-            if first.config_hash != m.config_hash {
-                bail!("{}: belongs to another audit configuration than {}", dir.display(), args.shards[0].display());
-            }
-        }
-        for key in &m.cells {
-            let from = dir.join("cells").join(format!("{key}.json"));
-            if from.exists() {
-                let bytes = std::fs::read(&from)?;
-                gradleak::io::atomic_write(&args.out.join("cells").join(format!("{key}.json")), &bytes)?;
-                let attack = dir.join("cells").join(format!("{key}-attack"));
-                if attack.is_dir() {
-                    let target = args.out.join("cells").join(format!("{key}-attack"));
-                    std::fs::create_dir_all(&target)?;
-                    for entry in std::fs::read_dir(&attack)? {
-                        let entry = entry?;
-                        std::fs::copy(entry.path(), target.join(entry.file_name()))?;
-                    }
-                }
-            }
-        }
-        manifest.get_or_insert(m);
-    }
-    let mut manifest = manifest.context("no shard given")?;
-    manifest.shard = None;
-    gradleak::io::write_json(&args.out.join(audit::MANIFEST), &manifest)?;
-    let results = audit::collect_cells(&args.out, &manifest.cells)?;
+    let (manifest, results) = audit::merge(&args.shards, &args.out)?;
     gradleak::report::write_reports(&args.out, &manifest, &results)?;
     println!(
         "merged {} of {} cells from {} shards into {}",

@@ -56,6 +56,17 @@ pub struct GradsArgs {
     pub json: bool,
 }
 
+/// The flag of each library parameter this command sets.
+pub const FLAGS: &[(&str, &str)] = &[
+    ("num_updates", "--updates"),
+    ("batch_size", "--batch-size"),
+    ("sketch_dim", "--sketch-dim"),
+    ("sketch_kind", "--sketch"),
+    ("full_max_params", "--full-max-params"),
+    ("out", "--out"),
+    ("force", "--force"),
+];
+
 pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
     let (saved, epoch) = args.checkpoint.open()?;
     let model = saved.model_at(epoch)?;

@@ -101,16 +101,18 @@ pub fn run(cli: Cli) -> Result<()> {
     if cli.global.threads > 0 {
         tch::set_num_threads(cli.global.threads);
     }
-    match cli.command {
-        Command::Audit(args) => audit::run(&cli.global, args),
-        Command::Merge(args) => audit::run_merge(&cli.global, args),
-        Command::Data(args) => data::run(&cli.global, args),
-        Command::Models(args) => models::run(&cli.global, args),
-        Command::Train(args) => train::run(&cli.global, args),
-        Command::Grads(args) => grads::run(&cli.global, args),
-        Command::DpEpsilon(args) => dp_epsilon::run(&cli.global, args),
-        Command::Vinfo(args) => vinfo::run(&cli.global, args),
-        Command::Attack(args) => attack::run(&cli.global, args),
-        Command::Sensitivity(args) => sensitivity::run(&cli.global, args),
-    }
+    // Library errors name their parameters; each command renames them to its flags.
+    let (result, flags) = match cli.command {
+        Command::Audit(args) => (audit::run(&cli.global, args), audit::FLAGS),
+        Command::Merge(args) => (audit::run_merge(&cli.global, args), audit::FLAGS),
+        Command::Data(args) => (data::run(&cli.global, args), &[][..]),
+        Command::Models(args) => (models::run(&cli.global, args), train::FLAGS),
+        Command::Train(args) => (train::run(&cli.global, args), train::FLAGS),
+        Command::Grads(args) => (grads::run(&cli.global, args), grads::FLAGS),
+        Command::DpEpsilon(args) => (dp_epsilon::run(&cli.global, args), &[][..]),
+        Command::Vinfo(args) => (vinfo::run(&cli.global, args), &[][..]),
+        Command::Attack(args) => (attack::run(&cli.global, args), &[][..]),
+        Command::Sensitivity(args) => (sensitivity::run(&cli.global, args), sensitivity::FLAGS),
+    };
+    result.map_err(|e| gradleak::error::rename_params(e, flags))
 }

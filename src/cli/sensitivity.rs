@@ -82,6 +82,9 @@ struct InputRun {
     report: InputSensitivityReport,
 }
 
+/// The flag of each library parameter this command sets.
+pub const FLAGS: &[(&str, &str)] = &[("probes", "--probes"), ("k", "--k")];
+
 pub fn run(global: &Global, args: SensitivityArgs) -> Result<()> {
     let progress = Progress::new(global.quiet || args.json);
     if args.samples < 1 {

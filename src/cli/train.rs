@@ -59,6 +59,22 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// The flag of each library parameter this command sets.
+pub const FLAGS: &[(&str, &str)] = &[
+    ("epochs", "--epochs"),
+    ("batch_size", "--batch-size"),
+    ("learning_rate", "--lr"),
+    ("momentum", "--momentum"),
+    ("weight_decay", "--weight-decay"),
+    ("dropout", "--dropout"),
+    ("dropout_at", "--dropout-at"),
+    ("width", "--width"),
+    ("hidden", "--hidden"),
+    ("arch", "--model"),
+    ("out", "--out"),
+    ("force", "--force"),
+];
+
 pub fn run(global: &Global, args: TrainArgs) -> Result<()> {
     let arch: Arch = args.model.parse()?;
     let out =

@@ -12,7 +12,7 @@
 //!   coordinate goes to s = 8 buckets, one in each of s blocks of the k outputs, with random signs, scaled by
 //!   1/sqrt(s). Memory O(P s), time O(N P s), any layer size.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
@@ -57,14 +57,15 @@ impl Sketch {
     /// [`Stream::Sketch`]: crate::rng::Stream::Sketch
     pub fn new(kind: SketchKind, input_dim: i64, dim: i64, mut rng: ChaCha8Rng) -> Result<Sketch> {
         if dim < 1 {
-            bail!("--sketch-dim must be at least 1, got {dim}");
+            crate::param_bail!("sketch_dim", "must be at least 1, got {dim}");
         }
         let projection = match kind {
             SketchKind::Gaussian => {
                 if input_dim * dim > MAX_GAUSSIAN_ENTRIES {
-                    bail!(
-                        "a Gaussian sketch of a {input_dim}-parameter layer to {dim} dimensions needs {} entries \
-                         (limit {MAX_GAUSSIAN_ENTRIES}); use --sketch sparse",
+                    crate::param_bail!(
+                        "sketch_kind",
+                        "gaussian of a {input_dim}-parameter layer to {dim} dimensions needs {} entries (limit \
+                         {MAX_GAUSSIAN_ENTRIES}); use sparse",
                         input_dim * dim
                     );
                 }
@@ -159,6 +160,6 @@ mod tests {
     #[test]
     fn oversized_gaussian_sketch_is_refused_with_advice() {
         let err = Sketch::new(SketchKind::Gaussian, 2_359_296, 4096, seeded(0)).unwrap_err().to_string();
-        assert!(err.contains("--sketch sparse"), "{err}");
+        assert!(err.contains("sketch_kind gaussian") && err.contains("use sparse"), "{err}");
     }
 }

@@ -89,7 +89,11 @@ pub fn write_store(dir: &Path, manifest: &Manifest, updates: &SharedUpdates, ove
     let manifest_path = dir.join(MANIFEST_FILE);
     if manifest_path.exists() {
         if !overwrite {
-            bail!("{}: already holds a gradient store; choose another --out or pass --force", dir.display());
+            crate::param_bail!(
+                "out",
+                "{} already holds a gradient store; choose another `out` or pass `force`",
+                dir.display()
+            );
         }
         std::fs::remove_file(&manifest_path).with_context(|| format!("{}: cannot replace", manifest_path.display()))?;
     }

@@ -6,7 +6,7 @@
 //! of the split. Everything random follows from one seed: the batches, dropout masks, DP and Gaussian noise
 //! (noise from a generator per update, so results do not depend on how the work is chunked).
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -108,6 +108,38 @@ impl SharedUpdates {
     }
 }
 
+impl UpdateConfig {
+    /// Checks the counts against a split of `split_size` samples.
+    pub fn validate(&self, split_size: i64) -> Result<()> {
+        let (n, b) = (self.num_updates, self.batch_size);
+        if n < 1 {
+            crate::param_bail!("num_updates", "must be at least 1, got {n}");
+        }
+        if n > split_size {
+            crate::param_bail!(
+                "num_updates",
+                "{n} is larger than the split ({split_size} samples): victims must be distinct"
+            );
+        }
+        if b < 1 || b > split_size {
+            crate::param_bail!("batch_size", "must be in [1, {split_size}] (the split's size), got {b}");
+        }
+        if self.sketch_dim < 1 {
+            crate::param_bail!("sketch_dim", "must be at least 1, got {}", self.sketch_dim);
+        }
+        if self.full_max_params < self.sketch_dim {
+            crate::param_bail!(
+                "full_max_params",
+                "must be at least `sketch_dim` ({}), got {}: a layer with more parameters than it and at most \
+                 `sketch_dim` would be stored neither in full nor as a sketch",
+                self.sketch_dim,
+                self.full_max_params
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Draws batches: victims distinct (a random permutation), companions from the rest of the split.
 fn draw_batches(split_size: i64, num_updates: i64, batch_size: i64, rng: &mut ChaCha8Rng) -> Vec<Vec<i64>> {
     let mut order: Vec<i64> = (0..split_size).collect();
@@ -136,18 +168,7 @@ pub fn compute_updates(
     let plan = DefensePlan::new(&config.defenses)?;
     let n = config.num_updates;
     let b = config.batch_size;
-    if n < 1 {
-        bail!("--updates must be at least 1, got {n}");
-    }
-    if n > split.len() {
-        bail!("--updates {n} is larger than the split ({} samples): victims must be distinct", split.len());
-    }
-    if b < 1 || b > split.len() {
-        bail!("--batch-size must be in [1, {}] (the split's size), got {b}", split.len());
-    }
-    if config.sketch_dim < 1 {
-        bail!("--sketch-dim must be at least 1, got {}", config.sketch_dim);
-    }
+    config.validate(split.len())?;
     let shared = plan.shared_layers(model, config.layers.as_deref())?;
 
     // Dropout as a defence: the same weights with dropout at the model's dropout sites.

@@ -3,5 +3,6 @@
 pub mod attacks;
 pub mod image_metrics;
 pub mod layerwise;
+pub mod localisation;
 pub mod sensitivity;
 pub mod vinfo;

@@ -362,13 +362,14 @@ pub fn page(report: &Report, out: &Path) -> String {
 
     if !report.localisation.is_empty() {
         s.push_str("<h2>Localisation</h2><table><tr><th>cell</th><th>target</th><th>most leaking layers</th><th>protect</th><th>remaining bits</th><th>unprotected bits</th></tr>");
-        for l in &report.localisation {
+        for r in &report.localisation {
+            let l = &r.localisation;
             let top: Vec<String> = l.ranking.iter().take(3).map(|(n, b)| format!("{n} ({b:.1})")).collect();
             let remaining = l.remaining_bits();
             let _ = write!(
                 s,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{remaining:.2}</td><td>{:.2}</td></tr>",
-                esc(&cell_label(&l.keys, several_pairs)),
+                esc(&cell_label(&r.keys, several_pairs)),
                 esc(&l.target),
                 esc(&top.join(", ")),
                 if l.protect.is_empty() { "nothing to localise".to_string() } else { esc(&l.protect.join(" + ")) },

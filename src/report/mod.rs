@@ -11,7 +11,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::audit::AuditManifest;
-use crate::audit::{Agreement, AttackRecord, CellKeys, CellResult, Localisation, Record, SensitivityRecord};
+use crate::audit::{Agreement, AttackRecord, CellKeys, CellResult, LocalisationRecord, Record, SensitivityRecord};
 
 /// The whole report, as `report.json`.
 #[derive(Debug, Serialize)]
@@ -29,7 +29,7 @@ pub struct Report<'a> {
     pub records: Vec<&'a Record>,
     pub sensitivity: Vec<&'a SensitivityRecord>,
     pub agreement: Vec<&'a Agreement>,
-    pub localisation: Vec<&'a Localisation>,
+    pub localisation: Vec<&'a LocalisationRecord>,
     pub attacks: Vec<&'a AttackRecord>,
 }
 
@@ -285,7 +285,8 @@ pub fn markdown(report: &Report) -> String {
                 extra
             );
         }
-        let locs: Vec<_> = report.localisation.iter().filter(|l| l.keys.cell == k.cell).collect();
+        let locs: Vec<_> =
+            report.localisation.iter().filter(|r| r.keys.cell == k.cell).map(|r| &r.localisation).collect();
         if !locs.is_empty() {
             let _ = writeln!(s, "\n**Localisation** ({}):\n", locs[0].family);
             for l in locs {

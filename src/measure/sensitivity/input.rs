@@ -445,7 +445,7 @@ pub fn input_sensitivity(
         );
     }
     if !config.exact && config.probes < 1 {
-        bail!("--probes must be at least 1, got {}", config.probes);
+        crate::param_bail!("probes", "must be at least 1, got {}", config.probes);
     }
     let chunk = match config.chunk_size {
         Some(c) if c < 1 => bail!("the chunk size must be at least 1, got {c}"),

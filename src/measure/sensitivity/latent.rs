@@ -214,19 +214,20 @@ pub fn latent_sensitivity_layer(
     }
     let k = config.k as i64;
     if k < 1 {
-        bail!("--k must be at least 1, got {k}");
+        crate::param_bail!("k", "must be at least 1, got {k}");
     }
     let smallest = sizes[0].min(sizes[1]);
     if k >= smallest {
-        bail!(
-            "--k {k} is too large: the smaller group has {smallest} updates (group sizes {} and {}), and the top-k \
+        crate::param_bail!(
+            "k",
+            "{k} is too large: the smaller group has {smallest} updates (group sizes {} and {}), and the top-k \
              principal directions of n centred updates need n > k",
             sizes[0],
             sizes[1]
         );
     }
     if k > d {
-        bail!("--k {k} is larger than layer {name}'s feature dimension {d}");
+        crate::param_bail!("k", "{k} is larger than layer {name}'s feature dimension {d}");
     }
     if !bool::try_from(features.isfinite().all())? {
         bail!("layer {name}: the features contain NaN or infinite values");

@@ -1,0 +1,211 @@
+//! Measuring one cell: the shared updates of the cell's checkpoint under its defences, then V-information per
+//! layer, group and all layers, localisation, sensitivity with its rank agreement, and an optional reference attack.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::config::{AuditConfig, Cell, UPDATE_KEYS};
+use super::{AttackRecord, CellKeys, CellResult, LocalisationRecord, Record};
+use crate::data::{Dataset, Split};
+use crate::defenses;
+use crate::error::rename_params;
+use crate::gradients::sketch::SketchKind;
+use crate::gradients::updates::{compute_updates, UpdateConfig};
+use crate::measure::layerwise::{layer_groups, layerwise, resolve_targets, NamedTarget};
+use crate::measure::localisation::localise;
+use crate::measure::vinfo::{EstimateOptions, Family, Protocol};
+use crate::models::Model;
+use crate::progress::Progress;
+use crate::train::SavedRun;
+
+/// A short description of a cell for progress lines and errors.
+pub fn describe_cell(cell: &Cell) -> String {
+    format!(
+        "{} on {}, batch {}, epoch {}, defence {}",
+        cell.model,
+        cell.dataset,
+        cell.batch_size,
+        cell.epoch,
+        cell.defense_label()
+    )
+}
+
+fn estimate_options(config: &AuditConfig) -> EstimateOptions {
+    let m = &config.measure;
+    let protocol = if m.protocol == "crossfit" {
+        Protocol::CrossFit { folds: m.folds, val_fraction: 0.2 }
+    } else {
+        Protocol::Split { val_fraction: 0.2, test_fraction: 0.2 }
+    };
+    // The same victims are split the same way for every layer of a cell: differences between layers are not split
+    // noise.
+    EstimateOptions { seed: config.seed, protocol, bootstrap: m.bootstrap, ..Default::default() }
+}
+
+/// Measures one cell of the audit writing into `out` (attack outputs go to `cells/<key>-attack/`).
+pub fn run_cell(
+    config: &AuditConfig,
+    dataset: &Dataset,
+    saved: &SavedRun,
+    cell: &Cell,
+    key: &str,
+    out: &Path,
+    progress: Progress,
+) -> Result<CellResult> {
+    let started = Instant::now();
+    let mut model = saved.model_at(cell.epoch)?;
+    if (model.spec.dropout.rate - cell.dropout).abs() > 0.0 {
+        // An external run trained without this dropout: the rate acts while the update is computed.
+        model = model.with_dropout(cell.dropout)?;
+    }
+    let split = dataset.split(&config.measure.split).context("measure.split")?;
+    // A split smaller than `measure.updates` (LFW crops has 160 training faces) gives each of its samples once.
+    let num_updates = config.measure.updates.min(split.len());
+    let mut notes = Vec::new();
+    if num_updates < config.measure.updates {
+        notes.push(format!(
+            "measure.updates is {}, but the {} split of {} has {} samples: {num_updates} updates (one per victim)",
+            config.measure.updates,
+            config.measure.split,
+            dataset.name,
+            split.len()
+        ));
+    }
+    let update_config = UpdateConfig {
+        num_updates,
+        batch_size: cell.batch_size,
+        seed: config.seed,
+        defenses: cell.update_defenses(),
+        layers: None,
+        sketch_kind: SketchKind::Sparse,
+        sketch_dim: config.measure.sketch_dim,
+        // Large layers are measured on their sketch only: the full gradients would not be read.
+        full_max_params: config.measure.sketch_dim,
+    };
+    let dp = defenses::dp_record(&update_config.defenses, update_config.batch_size, dataset.train.len(), 1e-5, None)?;
+    let updates =
+        compute_updates(&model, split, &update_config, progress).map_err(|e| rename_params(e, UPDATE_KEYS))?;
+    let test_accuracy =
+        saved.run.epochs.iter().find(|e| e.epoch == cell.epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);
+    let keys = CellKeys {
+        cell: key.to_string(),
+        dataset: cell.dataset.clone(),
+        model: cell.model.clone(),
+        batch_size: cell.batch_size,
+        epoch: cell.epoch,
+        dropout: cell.dropout,
+        defense: cell.defense_label(),
+        epsilon: dp.and_then(|d| d.epsilon),
+        test_accuracy,
+    };
+
+    let targets = resolve_targets(&config.measure.targets, &dataset.attributes, &updates).context("measure.targets")?;
+    let groups = layer_groups(&updates, &config.measure.layers, &config.measure.groups, config.measure.all_layers)
+        .context("measure.layers")?;
+    let families: Vec<Family> = config.measure.families.iter().map(|f| f.parse()).collect::<Result<_>>()?;
+    let opts_v = estimate_options(config);
+    let records = layerwise(&updates, &groups, &targets, &families, &opts_v, progress)?
+        .into_iter()
+        .map(|row| Record {
+            keys: keys.clone(),
+            layer: row.layer,
+            num_params: row.num_params,
+            features: row.features,
+            feature_dim: row.feature_dim,
+            target: row.target,
+            family: row.estimate.family.clone(),
+            bits: row.estimate.bits,
+            ci95: row.estimate.ci95,
+            bits_per_dim: row.estimate.bits_per_dim,
+            r2: row.estimate.r2,
+            accuracy: row.estimate.accuracy,
+            n_train: row.estimate.n_train,
+            n_test: row.estimate.n_test,
+        })
+        .collect::<Vec<_>>();
+
+    let mut localisation = Vec::new();
+    if updates.layers.len() >= 2 {
+        let family = &families[0];
+        let family_name = family.to_string();
+        for t in targets.iter().filter(|t| t.name != "label") {
+            let bits_of = |layer: &str| {
+                records.iter().find(|r| r.layer == layer && r.target == t.name && r.family == family_name).map(|r| r.bits)
+            };
+            let single: Vec<(String, f64)> =
+                updates.layers.iter().filter_map(|l| bits_of(&l.name).map(|b| (l.name.clone(), b))).collect();
+            let found =
+                localise(&updates, t, family, &single, bits_of("all"), config.measure.localisation_fraction, &opts_v)?;
+            localisation.push(LocalisationRecord { keys: keys.clone(), localisation: found });
+        }
+    }
+    let (sensitivity, agreement, sensitivity_notes) = super::sensitivity::measure(
+        config,
+        dataset,
+        &model,
+        split,
+        cell,
+        &updates,
+        &records,
+        &keys,
+        &targets_names(&targets),
+    )?;
+    notes.extend(sensitivity_notes);
+    let attacks = run_attack(config, &model, split, cell, &keys, out, progress)?;
+    Ok(CellResult {
+        keys,
+        cell: cell.clone(),
+        records,
+        sensitivity,
+        agreement,
+        localisation,
+        attacks,
+        notes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn targets_names(targets: &[NamedTarget]) -> Vec<String> {
+    targets.iter().map(|t| t.name.clone()).collect()
+}
+
+/// The cell's reference attack, when `measure.attack` names one and the model takes images.
+fn run_attack(
+    config: &AuditConfig,
+    model: &Model,
+    split: &Split,
+    cell: &Cell,
+    keys: &CellKeys,
+    out: &Path,
+    progress: Progress,
+) -> Result<Vec<AttackRecord>> {
+    use crate::measure::attacks::{self, AttackConfig, Method, ShareConfig};
+    let Some(method) = &config.measure.attack else { return Ok(Vec::new()) };
+    if !model.spec.arch.needs_images() {
+        return Ok(Vec::new());
+    }
+    let method: Method = method.parse().context("measure.attack")?;
+    let mut attack_config = AttackConfig::new(method);
+    attack_config.iterations = config.measure.attack_iterations;
+    let share = ShareConfig {
+        samples: config.measure.attack_samples as i64,
+        batch_size: cell.batch_size,
+        // The cell's dropout already lives in the model (see `run_cell`).
+        defenses: cell.update_defenses(),
+    };
+    let report = attacks::run_attacks(model, split, &share, &attack_config, progress)?;
+    let dir = super::cache::attack_dir(out, &keys.cell);
+    attacks::write_outputs(&report, &dir)?;
+    Ok(vec![AttackRecord {
+        keys: keys.clone(),
+        method: method.to_string(),
+        samples: report.updates.len(),
+        mse: report.mean.mse,
+        psnr: report.mean.psnr,
+        ssim: report.mean.ssim,
+        label_accuracy: report.mean.label_accuracy,
+        image: format!("cells/{}-attack/reconstructions.png", keys.cell),
+    }])
+}
