@@ -50,12 +50,13 @@ fn configuration_errors_name_the_key_and_the_valid_ones() {
     assert!(err.contains("updatez") && err.contains("updates"), "{err}");
     let err = AuditConfig::from_toml("colour = 1\n").unwrap_err().to_string();
     assert!(err.contains("colour") && err.contains("dataset"), "{err}");
-    let no_cells = AuditConfig::from_toml("[grid]\nbatch_size = []\n").unwrap();
-    assert!(no_cells.validate().unwrap_err().to_string().contains("the grid has no cells"));
-    let bad_dp = AuditConfig::from_toml("[grid]\ndp = [\"clip=0,sigma=1\"]\n").unwrap();
-    assert!(format!("{:#}", bad_dp.validate().unwrap_err()).contains("C must be > 0"));
-    let misplaced = AuditConfig::from_toml("[grid]\ndefense = [[\"dropout:0.5\"]]\n").unwrap();
-    assert!(format!("{:#}", misplaced.validate().unwrap_err()).contains("own axis"));
+    // The configuration is validated as it is read.
+    let no_cells = AuditConfig::from_toml("[grid]\nbatch_size = []\n").unwrap_err();
+    assert!(no_cells.to_string().contains("the grid has no cells"));
+    let bad_dp = AuditConfig::from_toml("[grid]\ndp = [\"clip=0,sigma=1\"]\n").unwrap_err();
+    assert!(format!("{bad_dp:#}").contains("grid.dp") && format!("{bad_dp:#}").contains("C must be > 0"), "{bad_dp:#}");
+    let misplaced = AuditConfig::from_toml("[grid]\ndefense = [[\"dropout:0.5\"]]\n").unwrap_err();
+    assert!(format!("{misplaced:#}").contains("own axis"));
     let cells = AuditConfig::from_toml(SMALL).unwrap().cells().unwrap();
     assert_eq!(cells.len(), 4);
 
@@ -303,7 +304,7 @@ fn several_grids_join_their_cells_once_each_with_dataset_and_model_axes() {
     assert!(err.contains("models") && err.contains("model"), "{err}");
     let err = format!(
         "{:#}",
-        AuditConfig::from_toml("[[grid]]\n[[grid]]\nmodel = [\"gpt\"]\n").unwrap().validate().unwrap_err()
+        AuditConfig::from_toml("[[grid]]\n[[grid]]\nmodel = [\"gpt\"]\n").unwrap_err()
     );
     assert!(err.contains("grid 2 of 2") && err.contains("gpt") && err.contains("resnet20"), "{err}");
 }

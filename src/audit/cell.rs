@@ -15,7 +15,7 @@ use crate::gradients::sketch::SketchKind;
 use crate::gradients::updates::{compute_updates, UpdateConfig};
 use crate::measure::layerwise::{layer_groups, layerwise, resolve_targets, NamedTarget};
 use crate::measure::localisation::localise;
-use crate::measure::vinfo::{EstimateOptions, Family, Protocol};
+use crate::measure::vinfo::EstimateOptions;
 use crate::models::Model;
 use crate::progress::Progress;
 use crate::train::SavedRun;
@@ -33,15 +33,14 @@ pub fn describe_cell(cell: &Cell) -> String {
 }
 
 fn estimate_options(config: &AuditConfig) -> EstimateOptions {
-    let m = &config.measure;
-    let protocol = if m.protocol == "crossfit" {
-        Protocol::CrossFit { folds: m.folds, val_fraction: 0.2 }
-    } else {
-        Protocol::Split { val_fraction: 0.2, test_fraction: 0.2 }
-    };
     // The same victims are split the same way for every layer of a cell: differences between layers are not split
     // noise.
-    EstimateOptions { seed: config.seed, protocol, bootstrap: m.bootstrap, ..Default::default() }
+    EstimateOptions {
+        seed: config.seed,
+        protocol: config.protocol(),
+        bootstrap: config.measure.bootstrap,
+        ..Default::default()
+    }
 }
 
 /// Measures one cell of the audit writing into `out` (attack outputs go to `cells/<key>-attack/`).
@@ -104,9 +103,9 @@ pub fn run_cell(
     let targets = resolve_targets(&config.measure.targets, &dataset.attributes, &updates).context("measure.targets")?;
     let groups = layer_groups(&updates, &config.measure.layers, &config.measure.groups, config.measure.all_layers)
         .context("measure.layers")?;
-    let families: Vec<Family> = config.measure.families.iter().map(|f| f.parse()).collect::<Result<_>>()?;
+    let families = &config.measure.families;
     let opts_v = estimate_options(config);
-    let records = layerwise(&updates, &groups, &targets, &families, &opts_v, progress)?
+    let records = layerwise(&updates, &groups, &targets, families, &opts_v, progress)?
         .into_iter()
         .map(|row| Record {
             keys: keys.clone(),
@@ -181,12 +180,11 @@ fn run_attack(
     out: &Path,
     progress: Progress,
 ) -> Result<Vec<AttackRecord>> {
-    use crate::measure::attacks::{self, AttackConfig, Method, ShareConfig};
-    let Some(method) = &config.measure.attack else { return Ok(Vec::new()) };
+    use crate::measure::attacks::{self, AttackConfig, ShareConfig};
+    let Some(method) = config.measure.attack else { return Ok(Vec::new()) };
     if !model.spec.arch.needs_images() {
         return Ok(Vec::new());
     }
-    let method: Method = method.parse().context("measure.attack")?;
     let mut attack_config = AttackConfig::new(method);
     attack_config.iterations = config.measure.attack_iterations;
     let share = ShareConfig {

@@ -11,10 +11,16 @@
 
 use std::path::{Path, PathBuf};
 
+use std::fmt;
+use std::str::FromStr;
+
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use serde_with::{serde_as, DisplayFromStr};
 
 use crate::defenses::Defense;
+use crate::measure::attacks::Method;
+use crate::measure::vinfo::{Family, Protocol};
 use crate::train::OptimizerKind;
 
 /// The TOML key of each parameter of the shared updates an audit computes.
@@ -104,6 +110,46 @@ impl Default for TrainingConfig {
     }
 }
 
+crate::keyword_enum! {
+    /// How victims are split between fitting and scoring.
+    pub enum ProtocolKind("protocol") {
+        /// One split: 60% fit, 20% validation, 20% scored.
+        Split = "split",
+        /// K-fold cross-fitting: every victim scored once.
+        CrossFit = "crossfit",
+    }
+}
+
+/// A DP-SGD setting on the grid: none, or clipping norm and noise multiplier; written `none` or `clip=C,sigma=S`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DpSetting(pub Option<(f64, f64)>);
+
+impl fmt::Display for DpSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("none"),
+            Some((clip, sigma)) => write!(f, "clip={clip},sigma={sigma}"),
+        }
+    }
+}
+
+impl FromStr for DpSetting {
+    type Err = anyhow::Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s.trim().eq_ignore_ascii_case("none") {
+            return Ok(DpSetting(None));
+        }
+        let parsed = format!("dp:{s}").parse::<Defense>();
+        // One message with its cause: serde reports only the top layer of an error.
+        match parsed.map_err(|e| anyhow::anyhow!("dp entry '{s}': {e:#}"))? {
+            Defense::Dp { clip, noise_multiplier } => Ok(DpSetting(Some((clip, noise_multiplier)))),
+            _ => unreachable!("a dp: string parses to a dp defence"),
+        }
+    }
+}
+
+#[serde_as]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct MeasureConfig {
@@ -120,9 +166,10 @@ pub struct MeasureConfig {
     /// `input`, `label`, `attribute` (the dataset's first), `attribute:NAME`, or `attributes` (every one).
     pub targets: Vec<String>,
     /// Predictive families: `linear`, `mlp`, `mlp:256,128`.
-    pub families: Vec<String>,
+    #[serde_as(as = "Vec<DisplayFromStr>")]
+    pub families: Vec<Family>,
     /// `crossfit` (K-fold, every sample scored) or `split`.
-    pub protocol: String,
+    pub protocol: ProtocolKind,
     pub folds: usize,
     pub bootstrap: usize,
     /// Dimension of the sketch of large layers.
@@ -136,7 +183,7 @@ pub struct MeasureConfig {
     /// Localisation: protect the fewest layers that bring the rest under this fraction of the unprotected leakage.
     pub localisation_fraction: f64,
     /// Reference attack per cell: `dlg`, `idlg`, `ig` (none when absent).
-    pub attack: Option<String>,
+    pub attack: Option<Method>,
     pub attack_samples: usize,
     pub attack_iterations: usize,
 }
@@ -150,8 +197,8 @@ impl Default for MeasureConfig {
             groups: Vec::new(),
             all_layers: true,
             targets: vec!["input".into(), "label".into(), "attribute:thickness".into()],
-            families: vec!["linear".into()],
-            protocol: "split".into(),
+            families: vec![Family::Linear],
+            protocol: ProtocolKind::Split,
             folds: 5,
             bootstrap: 1000,
             sketch_dim: 1024,
@@ -168,6 +215,7 @@ impl Default for MeasureConfig {
 }
 
 /// The axes of one grid; a cell is one value of each.
+#[serde_as]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GridConfig {
@@ -181,9 +229,11 @@ pub struct GridConfig {
     /// Dropout rates: the model is trained with this rate and the update computed with it active.
     pub dropout: Vec<f64>,
     /// DP-SGD settings: `none` or `clip=C,sigma=S`.
-    pub dp: Vec<String>,
+    #[serde_as(as = "Vec<DisplayFromStr>")]
+    pub dp: Vec<DpSetting>,
     /// Other defence lists (each a list of `prune:F`, `quantize:B`, `noise:STD`).
-    pub defense: Vec<Vec<String>>,
+    #[serde_as(as = "Vec<Vec<DisplayFromStr>>")]
+    pub defense: Vec<Vec<Defense>>,
     /// Protected layer lists.
     pub protect: Vec<Vec<String>>,
 }
@@ -196,7 +246,7 @@ impl Default for GridConfig {
             batch_size: vec![1],
             epoch: Vec::new(),
             dropout: vec![0.0],
-            dp: vec!["none".into()],
+            dp: vec![DpSetting(None)],
             defense: vec![Vec::new()],
             protect: vec![Vec::new()],
         }
@@ -277,33 +327,84 @@ impl Cell {
     }
 }
 
-fn parse_dp(s: &str) -> Result<Option<(f64, f64)>> {
-    if s.trim().eq_ignore_ascii_case("none") {
-        return Ok(None);
-    }
-    match format!("dp:{s}").parse::<Defense>()? {
-        Defense::Dp { clip, noise_multiplier } => Ok(Some((clip, noise_multiplier))),
-        _ => unreachable!("a dp: string parses to a dp defence"),
-    }
+/// A TOML error as one line that names the key where it happened (`measure.families: unknown family ...`).
+fn toml_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let message = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return anyhow::anyhow!("{message}") };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    // The table the error is in, and the key of the error's line (a heuristic for ordinary TOML layouts).
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    let this_line = text[before.rfind('\n').map_or(0, |i| i + 1)..].lines().next().unwrap_or("");
+    let key = this_line.split_once('=').map(|(k, _)| k.trim().to_string()).filter(|k| !k.is_empty());
+    let name = match (table, key) {
+        (Some(t), Some(k)) => format!("{t}.{k}: "),
+        (None, Some(k)) => format!("{k}: "),
+        _ => String::new(),
+    };
+    anyhow::anyhow!("{name}{message} (line {line}, column {column})")
 }
 
 impl AuditConfig {
+    /// The estimation protocol of the configured kind (60/20/20 split, or K-fold cross-fitting with 20% of each
+    /// fold's fitting part for validation).
+    pub fn protocol(&self) -> Protocol {
+        match self.measure.protocol {
+            ProtocolKind::CrossFit => Protocol::CrossFit { folds: self.measure.folds, val_fraction: 0.2 },
+            ProtocolKind::Split => Protocol::Split { val_fraction: 0.2, test_fraction: 0.2 },
+        }
+    }
+
     /// Reads a TOML file; unknown keys are errors that name the file.
     pub fn from_file(path: &Path) -> Result<AuditConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
         Self::from_toml(&text).with_context(|| format!("{}", path.display()))
     }
 
+    /// Parses TOML (keywords, families and defences are parsed here, with the key in the error) and validates it.
     pub fn from_toml(text: &str) -> Result<AuditConfig> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim().replace('\n', " ")))
+        let config: AuditConfig = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        config.validate()?;
+        Ok(config)
     }
 
     /// Checks ranges and that the grid has cells; model and dataset names are checked when they are loaded.
     pub fn validate(&self) -> Result<()> {
         let m = &self.measure;
-        if m.updates < 10 {
-            bail!("measure.updates must be at least 10, got {}", m.updates);
+        let t = &self.training;
+        let at_least = |key: &str, value: i64, min: i64| -> Result<()> {
+            if value < min {
+                bail!("{key} must be at least {min}, got {value}");
+            }
+            Ok(())
+        };
+        if !(self.width.is_finite() && self.width > 0.0 && self.width <= 16.0) {
+            bail!("width must be in (0, 16], got {}", self.width);
         }
+        if !(1..=65536).contains(&self.hidden) {
+            bail!("hidden must be in [1, 65536], got {}", self.hidden);
+        }
+        if !(1..=10_000).contains(&t.epochs) {
+            bail!("training.epochs must be in [1, 10000], got {}", t.epochs);
+        }
+        at_least("training.batch_size", t.batch_size, 1)?;
+        if !(t.lr.is_finite() && t.lr > 0.0 && t.lr <= 10.0) {
+            bail!("training.lr must be in (0, 10], got {}", t.lr);
+        }
+        if !(0.0..1.0).contains(&t.momentum) {
+            bail!("training.momentum must be in [0, 1), got {}", t.momentum);
+        }
+        if !(t.weight_decay.is_finite() && t.weight_decay >= 0.0) {
+            bail!("training.weight_decay must be a finite number >= 0, got {}", t.weight_decay);
+        }
+        at_least("training.samples", t.samples, 0)?;
+        at_least("measure.updates", m.updates, 10)?;
         if m.split != "train" && m.split != "test" {
             bail!("measure.split must be 'train' or 'test', got '{}'", m.split);
         }
@@ -313,23 +414,25 @@ impl AuditConfig {
         if m.families.is_empty() {
             bail!("measure.families is empty; expected some of: linear, mlp, mlp:SIZES");
         }
-        for f in &m.families {
-            f.parse::<crate::measure::vinfo::Family>().with_context(|| "measure.families".to_string())?;
-        }
-        if m.protocol != "split" && m.protocol != "crossfit" {
-            bail!("measure.protocol must be 'split' or 'crossfit', got '{}'", m.protocol);
-        }
+        at_least("measure.folds", m.folds as i64, 2)?;
+        at_least("measure.bootstrap", m.bootstrap as i64, 1)?;
+        at_least("measure.sketch_dim", m.sketch_dim, 1)?;
+        at_least("measure.sensitivity_samples", m.sensitivity_samples, 1)?;
+        at_least("measure.probes", m.probes as i64, 1)?;
+        at_least("measure.latent_k", m.latent_k as i64, 1)?;
+        at_least("measure.attack_samples", m.attack_samples as i64, 1)?;
+        at_least("measure.attack_iterations", m.attack_iterations as i64, 1)?;
         if !(m.localisation_fraction > 0.0 && m.localisation_fraction < 1.0) {
             bail!("measure.localisation_fraction must be in (0, 1), got {}", m.localisation_fraction);
-        }
-        if let Some(a) = &m.attack {
-            if !["dlg", "idlg", "ig"].contains(&a.as_str()) {
-                bail!("measure.attack must be dlg, idlg or ig, got '{a}'");
-            }
         }
         let cells = self.cells()?;
         if cells.is_empty() {
             bail!("the grid has no cells: every grid axis needs at least one value");
+        }
+        if self.training.run.is_none() {
+            if let Some(epoch) = cells.iter().map(|c| c.epoch).max().filter(|&e| e > t.epochs) {
+                bail!("grid.epoch asks for epoch {epoch}, but training.epochs is {}", t.epochs);
+            }
         }
         Ok(())
     }
@@ -371,25 +474,13 @@ impl AuditConfig {
                 bail!("dropout values must be in [0, 1), got {d}");
             }
         }
-        let dps: Vec<Option<(f64, f64)>> =
-            g.dp.iter().map(|s| parse_dp(s).with_context(|| format!("dp entry '{s}'"))).collect::<Result<_>>()?;
-        let defenses: Vec<Vec<Defense>> = g
-            .defense
-            .iter()
-            .map(|list| {
-                list.iter()
-                    .map(|s| {
-                        let d: Defense = s.parse().context("defense")?;
-                        match d {
-                            Defense::Dp { .. } | Defense::Dropout { .. } | Defense::Protect { .. } => {
-                                bail!("defense: put '{s}' on its own axis (dp, dropout, protect)")
-                            }
-                            d => Ok(d),
-                        }
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
-            .collect::<Result<_>>()?;
+        for list in &g.defense {
+            for d in list {
+                if matches!(d, Defense::Dp { .. } | Defense::Dropout { .. } | Defense::Protect { .. }) {
+                    bail!("defense: put '{d}' on its own axis (dp, dropout, protect)");
+                }
+            }
+        }
         let mut cells = Vec::new();
         // Datasets and models outermost: the cells of one trained model run one after another.
         for dataset in &datasets {
@@ -397,8 +488,8 @@ impl AuditConfig {
                 for &epoch in &epochs {
                     for &dropout in &g.dropout {
                         for &batch_size in &g.batch_size {
-                            for dp in &dps {
-                                for d in &defenses {
+                            for dp in &g.dp {
+                                for d in &g.defense {
                                     for protect in &g.protect {
                                         cells.push(Cell {
                                             dataset: dataset.clone(),
@@ -406,7 +497,7 @@ impl AuditConfig {
                                             batch_size,
                                             epoch,
                                             dropout,
-                                            dp: *dp,
+                                            dp: dp.0,
                                             defenses: d.clone(),
                                             protect: protect.clone(),
                                         });

@@ -39,7 +39,7 @@ pub fn measure(
     if !config.measure.sensitivity {
         return Ok((rows, agreement, notes));
     }
-    let family = config.measure.families[0].parse::<crate::measure::vinfo::Family>()?.to_string();
+    let family = config.measure.families[0].to_string();
     let shared: Vec<String> = updates.layers.iter().map(|l| l.name.clone()).collect();
     let row = |layer: &str, target: &str, kind: &str, value: f64, ci: [f64; 2]| SensitivityRecord {
         keys: keys.clone(),

@@ -4,10 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
+use gradleak::audit::config::DpSetting;
 use gradleak::audit::{self, AuditConfig, AuditOptions};
+use gradleak::measure::attacks::Method;
+use gradleak::measure::vinfo::Family;
 use gradleak::progress::Progress;
 
-use super::Global;
+use super::{keywords, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
@@ -38,7 +41,7 @@ pub struct AuditArgs {
     pub targets: Option<Vec<String>>,
     /// Families, `+`-separated lists are not needed: comma-separated, e.g. linear,mlp.
     #[arg(long, value_delimiter = ',')]
-    pub families: Option<Vec<String>>,
+    pub families: Option<Vec<Family>>,
     /// Grid: batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub batch_sizes: Option<Vec<i64>>,
@@ -50,10 +53,10 @@ pub struct AuditArgs {
     pub dropouts: Option<Vec<f64>>,
     /// Grid: a DP setting, repeatable: none | clip=C,sigma=S.
     #[arg(long = "dp")]
-    pub dp: Vec<String>,
+    pub dp: Vec<DpSetting>,
     /// Reference attack per cell: dlg, idlg or ig.
-    #[arg(long)]
-    pub attack: Option<String>,
+    #[arg(long, value_parser = keywords::<Method>(Method::KEYWORDS))]
+    pub attack: Option<Method>,
     /// Skip the sensitivity analysis.
     #[arg(long)]
     pub no_sensitivity: bool,
@@ -126,11 +129,12 @@ pub fn config_of(args: &AuditArgs) -> Result<AuditConfig> {
         c.grid.0.iter_mut().for_each(|g| g.dp = args.dp.clone());
     }
     if args.attack.is_some() {
-        c.measure.attack = args.attack.clone();
+        c.measure.attack = args.attack;
     }
     if args.no_sensitivity {
         c.measure.sensitivity = false;
     }
+    c.validate()?;
     Ok(c)
 }
 

@@ -201,7 +201,7 @@ pub fn markdown(report: &Report) -> String {
         c.seed,
         c.measure.updates,
         c.measure.split,
-        c.measure.families.join(", "),
+        c.measure.families.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(", "),
         report.cells.len(),
         report.cells_total
     );
