@@ -9,6 +9,7 @@ use super::{attributes, idx, image_dataset, numbered, InputShape};
 pub const FASHION_CLASSES: [&str; 10] =
     ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
 
+/// [`FASHION_CLASSES`] as owned strings.
 pub fn fashion_classes() -> Vec<String> {
     FASHION_CLASSES.iter().map(|s| s.to_string()).collect()
 }
