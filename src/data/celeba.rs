@@ -17,7 +17,21 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
+use super::registry::{DatasetEntry, Source};
 use super::{AttributeInfo, Dataset, InputShape, Split};
+
+pub const ENTRY: DatasetEntry = DatasetEntry {
+    name: "celeba",
+    description: "CelebA-style folder you provide in <data>/celeba (or use celeba:PATH); label Smiling",
+    source: Source::OwnFiles("your own files: list_attr_celeba.txt, images"),
+    licence: "see CelebA's terms",
+    input_shape: InputShape::Image { channels: 3, height: DEFAULT_SIZE as i64, width: DEFAULT_SIZE as i64 },
+    classes,
+    attributes: attribute_infos,
+    counts: None,
+    split: "list_eval_partition.txt (0 train, 2 test) or seeded stratified 80/20",
+    load,
+};
 
 pub const DEFAULT_SIZE: u32 = 32;
 pub const LABEL: &str = "Smiling";

@@ -13,7 +13,34 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
-use super::Dataset;
+use super::registry::{DatasetEntry, Source};
+use super::{attributes, numbered, Dataset, InputShape};
+
+pub const CIFAR10_ENTRY: DatasetEntry = DatasetEntry {
+    name: "cifar10",
+    description: "CIFAR-10 binary batches you provide in <data>/cifar10 (or use cifar10:PATH)",
+    source: Source::OwnFiles("your own files: data_batch_1..5.bin, test_batch.bin"),
+    licence: "see CIFAR-10's terms",
+    input_shape: InputShape::Image { channels: 3, height: 32, width: 32 },
+    classes: || CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
+    attributes: attributes::colour_attribute_infos,
+    counts: Some((50_000, 10_000)),
+    split: "official",
+    load: load_cifar10,
+};
+
+pub const CIFAR100_ENTRY: DatasetEntry = DatasetEntry {
+    name: "cifar100",
+    description: "CIFAR-100 binary files you provide in <data>/cifar100 (or use cifar100:PATH); fine labels",
+    source: Source::OwnFiles("your own files: train.bin, test.bin"),
+    licence: "see CIFAR-100's terms",
+    input_shape: InputShape::Image { channels: 3, height: 32, width: 32 },
+    classes: || numbered(100),
+    attributes: attributes::colour_attribute_infos,
+    counts: Some((50_000, 10_000)),
+    split: "official",
+    load: load_cifar100,
+};
 
 pub const PIXELS: usize = 3 * 32 * 32;
 pub const CIFAR10_CLASSES: [&str; 10] =

@@ -9,7 +9,34 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
-use super::Dataset;
+use super::fetch::{file, Package, Registry};
+use super::registry::{DatasetEntry, Source};
+use super::{attributes, numbered, Dataset, InputShape};
+
+pub const ENTRY: DatasetEntry = DatasetEntry {
+    name: "digits",
+    description: "scikit-learn's 8x8 handwritten digits (UCI optdigits test set), 17 grey levels",
+    source: Source::Package(&PACKAGE),
+    licence: "BSD-3-Clause (scikit-learn); data CC BY 4.0 (UCI)",
+    input_shape: InputShape::Image { channels: 1, height: 8, width: 8 },
+    classes: || numbered(10),
+    attributes: attributes::grey_attribute_infos,
+    counts: Some((1_438, 359)),
+    split: "seeded stratified 80/20 (seed 2022)",
+    load: |dir, name| load(&dir.join("digits.csv.gz"), name),
+};
+
+pub const PACKAGE: Package = Package {
+    registry: Registry::Pypi,
+    name: "scikit-learn",
+    version: "1.9.1",
+    files: &[file(
+        "sklearn/datasets/data/digits.csv.gz",
+        "digits.csv.gz",
+        57_523,
+        "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
+    )],
+};
 
 /// Parses the CSV text into (N, 1, 8, 8) images in [0, 1] and (N,) labels.
 pub fn parse(text: &str, what: &str) -> Result<(Tensor, Tensor)> {

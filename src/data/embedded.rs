@@ -6,7 +6,22 @@
 
 use anyhow::{Context, Result};
 
-use super::{idx, Dataset, FASHION_CLASSES};
+use super::mnist::fashion_classes;
+use super::registry::{DatasetEntry, Source};
+use super::{attributes, idx, Dataset, InputShape};
+
+pub const ENTRY: DatasetEntry = DatasetEntry {
+    name: "embedded",
+    description: "Fashion-MNIST subset compiled into gradleak: 500 train + 100 test images per class",
+    source: Source::BuiltIn("built in (assets/fashion-mnist-subset, from Debian package dataset-fashion-mnist)"),
+    licence: "MIT",
+    input_shape: InputShape::Image { channels: 1, height: 28, width: 28 },
+    classes: fashion_classes,
+    attributes: attributes::grey_attribute_infos,
+    counts: Some((5_000, 1_000)),
+    split: "first 500 (train) / 100 (test) images of each class of the official splits",
+    load: |_, _| load(),
+};
 
 const TRAIN_IMAGES: &[u8] = include_bytes!("../../assets/fashion-mnist-subset/train-images-idx3-ubyte.gz");
 const TRAIN_LABELS: &[u8] = include_bytes!("../../assets/fashion-mnist-subset/train-labels-idx1-ubyte.gz");
@@ -38,7 +53,7 @@ pub fn load() -> Result<Dataset> {
     };
     let train = pair(TRAIN_IMAGES, TRAIN_LABELS, "train")?;
     let test = pair(TEST_IMAGES, TEST_LABELS, "t10k")?;
-    super::image_dataset("embedded", FASHION_CLASSES.iter().map(|s| s.to_string()).collect(), train, test)
+    super::image_dataset("embedded", fashion_classes(), train, test)
 }
 
 #[cfg(test)]

