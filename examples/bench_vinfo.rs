@@ -24,11 +24,10 @@ fn main() -> anyhow::Result<()> {
     let runs: Vec<(&str, Family, Protocol)> = vec![
         ("ridge, split 60/20/20", Family::Linear, split),
         ("ridge, 5-fold cross-fitting", Family::Linear, Protocol::default()),
-        ("mlp:128, split 60/20/20", Family::mlp(), split),
+        ("mlp:128, split 60/20/20", Family::Mlp(MlpOptions { patience: 5, ..Default::default() }), split),
     ];
     for (name, family, protocol) in runs {
-        let opts =
-            EstimateOptions { protocol, mlp: MlpOptions { patience: 5, ..Default::default() }, ..Default::default() };
+        let opts = EstimateOptions { protocol, ..Default::default() };
         let t = Instant::now();
         let e = estimate(&g, &target, &family, &opts)?;
         println!(

@@ -55,13 +55,13 @@ fn layer_names_are_stable_and_readable() {
 fn bad_model_configurations_are_clear_errors() {
     let tabular = InputShape::Tabular { features: 10 };
     let err = Model::new(&ModelSpec::new(Arch::Lenet, tabular, 2), 0).unwrap_err().to_string();
-    assert!(err.contains("needs image inputs") && err.contains("--model mlp"), "{err}");
+    assert!(err.contains("needs image inputs") && err.contains("use mlp"), "{err}");
     let mut spec = ModelSpec::new(Arch::Lenet5, image(1, 28), 10);
     spec.dropout = DropoutSpec { rate: 0.5, at: vec!["conv9".into()] };
     let err = format!("{:#}", Model::new(&spec, 0).unwrap_err());
     assert!(err.contains("'conv9'") && err.contains("fc1, fc2, fc3"), "{err}");
     spec.dropout = DropoutSpec { rate: 1.5, at: vec![] };
-    assert!(Model::new(&spec, 0).unwrap_err().to_string().contains("--dropout must be in [0, 1)"));
+    assert!(Model::new(&spec, 0).unwrap_err().to_string().contains("dropout must be in [0, 1)"));
     assert!("resnet99".parse::<Arch>().unwrap_err().to_string().contains("lenet, lenet5"));
     let model = Model::new(&ModelSpec::new(Arch::Lenet5, image(1, 28), 10), 0).unwrap();
     assert!(model.layer_index("fc9").unwrap_err().to_string().contains("conv1, conv2, fc1, fc2, fc3"));

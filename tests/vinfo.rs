@@ -237,7 +237,7 @@ fn the_mlp_family_finds_what_the_linear_family_cannot() {
     let y = (x.select(1, 0) * x.select(1, 1)).gt(0.0).to_kind(Kind::Int64);
     let o = EstimateOptions { protocol: Protocol::CrossFit { folds: 3, val_fraction: 0.2 }, ..opts(0) };
     let lin = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::Linear, &o).unwrap();
-    let mlp = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::Mlp { hidden: vec![32, 32] }, &o).unwrap();
+    let mlp = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::mlp_hidden(&[32, 32]), &o).unwrap();
     eprintln!("xor: linear {:.4} bits, mlp {:.4} bits {:?}", lin.bits, mlp.bits, mlp.ci95);
     assert!(lin.bits < 0.05, "linear {}", lin.bits);
     // Near the axes the boundary stays uncertain with ~1,000 training samples; 0.6 of the 1 bit is a loose floor.
@@ -245,16 +245,16 @@ fn the_mlp_family_finds_what_the_linear_family_cannot() {
     assert!(mlp.accuracy.unwrap() > 0.9);
     // Same seed, same estimate; another seed, another initialisation and minibatch order.
     let again =
-        estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::Mlp { hidden: vec![32, 32] }, &o).unwrap();
+        estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::mlp_hidden(&[32, 32]), &o).unwrap();
     assert_eq!(mlp.bits, again.bits);
     let other = EstimateOptions { seed: 1, ..o.clone() };
-    let other = estimate(&x, &Target::Categorical(y), &Family::Mlp { hidden: vec![32, 32] }, &other).unwrap();
+    let other = estimate(&x, &Target::Categorical(y), &Family::mlp_hidden(&[32, 32]), &other).unwrap();
     assert_ne!(mlp.bits, other.bits);
 
     // Continuous: y = g1^2 + noise (sd 0.3); the best linear mean is constant, an MLP decoder is not.
     let yc = x.select(1, 0).square().unsqueeze(1) + rng.matrix(1500, 1) * 0.3;
     let lin = estimate(&x, &Target::Continuous(yc.shallow_clone()), &Family::Linear, &o).unwrap();
-    let mlp = estimate(&x, &Target::Continuous(yc), &Family::Mlp { hidden: vec![32] }, &o).unwrap();
+    let mlp = estimate(&x, &Target::Continuous(yc), &Family::mlp_hidden(&[32]), &o).unwrap();
     assert!(lin.bits < 0.1 && lin.r2.unwrap() < 0.05, "linear {} r2 {:?}", lin.bits, lin.r2);
     // A perfect mean leaves residual variance 0.09 of Var(y) ~ 2.09, R^2 ~ 0.96; 0.9 leaves room for fit error.
     assert!(mlp.r2.unwrap() > 0.9 && mlp.bits > 1.5, "mlp {} r2 {:?}", mlp.bits, mlp.r2);
@@ -306,7 +306,7 @@ fn bad_inputs_give_one_line_errors() {
     let msg = "xyz".parse::<Family>().unwrap_err().to_string();
     assert!(msg.starts_with("unknown family 'xyz'"), "{msg}");
     assert!(Family::parse_list("all").unwrap().len() == 2);
-    assert_eq!(Family::parse_list("mlp:64,32").unwrap(), vec![Family::Mlp { hidden: vec![64, 32] }]);
+    assert_eq!(Family::parse_list("mlp:64,32").unwrap(), vec![Family::mlp_hidden(&[64, 32])]);
 
     // Every message above is a single line.
     for msg in [

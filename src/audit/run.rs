@@ -77,6 +77,7 @@ fn fitting_cells(
         match model_spec(config, &datasets[&cell.dataset], &cell.model, 0.0) {
             Ok(_) => fitting.push(cell),
             Err(e) => {
+                let e = crate::error::rename_params(e, super::config::TRAINING_KEYS);
                 let line = format!("{} on {}: {e}", cell.model, cell.dataset);
                 if !skipped.contains(&line) {
                     skipped.push(line);

@@ -106,7 +106,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Audit(args) => (audit::run(&cli.global, args), audit::FLAGS),
         Command::Merge(args) => (audit::run_merge(&cli.global, args), audit::FLAGS),
         Command::Data(args) => (data::run(&cli.global, args), &[][..]),
-        Command::Models(args) => (models::run(&cli.global, args), train::FLAGS),
+        Command::Models(args) => (models::run(&cli.global, args), models::FLAGS),
         Command::Train(args) => (train::run(&cli.global, args), train::FLAGS),
         Command::Grads(args) => (grads::run(&cli.global, args), grads::FLAGS),
         Command::DpEpsilon(args) => (dp_epsilon::run(&cli.global, args), &[][..]),

@@ -35,6 +35,9 @@ pub fn parse_input_shape(s: &str) -> Result<InputShape> {
     }
 }
 
+/// The flag of each library parameter this command sets (the architecture is the positional argument).
+pub const FLAGS: &[(&str, &str)] = &[("arch", "model"), ("width", "--width"), ("hidden", "--hidden")];
+
 pub fn run(_global: &Global, args: ModelsArgs) -> Result<()> {
     let Some(name) = args.model else {
         if args.json {

@@ -8,7 +8,7 @@ use tch::Tensor;
 use gradleak::arrays::{read_array, write_npy};
 use gradleak::gradients::store::GradientStore;
 use gradleak::measure::layerwise::{layer_groups, layerwise, resolve_targets};
-use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, MlpOptions, Protocol, Target, VInfoEstimate};
+use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, Protocol, Target, VInfoEstimate};
 use gradleak::progress::Progress;
 
 use super::Global;
@@ -92,7 +92,12 @@ fn read(flag: &str, spec: &str) -> Result<Tensor> {
 }
 
 pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
-    let families = Family::parse_list(&args.family).context("--family")?;
+    let mut families = Family::parse_list(&args.family).context("--family")?;
+    for family in &mut families {
+        if let Family::Mlp(options) = family {
+            options.max_epochs = args.epochs;
+        }
+    }
     let protocol = match args.protocol.as_str() {
         "crossfit" => Protocol::CrossFit { folds: args.folds, val_fraction: args.val_fraction },
         "split" => Protocol::Split { val_fraction: args.val_fraction, test_fraction: args.test_fraction },
@@ -104,7 +109,6 @@ pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
         protocol,
         bootstrap: args.bootstrap,
         variance_floor: args.variance_floor,
-        mlp: MlpOptions { max_epochs: args.epochs, ..Default::default() },
     };
     if let Some(store) = &args.store {
         return run_store(global, &args, store, &families, &opts);

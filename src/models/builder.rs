@@ -4,7 +4,7 @@
 //! shape, so layer sizes follow from the input, and creates each layer's parameters when it is added: the order
 //! of the calls is the order in which layers draw their initial weights from the model's seeded stream.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
 use tch::{nn, Tensor};
 
@@ -107,8 +107,9 @@ impl<'a> Builder<'a> {
             if !layers.iter().any(|l| l.kind.type_name() == "linear" && &l.name == name) {
                 let linear: Vec<_> =
                     layers.iter().filter(|l| l.kind.type_name() == "linear").map(|l| l.name.as_str()).collect();
-                bail!(
-                    "--dropout-at: '{name}' is not a linear layer of {}; expected one of: {}",
+                crate::param_bail!(
+                    "dropout_at",
+                    "'{name}' is not a linear layer of {}; expected one of: {}",
                     spec.arch,
                     linear.join(", ")
                 );

@@ -78,20 +78,21 @@ impl ModelSpec {
     /// Checks ranges and that the architecture fits the input.
     pub fn validate(&self) -> Result<()> {
         if self.arch.needs_images() && !matches!(self.input, InputShape::Image { .. }) {
-            bail!(
-                "model '{}' needs image inputs, but the data is tabular ({}); use --model mlp",
+            crate::param_bail!(
+                "arch",
+                "{} needs image inputs, but the data is tabular ({}); use mlp",
                 self.arch,
                 self.input
             );
         }
         if !(self.dropout.rate >= 0.0 && self.dropout.rate < 1.0) {
-            bail!("--dropout must be in [0, 1), got {}", self.dropout.rate);
+            crate::param_bail!("dropout", "must be in [0, 1), got {}", self.dropout.rate);
         }
         if !(self.width.is_finite() && self.width > 0.0 && self.width <= 16.0) {
-            bail!("--width must be in (0, 16], got {}", self.width);
+            crate::param_bail!("width", "must be in (0, 16], got {}", self.width);
         }
         if !(1..=1 << 16).contains(&self.hidden) {
-            bail!("--hidden must be in [1, 65536], got {}", self.hidden);
+            crate::param_bail!("hidden", "must be in [1, 65536], got {}", self.hidden);
         }
         if self.num_classes < 2 {
             bail!("a classifier needs at least 2 classes, got {}", self.num_classes);

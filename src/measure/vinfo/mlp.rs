@@ -15,9 +15,11 @@ use super::model::{
 };
 use crate::rng::{self, Stream};
 
-/// Training settings of the MLP families (the hidden sizes are part of [`super::Family::Mlp`]).
+/// An MLP family: its hidden sizes and training settings ([`super::Family::Mlp`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlpOptions {
+    /// Hidden layer sizes.
+    pub hidden: Vec<i64>,
     /// Adam learning rate.
     pub learning_rate: f64,
     /// Decoupled weight decay (AdamW); 0 disables it.
@@ -30,12 +32,22 @@ pub struct MlpOptions {
 
 impl Default for MlpOptions {
     fn default() -> Self {
-        MlpOptions { learning_rate: 1e-3, weight_decay: 1e-4, batch_size: 128, max_epochs: 200, patience: 10 }
+        MlpOptions {
+            hidden: super::DEFAULT_HIDDEN.to_vec(),
+            learning_rate: 1e-3,
+            weight_decay: 1e-4,
+            batch_size: 128,
+            max_epochs: 200,
+            patience: 10,
+        }
     }
 }
 
 impl MlpOptions {
     pub fn validate(&self) -> Result<()> {
+        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h < 1) {
+            bail!("MLP hidden sizes must be positive, got {:?}", self.hidden);
+        }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             bail!("the MLP learning rate must be positive, got {}", self.learning_rate);
         }
@@ -61,7 +73,6 @@ enum Task {
 #[derive(Debug)]
 pub struct Mlp {
     task: Task,
-    hidden: Vec<i64>,
     opts: MlpOptions,
     seed: u64,
     fitted: Option<MlpFit>,
@@ -83,19 +94,13 @@ struct MlpFit {
 
 impl Mlp {
     /// An MLP classifier over `classes` classes.
-    pub fn classifier(classes: i64, hidden: &[i64], opts: &MlpOptions, seed: u64) -> Self {
-        Mlp { task: Task::Classes(classes), hidden: hidden.to_vec(), opts: opts.clone(), seed, fitted: None }
+    pub fn classifier(classes: i64, opts: &MlpOptions, seed: u64) -> Self {
+        Mlp { task: Task::Classes(classes), opts: opts.clone(), seed, fitted: None }
     }
 
     /// An MLP Gaussian decoder; `floor`: (K,) smallest variance per target dimension.
-    pub fn gaussian(floor: &Tensor, hidden: &[i64], opts: &MlpOptions, seed: u64) -> Self {
-        Mlp {
-            task: Task::Gaussian(floor.shallow_clone()),
-            hidden: hidden.to_vec(),
-            opts: opts.clone(),
-            seed,
-            fitted: None,
-        }
+    pub fn gaussian(floor: &Tensor, opts: &MlpOptions, seed: u64) -> Self {
+        Mlp { task: Task::Gaussian(floor.shallow_clone()), opts: opts.clone(), seed, fitted: None }
     }
 
     fn outputs(&self, y: &Tensor) -> i64 {
@@ -113,9 +118,6 @@ fn forward_f64(net: &nn::Sequential, x: &Tensor) -> Tensor {
 impl ConditionalModel for Mlp {
     fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
         self.opts.validate()?;
-        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h < 1) {
-            bail!("MLP hidden sizes must be positive, got {:?}", self.hidden);
-        }
         let standardiser = Standardiser::fit(train.x);
         let x = standardiser.apply(train.x).to_kind(Kind::Float);
         let xv = standardiser.apply(val.x);
@@ -137,7 +139,7 @@ impl ConditionalModel for Mlp {
         let vs = nn::VarStore::new(Device::Cpu);
         let mut net = nn::seq();
         let mut width = x.size()[1];
-        for (i, &h) in self.hidden.iter().enumerate() {
+        for (i, &h) in self.opts.hidden.iter().enumerate() {
             net = net
                 .add(nn::linear(vs.root() / format!("hidden{i}"), width, h, Default::default()))
                 .add_fn(|t| t.relu());
@@ -223,7 +225,7 @@ impl ConditionalModel for Mlp {
         match &self.fitted {
             None => serde_json::json!({}),
             Some(f) => serde_json::json!({
-                "hidden": self.hidden,
+                "hidden": self.opts.hidden,
                 "best_epoch": f.best_epoch,
                 "epochs": f.epochs,
                 "validation_bits": f.best_val_bits,

@@ -1,0 +1,256 @@
+//! The estimator: checks and prepares features and target, fits the family fold by fold and turns the held-out
+//! log-likelihoods into pointwise V-information, the estimate and its bootstrap interval.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use tch::{Kind, Tensor};
+
+use super::model::{Part, Prediction};
+use super::protocol::{bootstrap_ci, Fold};
+use super::{EstimateOptions, Family, Target, VInfoEstimate};
+use crate::rng::{self, Stream};
+
+/// A target after checks: class indices or an f64 matrix (with the variance floor of each dimension).
+pub(crate) enum PreparedTarget {
+    Classes { y: Tensor, classes: i64 },
+    Values { y: Tensor, floor: Tensor },
+}
+
+/// Counts non-finite entries of a 2-D f64 tensor and names the first.
+fn check_finite(what: &str, t: &Tensor) -> Result<()> {
+    let bad = t.isfinite().logical_not();
+    let count = bad.sum(Kind::Int64).int64_value(&[]);
+    if count > 0 {
+        let first = bad.view([-1]).nonzero().int64_value(&[0, 0]);
+        let cols = t.size()[1].max(1);
+        bail!(
+            "{what}: {count} non-finite value{} (NaN or infinite); the first at sample {}, column {}",
+            if count == 1 { "" } else { "s" },
+            first / cols,
+            first % cols
+        );
+    }
+    Ok(())
+}
+
+/// Features as an (N, D) f64 matrix: (N,) becomes (N, 1); more dimensions are flattened per sample.
+fn prepare_features(features: &Tensor) -> Result<Tensor> {
+    let size = features.size();
+    if size.is_empty() {
+        bail!("features: expected an (N, D) array, got a scalar");
+    }
+    let n = size[0];
+    let x = features.to_kind(Kind::Double).reshape([n, -1]).contiguous();
+    if x.size()[1] == 0 {
+        bail!("features: no columns (shape {size:?})");
+    }
+    check_finite("features", &x)?;
+    Ok(x)
+}
+
+fn prepare_target(target: &Target, n: i64, variance_floor: f64) -> Result<PreparedTarget> {
+    let t = target.tensor();
+    let size = t.size();
+    if size.is_empty() {
+        bail!("target: expected one value or row per sample, got a scalar");
+    }
+    if size[0] != n {
+        bail!("features have {n} samples but the target has {}", size[0]);
+    }
+    match target {
+        Target::Categorical(_) => {
+            if size.len() != 1 && !(size.len() == 2 && size[1] == 1) {
+                bail!("categorical target: expected one class per sample, shape (N,), got {size:?}");
+            }
+            let v = t.to_kind(Kind::Double).reshape([n, 1]);
+            check_finite("categorical target", &v)?;
+            let values = Vec::<f64>::try_from(v.view([-1]))?;
+            if let Some(i) = values.iter().position(|x| x.fract() != 0.0) {
+                bail!("categorical target: value {} at sample {i} is not an integer class code", values[i]);
+            }
+            let mut codes: Vec<i64> = values.iter().map(|&x| x as i64).collect();
+            let mut distinct = codes.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            if distinct.len() < 2 {
+                bail!("categorical target: only one class ({}) in {n} samples; nothing to predict", distinct[0]);
+            }
+            for c in &mut codes {
+                *c = distinct.binary_search(c).unwrap() as i64;
+            }
+            Ok(PreparedTarget::Classes { y: Tensor::from_slice(&codes), classes: distinct.len() as i64 })
+        }
+        Target::Continuous(_) => {
+            let y = t.to_kind(Kind::Double).reshape([n, -1]).contiguous();
+            if y.size()[1] == 0 {
+                bail!("continuous target: no dimensions (shape {size:?})");
+            }
+            check_finite("continuous target", &y)?;
+            let var = y.var_dim(0, false, false);
+            let mean_var = var.mean(Kind::Double).double_value(&[]);
+            if mean_var <= 0.0 {
+                bail!("continuous target: every dimension is constant; nothing to predict");
+            }
+            if !(variance_floor > 0.0 && variance_floor < 1.0) {
+                bail!("the variance floor must be in (0, 1), got {variance_floor}");
+            }
+            // Dimensions constant over all samples fall back to a fraction of the mean variance.
+            let floor = var.where_self(&var.gt(0.0), &(var.zeros_like() + mean_var)) * variance_floor;
+            Ok(PreparedTarget::Values { y, floor })
+        }
+    }
+}
+
+fn bits(nats: f64) -> f64 {
+    nats / std::f64::consts::LN_2
+}
+
+/// What one fit scored: the log-likelihoods of the held-out samples under f[∅] and f[G], and the counts behind
+/// accuracy and R^2.
+struct FoldScores {
+    lp_null: Tensor,
+    lp_cond: Tensor,
+    correct: i64,
+    null_correct: i64,
+    sse: f64,
+    sst: f64,
+    summary: serde_json::Value,
+}
+
+/// A V-information estimator: a predictive family and the options of the estimate (protocol, bootstrap, seed).
+///
+/// Its unit of work is one fit: f[∅] and f[G] fitted on a fold's training and validation parts and scored on its
+/// held-out part ([`Estimator::fit_fold`]). The protocol wraps it: one split, or cross-fitting over K folds so that
+/// every sample is scored once; the PVI of the scored samples then gives the estimate and its interval.
+#[derive(Debug, Clone)]
+pub struct Estimator {
+    pub family: Family,
+    pub options: EstimateOptions,
+}
+
+impl Estimator {
+    pub fn new(family: Family, options: EstimateOptions) -> Self {
+        Estimator { family, options }
+    }
+
+    /// Fits f[∅] and f[G] on `fold`'s training and validation samples and scores its test samples. `k`: the fold's
+    /// index, which keys the fit's random stream.
+    fn fit_fold(&self, x: &Tensor, target: &PreparedTarget, fold: &Fold, k: usize) -> Result<FoldScores> {
+        let y = match target {
+            PreparedTarget::Classes { y, .. } | PreparedTarget::Values { y, .. } => y,
+        };
+        let select = |idx: &[i64]| {
+            let i = Tensor::from_slice(idx);
+            (x.index_select(0, &i), y.index_select(0, &i))
+        };
+        let (xtr, ytr) = select(&fold.train);
+        let (xva, yva) = select(&fold.val);
+        let (xte, yte) = select(&fold.test);
+        let train = Part { x: &xtr, y: &ytr };
+        let val = Part { x: &xva, y: &yva };
+        let seed = rng::derive(self.options.seed, Stream::FoldFit { fold: k as u64 });
+        let mut null = self.family.null_model(target);
+        let mut cond = self.family.conditional_model(target, seed);
+        null.fit(train, val).context("fitting f[∅]")?;
+        cond.fit(train, val).with_context(|| format!("fitting the {} family", self.family))?;
+        let p_null = null.predict(&xte)?;
+        let p_cond = cond.predict(&xte)?;
+        let (mut correct, mut null_correct, mut sse, mut sst) = (0i64, 0i64, 0.0, 0.0);
+        match (&p_null, &p_cond) {
+            (Prediction::Categorical(ln), Prediction::Categorical(lc)) => {
+                correct += lc.argmax(1, false).eq_tensor(&yte).sum(Kind::Int64).int64_value(&[]);
+                null_correct += ln.argmax(1, false).eq_tensor(&yte).sum(Kind::Int64).int64_value(&[]);
+            }
+            (Prediction::Gaussian { mean: mn, .. }, Prediction::Gaussian { mean: mc, .. }) => {
+                sse += (&yte - mc).square().sum(Kind::Double).double_value(&[]);
+                sst += (&yte - mn).square().sum(Kind::Double).double_value(&[]);
+            }
+            _ => bail!("internal error: null and conditional predictions of different kinds"),
+        }
+        Ok(FoldScores {
+            lp_null: p_null.log_prob(&yte),
+            lp_cond: p_cond.log_prob(&yte),
+            correct,
+            null_correct,
+            sse,
+            sst,
+            summary: cond.summary(),
+        })
+    }
+
+    /// Estimates `I_V(G -> Y)`. `features`: (N, D) (more dimensions are flattened per sample). See the module
+    /// documentation and `docs/vinfo.md`.
+    pub fn estimate(&self, features: &Tensor, target: &Target) -> Result<VInfoEstimate> {
+        let (family, opts) = (&self.family, &self.options);
+        let start = Instant::now();
+        let x = prepare_features(features)?;
+        let (n, d) = (x.size()[0], x.size()[1]);
+        let prepared = prepare_target(target, n, opts.variance_floor)?;
+        if opts.bootstrap == 0 {
+            bail!("bootstrap resamples must be at least 1");
+        }
+        family.validate()?;
+        let folds = opts.protocol.folds(n as usize, opts.seed)?;
+        let mut pvi_index = Vec::new();
+        let mut lp_null_all = Vec::new();
+        let mut lp_cond_all = Vec::new();
+        let (mut correct, mut null_correct, mut sse, mut sst) = (0i64, 0i64, 0.0, 0.0);
+        let mut fits = Vec::new();
+        for (k, fold) in folds.iter().enumerate() {
+            let scores = self.fit_fold(&x, &prepared, fold, k)?;
+            lp_null_all.push(scores.lp_null);
+            lp_cond_all.push(scores.lp_cond);
+            correct += scores.correct;
+            null_correct += scores.null_correct;
+            sse += scores.sse;
+            sst += scores.sst;
+            fits.push(scores.summary);
+            pvi_index.extend_from_slice(&fold.test);
+        }
+        let lp_null = Vec::<f64>::try_from(Tensor::cat(&lp_null_all, 0))?;
+        let lp_cond = Vec::<f64>::try_from(Tensor::cat(&lp_cond_all, 0))?;
+        // Sort by sample index so that `pvi` lines up with the input order.
+        let mut order: Vec<usize> = (0..pvi_index.len()).collect();
+        order.sort_by_key(|&i| pvi_index[i]);
+        let pvi: Vec<f64> = order.iter().map(|&i| bits(lp_cond[i] - lp_null[i])).collect();
+        let pvi_index: Vec<i64> = order.iter().map(|&i| pvi_index[i]).collect();
+        let m = pvi.len() as f64;
+        let h_null_bits = -lp_null.iter().map(|&v| bits(v)).sum::<f64>() / m;
+        let h_cond_bits = -lp_cond.iter().map(|&v| bits(v)).sum::<f64>() / m;
+        let mean_pvi = pvi.iter().sum::<f64>() / m;
+        if !mean_pvi.is_finite() {
+            bail!("the estimate is not finite (h_null {h_null_bits} bits, h_cond {h_cond_bits} bits)");
+        }
+        let ci95 = bootstrap_ci(&pvi, opts.bootstrap, rng::derive(opts.seed, Stream::VinfoBootstrap));
+        let (target_dims, continuous) = match &prepared {
+            PreparedTarget::Classes { classes, .. } => (*classes as usize, false),
+            PreparedTarget::Values { y, .. } => (y.size()[1] as usize, true),
+        };
+        Ok(VInfoEstimate {
+            family: family.to_string(),
+            target: target.kind_name().to_string(),
+            bits: mean_pvi,
+            ci95,
+            h_null_bits,
+            h_cond_bits,
+            bits_per_dim: continuous.then(|| mean_pvi / target_dims as f64),
+            r2: continuous.then(|| 1.0 - sse / sst),
+            mse: continuous.then(|| sse / (m * target_dims as f64)),
+            accuracy: (!continuous).then(|| correct as f64 / m),
+            null_accuracy: (!continuous).then(|| null_correct as f64 / m),
+            n_samples: n as usize,
+            n_train: folds[0].train.len(),
+            n_val: folds[0].val.len(),
+            n_test: pvi.len(),
+            n_features: d as usize,
+            target_dims,
+            protocol: opts.protocol,
+            seed: opts.seed,
+            fits,
+            seconds: start.elapsed().as_secs_f64(),
+            pvi,
+            pvi_index,
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! Predictive families V: which predictors f[G] (and f[∅]) an estimate may choose from, with their settings.
+//!
+//! A family turns a prepared target into a pair of [`ConditionalModel`]s, the null model f[∅] (no features) and
+//! the conditional model f[G], which the [`super::Estimator`] fits and scores. Adding a family is a variant here
+//! and the file of its models.
+
+use std::fmt;
+use std::str::FromStr;
+
+use anyhow::{bail, Result};
+
+use super::linear::{LogisticRegression, RidgeGaussian};
+use super::mlp::{Mlp, MlpOptions};
+use super::model::{ClassFrequencies, ConditionalModel, GaussianMarginal};
+use super::PreparedTarget;
+
+/// Hidden sizes of the MLP family when none are given.
+pub const DEFAULT_HIDDEN: [i64; 1] = [128];
+
+/// The predictive family V.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Family {
+    /// Logistic regression (categorical) or ridge regression with a Gaussian likelihood (continuous).
+    Linear,
+    /// A ReLU MLP: its hidden sizes and training settings.
+    Mlp(MlpOptions),
+}
+
+impl Family {
+    /// The MLP with the default hidden sizes and settings.
+    pub fn mlp() -> Self {
+        Family::Mlp(MlpOptions::default())
+    }
+
+    /// The MLP with these hidden sizes and the default settings.
+    pub fn mlp_hidden(hidden: &[i64]) -> Self {
+        Family::Mlp(MlpOptions { hidden: hidden.to_vec(), ..MlpOptions::default() })
+    }
+
+    /// Short name: `linear` or `mlp`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Family::Linear => "linear",
+            Family::Mlp(_) => "mlp",
+        }
+    }
+
+    /// Parses `linear`, `mlp`, `mlp:256,128` (hidden sizes) or `all` (linear and the default MLP).
+    pub fn parse_list(s: &str) -> Result<Vec<Family>> {
+        if s.trim().eq_ignore_ascii_case("all") {
+            return Ok(vec![Family::Linear, Family::mlp()]);
+        }
+        s.split('+').map(str::parse).collect()
+    }
+
+    /// Checks the family's settings.
+    pub fn validate(&self) -> Result<()> {
+        match self {
+            Family::Linear => Ok(()),
+            Family::Mlp(options) => options.validate(),
+        }
+    }
+
+    /// The null model f[∅] for `target`: class frequencies or a Gaussian marginal, whatever the family (the
+    /// constant predictors that every family contains).
+    pub(super) fn null_model(&self, target: &PreparedTarget) -> Box<dyn ConditionalModel> {
+        match target {
+            PreparedTarget::Classes { classes, .. } => Box::new(ClassFrequencies::new(*classes)),
+            PreparedTarget::Values { floor, .. } => Box::new(GaussianMarginal::new(floor)),
+        }
+    }
+
+    /// The conditional model f[G] for `target`; `seed` drives any randomness of its fit.
+    pub(super) fn conditional_model(&self, target: &PreparedTarget, seed: u64) -> Box<dyn ConditionalModel> {
+        match (target, self) {
+            (PreparedTarget::Classes { classes, .. }, Family::Linear) => Box::new(LogisticRegression::new(*classes)),
+            (PreparedTarget::Classes { classes, .. }, Family::Mlp(options)) => {
+                Box::new(Mlp::classifier(*classes, options, seed))
+            }
+            (PreparedTarget::Values { floor, .. }, Family::Linear) => Box::new(RidgeGaussian::new(floor)),
+            (PreparedTarget::Values { floor, .. }, Family::Mlp(options)) => Box::new(Mlp::gaussian(floor, options, seed)),
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Family::Linear => f.write_str("linear"),
+            Family::Mlp(options) => {
+                let h: Vec<String> = options.hidden.iter().map(|h| h.to_string()).collect();
+                write!(f, "mlp:{}", h.join(","))
+            }
+        }
+    }
+}
+
+impl FromStr for Family {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let s = s.trim().to_ascii_lowercase();
+        let (name, hidden) = match s.split_once(':') {
+            Some((n, h)) => (n, Some(h)),
+            None => (s.as_str(), None),
+        };
+        match (name, hidden) {
+            ("linear", None) => Ok(Family::Linear),
+            ("mlp", None) => Ok(Family::mlp()),
+            ("mlp", Some(h)) => {
+                let hidden: Result<Vec<i64>, _> = h.split(',').map(|x| x.trim().parse::<i64>()).collect();
+                match hidden {
+                    Ok(hidden) if !hidden.is_empty() && hidden.iter().all(|&x| x > 0) => Ok(Family::mlp_hidden(&hidden)),
+                    _ => bail!("family '{s}': expected hidden sizes as positive integers, e.g. mlp:256,128"),
+                }
+            }
+            _ => bail!("unknown family '{s}'; expected linear, mlp, mlp:<hidden sizes> or all"),
+        }
+    }
+}
