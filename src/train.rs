@@ -144,8 +144,9 @@ pub fn init_model(spec: &ModelSpec, seed: u64) -> Result<Model> {
     Model::new(spec, seed)
 }
 
-/// Trains `model` on `data`; writes checkpoints and metadata to `out_dir` when given. Seeds libtorch's RNG (for
-/// dropout) from the config's seed; the batch order comes from its own seeded generator.
+/// Trains `model` on `data`; writes checkpoints and metadata to `out_dir` when given. The batch order and the dropout
+/// masks come from generators seeded by the config's seed (`Stream::TrainingOrder`, `Stream::TrainingDropout`);
+/// libtorch's global generator is not used.
 pub fn train(
     model: &mut Model,
     data: &Dataset,
@@ -260,12 +261,12 @@ impl SavedRun {
         Ok(SavedRun { dir: dir.to_path_buf(), run })
     }
 
-    /// The model at a saved epoch (0 = initialisation).
     /// The last saved epoch (0 when only the initialisation is saved).
     pub fn last_epoch(&self) -> usize {
         self.run.epochs.iter().map(|e| e.epoch).max().unwrap_or(0)
     }
 
+    /// The model at a saved epoch (0 = initialisation).
     pub fn model_at(&self, epoch: usize) -> Result<Model> {
         let Some(m) = self.run.epochs.iter().find(|m| m.epoch == epoch) else {
             let saved: Vec<String> = self.run.epochs.iter().map(|m| m.epoch.to_string()).collect();

@@ -302,10 +302,7 @@ fn several_grids_join_their_cells_once_each_with_dataset_and_model_axes() {
 
     let err = AuditConfig::from_toml("[[grid]]\nmodels = [\"mlp\"]\n").unwrap_err().to_string();
     assert!(err.contains("models") && err.contains("model"), "{err}");
-    let err = format!(
-        "{:#}",
-        AuditConfig::from_toml("[[grid]]\n[[grid]]\nmodel = [\"gpt\"]\n").unwrap_err()
-    );
+    let err = format!("{:#}", AuditConfig::from_toml("[[grid]]\n[[grid]]\nmodel = [\"gpt\"]\n").unwrap_err());
     assert!(err.contains("grid 2 of 2") && err.contains("gpt") && err.contains("resnet20"), "{err}");
 }
 

@@ -244,8 +244,7 @@ fn the_mlp_family_finds_what_the_linear_family_cannot() {
     assert!(mlp.bits > 0.6 && mlp.bits <= 1.0 + 2.0 * half_width(&mlp), "mlp {}", mlp.bits);
     assert!(mlp.accuracy.unwrap() > 0.9);
     // Same seed, same estimate; another seed, another initialisation and minibatch order.
-    let again =
-        estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::mlp_hidden(&[32, 32]), &o).unwrap();
+    let again = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::mlp_hidden(&[32, 32]), &o).unwrap();
     assert_eq!(mlp.bits, again.bits);
     let other = EstimateOptions { seed: 1, ..o.clone() };
     let other = estimate(&x, &Target::Categorical(y), &Family::mlp_hidden(&[32, 32]), &other).unwrap();

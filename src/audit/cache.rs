@@ -65,9 +65,8 @@ pub(crate) fn prepare_out(out: &Path, manifest: &AuditManifest, resume: bool) ->
     let path = out.join(MANIFEST);
     if path.exists() {
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let previous: AuditManifest = serde_json::from_str(&text).with_context(|| {
-            format!("{}: not an audit manifest; choose another out folder", path.display())
-        })?;
+        let previous: AuditManifest = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not an audit manifest; choose another out folder", path.display()))?;
         if previous.config_hash != manifest.config_hash && !resume {
             crate::param_bail!(
                 "out",

@@ -131,7 +131,10 @@ pub fn run_cell(
         let family_name = family.to_string();
         for t in targets.iter().filter(|t| t.name != "label") {
             let bits_of = |layer: &str| {
-                records.iter().find(|r| r.layer == layer && r.target == t.name && r.family == family_name).map(|r| r.bits)
+                records
+                    .iter()
+                    .find(|r| r.layer == layer && r.target == t.name && r.family == family_name)
+                    .map(|r| r.bits)
             };
             let single: Vec<(String, f64)> =
                 updates.layers.iter().filter_map(|l| bits_of(&l.name).map(|b| (l.name.clone(), b))).collect();

@@ -82,7 +82,13 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
         sketch_dim: args.sketch_dim,
         full_max_params: args.full_max_params,
     };
-    let dp = gradleak::defenses::dp_record(&config.defenses, config.batch_size, dataset.train.len(), args.delta, args.steps)?;
+    let dp = gradleak::defenses::dp_record(
+        &config.defenses,
+        config.batch_size,
+        dataset.train.len(),
+        args.delta,
+        args.steps,
+    )?;
     let updates = compute_updates(&model, split, &config, Progress::new(global.quiet || args.json))?;
     let test_accuracy = saved.run.epochs.iter().find(|e| e.epoch == epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);
     let checkpoint = CheckpointRef { run: args.checkpoint.run.display().to_string(), epoch, test_accuracy };

@@ -104,12 +104,8 @@ pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
         p => bail!("--protocol: unknown protocol '{p}'; expected crossfit or split"),
     };
     protocol.validate().context("--protocol")?;
-    let opts = EstimateOptions {
-        seed: args.seed,
-        protocol,
-        bootstrap: args.bootstrap,
-        variance_floor: args.variance_floor,
-    };
+    let opts =
+        EstimateOptions { seed: args.seed, protocol, bootstrap: args.bootstrap, variance_floor: args.variance_floor };
     if let Some(store) = &args.store {
         return run_store(global, &args, store, &families, &opts);
     }

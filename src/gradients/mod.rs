@@ -9,8 +9,8 @@ pub use per_sample::{batch_gradients, per_sample_gradients};
 
 use crate::data::Dataset;
 use crate::defenses::describe;
-use crate::models::Model;
 use crate::defenses::DpRecord;
+use crate::models::Model;
 use store::{CheckpointRef, Manifest, StoredLayer};
 use updates::{SharedUpdates, UpdateConfig};
 

@@ -28,7 +28,9 @@ use crate::defenses::DpRecord;
 use crate::gradients::updates::{LayerUpdates, SharedUpdates, UpdateConfig};
 use crate::models::{LayerInfo, ModelSpec};
 
-pub const FORMAT: &str = "gradleak-gradient-store/1";
+/// Version 2: sketches are drawn from `Stream::Sketch`, keyed by an FNV-1a hash of the layer name (version 1 used
+/// std's `DefaultHasher`, whose output Rust does not promise to keep); sketches of the two versions differ.
+pub const FORMAT: &str = "gradleak-gradient-store/2";
 pub const TENSORS_FILE: &str = "gradients.safetensors";
 pub const MANIFEST_FILE: &str = "manifest.json";
 

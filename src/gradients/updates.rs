@@ -214,7 +214,8 @@ pub fn compute_updates(
         let idx = Tensor::from_slice(&flat);
         let x = split.inputs.index_select(0, &idx).to_kind(model.kind());
         let y = split.labels.index_select(0, &idx);
-        let fwd = Forward::recording(true).with_dropout_rng(rng::rng(config.seed, Stream::UpdateDropout { chunk: chunk_index as u64 }));
+        let fwd = Forward::recording(true)
+            .with_dropout_rng(rng::rng(config.seed, Stream::UpdateDropout { chunk: chunk_index as u64 }));
         let per_sample = per_sample_gradients_with(model, &x, &y, fwd, false);
         let per_sample: Vec<Tensor> = shared.iter().map(|&l| per_sample[l].detach()).collect();
         let updates: Vec<Tensor> = if simple && plan.post.is_empty() {

@@ -21,7 +21,6 @@ pub mod grid;
 pub mod lbfgs;
 pub mod objective;
 
-
 use std::path::Path;
 use std::time::Instant;
 
@@ -516,8 +515,9 @@ fn run_signed_adam(
     let nx = shape.iter().product::<i64>() as usize;
     let (lo, hi) = config.data_range;
     let mut x = tensor(&rng::standard_normal_f64(rng, nx), shape, kind);
-    let mut z = matches!(plan, LabelPlan::Optimize)
-        .then(|| tensor(&rng::standard_normal_f64(rng, (shape[0] * num_classes) as usize), &[shape[0], num_classes], kind));
+    let mut z = matches!(plan, LabelPlan::Optimize).then(|| {
+        tensor(&rng::standard_normal_f64(rng, (shape[0] * num_classes) as usize), &[shape[0], num_classes], kind)
+    });
     let mut adam_x = Adam::new(&x);
     let mut adam_z = z.as_ref().map(Adam::new);
     let n = config.iterations;

@@ -275,15 +275,7 @@ impl<'m> SharedGradientFn<'m> {
         }
         // `with_dropout` keeps the model's precision (f64 in the finite-difference tests).
         let dropout_model = plan.dropout.map(|rate| model.with_dropout(rate)).transpose()?;
-        Ok(SharedGradientFn {
-            base: model,
-            dropout_model,
-            layers: chosen,
-            train,
-            plan,
-            seed,
-            defenses: report,
-        })
+        Ok(SharedGradientFn { base: model, dropout_model, layers: chosen, train, plan, seed, defenses: report })
     }
 
     /// The model the gradients are computed with (with the dropout defence's rate when it is given).

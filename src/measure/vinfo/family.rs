@@ -78,7 +78,9 @@ impl Family {
                 Box::new(Mlp::classifier(*classes, options, seed))
             }
             (PreparedTarget::Values { floor, .. }, Family::Linear) => Box::new(RidgeGaussian::new(floor)),
-            (PreparedTarget::Values { floor, .. }, Family::Mlp(options)) => Box::new(Mlp::gaussian(floor, options, seed)),
+            (PreparedTarget::Values { floor, .. }, Family::Mlp(options)) => {
+                Box::new(Mlp::gaussian(floor, options, seed))
+            }
         }
     }
 }
@@ -109,7 +111,9 @@ impl FromStr for Family {
             ("mlp", Some(h)) => {
                 let hidden: Result<Vec<i64>, _> = h.split(',').map(|x| x.trim().parse::<i64>()).collect();
                 match hidden {
-                    Ok(hidden) if !hidden.is_empty() && hidden.iter().all(|&x| x > 0) => Ok(Family::mlp_hidden(&hidden)),
+                    Ok(hidden) if !hidden.is_empty() && hidden.iter().all(|&x| x > 0) => {
+                        Ok(Family::mlp_hidden(&hidden))
+                    }
                     _ => bail!("family '{s}': expected hidden sizes as positive integers, e.g. mlp:256,128"),
                 }
             }

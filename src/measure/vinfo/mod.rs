@@ -78,12 +78,7 @@ pub struct EstimateOptions {
 
 impl Default for EstimateOptions {
     fn default() -> Self {
-        EstimateOptions {
-            seed: 0,
-            protocol: Protocol::default(),
-            bootstrap: 1000,
-            variance_floor: 1e-4,
-        }
+        EstimateOptions { seed: 0, protocol: Protocol::default(), bootstrap: 1000, variance_floor: 1e-4 }
     }
 }
 

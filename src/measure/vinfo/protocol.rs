@@ -1,9 +1,9 @@
 //! Which samples fit a model, which choose its hyperparameters and which are scored; the bootstrap interval.
 
+use crate::rng::{self, Stream};
 use anyhow::{bail, Result};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
-use crate::rng::{self, Stream};
 
 /// How the samples are divided between fitting, validation (hyperparameters, early stopping, residual
 /// variance) and scoring.
