@@ -727,8 +727,6 @@ pub struct AttackReport {
     pub reconstructions: Tensor,
 }
 
-/// Purpose tag of the dummies' generator, so it is independent of the defences' noise.
-
 /// Draws `share.samples` shared updates of `model` on `split` exactly as `gradleak grads` does with the same seed
 /// (same victims, same defences), attacks each one and scores the reconstructions.
 pub fn run_attacks(
