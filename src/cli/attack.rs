@@ -3,11 +3,11 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use gradleak::data;
 use gradleak::defenses::Defense;
-use gradleak::measure::attacks::{self, AttackConfig, LabelMode, Method, ShareConfig};
+use gradleak::measure::attacks::{self, AttackConfig, LabelMode, Method, Setting, SettingError, ShareConfig};
 use gradleak::progress::Progress;
 
 use super::{keywords, CheckpointArgs, Global};
@@ -68,6 +68,30 @@ pub struct AttackArgs {
     pub json: bool,
 }
 
+/// The flag of an attack setting.
+fn flag(setting: Setting) -> Option<&'static str> {
+    Some(match setting {
+        Setting::Iterations => "--iterations",
+        Setting::Restarts => "--restarts",
+        Setting::StepSize => "--lr",
+        Setting::TvWeight => "--tv",
+        Setting::Layers => "--layers",
+        Setting::LayerWeights => "--layer-weights",
+        Setting::Labels => "--labels",
+        Setting::Samples => "--samples",
+        Setting::BatchSize => "--batch-size",
+        Setting::History | Setting::DataRange => return None,
+    })
+}
+
+/// Names the flag of the setting an error is about, if it is about one.
+fn with_flag(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast_ref::<SettingError>().and_then(|s| flag(s.setting)) {
+        Some(flag) => e.context(flag),
+        None => e,
+    }
+}
+
 pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
     if global.threads == 0 {
         // An attack is a long chain of small operations: intra-op threads mostly add synchronisation (and are many
@@ -80,7 +104,7 @@ pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
         model.to_double();
     }
     if let Some(bound) = args.init_uniform {
-        attacks::reinit_uniform(&model, bound, args.seed)?;
+        attacks::reinit_uniform(&model, bound, args.seed).context("--init-uniform")?;
     }
     let mut config = AttackConfig::new(args.method);
     if let Some(iterations) = args.iterations {
@@ -100,11 +124,12 @@ pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
     config.layers = args.layers.clone();
     config.layer_weights = args.layer_weights.clone();
     config.seed = args.seed;
-    config.validate()?;
+    config.validate().map_err(with_flag)?;
     let dataset = data::load(&saved.run.dataset, &global.data_dir)?;
     let split = dataset.split(&args.checkpoint.split)?;
     let share = ShareConfig { samples: args.samples, batch_size: args.batch_size, defenses: args.defenses.clone() };
-    let report = attacks::run_attacks(&model, split, &share, &config, Progress::new(global.quiet || args.json))?;
+    let report = attacks::run_attacks(&model, split, &share, &config, Progress::new(global.quiet || args.json))
+        .map_err(with_flag)?;
     if let Some(dir) = &args.out {
         attacks::write_outputs(&report, dir)?;
     }
