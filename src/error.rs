@@ -14,12 +14,24 @@ pub struct ParamError {
     pub param: &'static str,
     /// What is wrong, e.g. "must be at least 1, got 0"; other parameters in backquotes.
     pub message: String,
+    /// The message is a whole sentence that names the parameter in words ("the number of iterations must be at
+    /// least 1"): a front end puts its name in front (`--iterations: the number ...`) instead of the subject.
+    pub sentence: bool,
 }
 
 impl ParamError {
+    /// An error whose message is a whole sentence naming the parameter in words (see [`ParamError::sentence`]).
+    pub fn sentence(param: &'static str, message: impl Into<String>) -> anyhow::Error {
+        anyhow::Error::new(ParamError { param, message: message.into(), sentence: true })
+    }
+
     /// The message with the parameter names given by `name` (unknown names are kept).
     pub fn render(&self, name: &dyn Fn(&str) -> Option<String>) -> String {
-        let mut text = format!("{} {}", name(self.param).unwrap_or_else(|| self.param.to_string()), self.message);
+        let mut text = match (self.sentence, name(self.param)) {
+            (true, Some(renamed)) => format!("{renamed}: {}", self.message),
+            (true, None) => self.message.clone(),
+            (false, renamed) => format!("{} {}", renamed.unwrap_or_else(|| self.param.to_string()), self.message),
+        };
         let mut out = String::with_capacity(text.len());
         while let Some(start) = text.find('`') {
             let Some(len) = text[start + 1..].find('`') else { break };
@@ -48,7 +60,11 @@ impl std::error::Error for ParamError {}
 #[macro_export]
 macro_rules! param_bail {
     ($param:expr, $($message:tt)+) => {
-        return Err(anyhow::Error::new($crate::error::ParamError { param: $param, message: format!($($message)+) }))
+        return Err(anyhow::Error::new($crate::error::ParamError {
+            param: $param,
+            message: format!($($message)+),
+            sentence: false,
+        }))
     };
 }
 

@@ -14,6 +14,7 @@ pub mod io;
 pub mod keyword;
 pub mod measure;
 pub mod models;
+pub mod optim;
 pub mod progress;
 pub mod report;
 pub mod rng;

@@ -224,7 +224,7 @@ fn layer_subsets_and_weights() {
         "{:#}",
         attacks::run_attacks(&model, &mnist(), &share(1, 1, &[]), &idlg, Progress::HIDDEN).unwrap_err()
     );
-    assert!(e.contains("last layer 'fc'") && e.contains("--labels optimize"), "{e}");
+    assert!(e.contains("last layer 'fc'") && e.contains("label mode 'optimize'"), "{e}");
     idlg.labels = LabelMode::Known;
     let report = attack(&model, &share(1, 1, &[]), &idlg);
     assert_eq!(report.label_source, LabelSource::Known);
@@ -234,7 +234,7 @@ fn layer_subsets_and_weights() {
     bad.layers = vec!["conv1".into()];
     bad.layer_weights = vec![1.0, 2.0];
     let e = bad.validate().unwrap_err().to_string();
-    assert!(e.contains("--layer-weights has 2 values but --layers names 1"), "{e}");
+    assert!(e.contains("2 layer weights for 1 listed layers"), "{e}");
 }
 
 /// The shared update of one image as the attacker receives it.
@@ -279,9 +279,9 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("not finite at the start"), "{e}");
     // Zero iterations or restarts.
     let e = run(&shared, &config(Method::Dlg, 0), &mut rng).unwrap_err().to_string();
-    assert!(e.contains("--iterations must be at least 1"), "{e}");
+    assert!(e.contains("number of iterations must be at least 1"), "{e}");
     let e = run(&shared, &AttackConfig { restarts: 0, ..cfg.clone() }, &mut rng).unwrap_err().to_string();
-    assert!(e.contains("--restarts must be at least 1"), "{e}");
+    assert!(e.contains("number of restarts must be at least 1"), "{e}");
     // Nothing shared.
     let e = run(&[], &cfg, &mut rng).unwrap_err().to_string();
     assert!(e.contains("no layer was shared"), "{e}");
@@ -298,7 +298,7 @@ fn bad_input_gives_clear_errors() {
         "{:#}",
         attacks::run_attacks(&model, &mnist(), &share(201, 1, &[]), &cfg, Progress::HIDDEN).unwrap_err()
     );
-    assert!(e.contains("--samples 201 is larger than the split (200 images)"), "{e}");
+    assert!(e.contains("201 shared updates requested, more than the split's 200 images"), "{e}");
     // A tabular model.
     let mlp = Model::new(&ModelSpec::new(Arch::Mlp, data::InputShape::Tabular { features: 784 }, 10), 0).unwrap();
     let e =

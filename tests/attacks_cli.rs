@@ -128,11 +128,11 @@ fn bad_arguments_give_one_line_errors() {
     lenet_run(dir.path());
     let run = dir.path().to_str().unwrap();
     let e = failure(&gradleak(&["--method", "dlg", "--run", run, "--iterations", "0"]));
-    assert!(e.contains("--iterations must be at least 1"), "{e}");
+    assert!(e.contains("--iterations: the number of iterations must be at least 1"), "{e}");
     let e = failure(&gradleak(&["--method", "dlg", "--run", run, "--tv", "0.1"]));
     assert!(e.contains("--tv is a setting of --method ig"), "{e}");
     let e = failure(&gradleak(&["--method", "dlg", "--run", run, "--layer-weights", "1"]));
-    assert!(e.contains("--layer-weights has 1 values but --layers names 0"), "{e}");
+    assert!(e.contains("--layer-weights: 1 layer weights for 0 listed layers"), "{e}");
     let e = failure(&gradleak(&["--method", "dlg", "--run", run, "--epoch", "3"]));
     assert!(e.contains("no checkpoint for epoch 3"), "{e}");
     let e = failure(&gradleak(&["--method", "idlg", "--run", run, "--iterations", "2", "--layers", "conv1"]));

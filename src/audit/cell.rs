@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::config::{AuditConfig, Cell, UPDATE_KEYS};
+use super::config::{AuditConfig, Cell, ATTACK_KEYS, UPDATE_KEYS};
 use super::{AttackRecord, CellKeys, CellResult, LocalisationRecord, Record};
 use crate::data::{Dataset, Split};
 use crate::defenses;
@@ -196,7 +196,8 @@ fn run_attack(
         // The cell's dropout already lives in the model (see `run_cell`).
         defenses: cell.update_defenses(),
     };
-    let report = attacks::run_attacks(model, split, &share, &attack_config, progress)?;
+    let report = attacks::run_attacks(model, split, &share, &attack_config, progress)
+        .map_err(|e| rename_params(e, ATTACK_KEYS))?;
     let dir = super::cache::attack_dir(out, &keys.cell);
     attacks::write_outputs(&report, &dir)?;
     Ok(vec![AttackRecord {

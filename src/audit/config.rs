@@ -44,6 +44,14 @@ pub const TRAINING_KEYS: &[(&str, &str)] = &[
     ("arch", "model"),
 ];
 
+/// The TOML key of each reference-attack parameter.
+pub const ATTACK_KEYS: &[(&str, &str)] = &[
+    ("iterations", "measure.attack_iterations"),
+    ("samples", "measure.attack_samples"),
+    ("num_updates", "measure.attack_samples"),
+    ("batch_size", "grid.batch_size"),
+];
+
 /// The TOML key of each sensitivity parameter.
 pub const SENSITIVITY_KEYS: &[(&str, &str)] = &[("probes", "measure.probes"), ("k", "measure.latent_k")];
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
 use gradleak::data;
 use gradleak::defenses::Defense;
@@ -68,6 +68,20 @@ pub struct AttackArgs {
     pub json: bool,
 }
 
+/// The flag of each library parameter this command sets.
+pub const FLAGS: &[(&str, &str)] = &[
+    ("iterations", "--iterations"),
+    ("restarts", "--restarts"),
+    ("lr", "--lr"),
+    ("tv_weight", "--tv"),
+    ("layers", "--layers"),
+    ("layer_weights", "--layer-weights"),
+    ("labels", "--labels"),
+    ("samples", "--samples"),
+    ("batch_size", "--batch-size"),
+    ("num_updates", "--samples"),
+];
+
 pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
     if global.threads == 0 {
         // An attack is a long chain of small operations: intra-op threads mostly add synchronisation (and are many
@@ -80,7 +94,7 @@ pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
         model.to_double();
     }
     if let Some(bound) = args.init_uniform {
-        attacks::reinit_uniform(&model, bound, args.seed)?;
+        attacks::reinit_uniform(&model, bound, args.seed).context("--init-uniform")?;
     }
     let mut config = AttackConfig::new(args.method);
     if let Some(iterations) = args.iterations {

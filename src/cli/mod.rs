@@ -111,7 +111,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Grads(args) => (grads::run(&cli.global, args), grads::FLAGS),
         Command::DpEpsilon(args) => (dp_epsilon::run(&cli.global, args), &[][..]),
         Command::Vinfo(args) => (vinfo::run(&cli.global, args), &[][..]),
-        Command::Attack(args) => (attack::run(&cli.global, args), &[][..]),
+        Command::Attack(args) => (attack::run(&cli.global, args), attack::FLAGS),
         Command::Sensitivity(args) => (sensitivity::run(&cli.global, args), sensitivity::FLAGS),
     };
     result.map_err(|e| gradleak::error::rename_params(e, flags))

@@ -83,6 +83,11 @@ pub fn total_variation(x: &Tensor) -> Tensor {
     Tensor::stack(&terms, 0).sum(kind)
 }
 
+/// A tensor of `shape` and `kind` holding `values`.
+pub fn tensor(values: &[f64], shape: &[i64], kind: Kind) -> Tensor {
+    Tensor::from_slice(values).reshape(shape).to_kind(kind)
+}
+
 /// A tensor's values as `f64`.
 pub fn to_vec(t: &Tensor) -> Vec<f64> {
     Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).contiguous().flatten(0, -1)).unwrap_or_default()

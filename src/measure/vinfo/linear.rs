@@ -3,8 +3,6 @@
 //! not change when feature columns are rescaled or permuted, and both choose their L2 strength on the validation
 //! part.
 
-use std::collections::VecDeque;
-
 use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
@@ -301,76 +299,21 @@ impl ConditionalModel for LogisticRegression {
     }
 }
 
-fn dot(a: &Tensor, b: &Tensor) -> f64 {
-    a.dot(b).double_value(&[])
-}
-
-/// Minimises a smooth function with L-BFGS (memory 10) and a backtracking Armijo line search. `f` returns the
-/// value and the gradient at a flat f64 point. Stops when the largest gradient entry is below `gtol`, when the
-/// value no longer changes (relative 1e-12) or after `max_iter` iterations. Returns the point and the iterations.
+/// Minimises a smooth function with L-BFGS (memory 10) and a backtracking Armijo line search
+/// ([`crate::optim::LineSearch::Backtracking`]). `f` returns the value and the gradient at a flat f64 point. Stops
+/// when the largest gradient entry is below `gtol`, when the value no longer changes (relative 1e-12) or after
+/// `max_iter` iterations. Returns the point and the iterations that moved it.
 pub fn lbfgs(f: &dyn Fn(&Tensor) -> (f64, Tensor), x0: Tensor, max_iter: usize, gtol: f64) -> (Tensor, usize) {
-    const MEMORY: usize = 10;
-    let mut x = x0;
-    let (mut fx, mut g) = f(&x);
-    let mut hist: VecDeque<(Tensor, Tensor, f64)> = VecDeque::new();
-    for it in 0..max_iter {
-        if g.abs().max().double_value(&[]) < gtol {
-            return (x, it);
-        }
-        // Two-loop recursion for d = -H g.
-        let mut q = g.copy();
-        let mut alphas = Vec::with_capacity(hist.len());
-        for (s, y, rho) in hist.iter().rev() {
-            let a = rho * dot(s, &q);
-            q -= y * a;
-            alphas.push(a);
-        }
-        let gamma = match hist.back() {
-            Some((s, y, _)) => dot(s, y) / dot(y, y),
-            None => 1.0 / g.abs().sum(Kind::Double).double_value(&[]).max(1.0),
-        };
-        let mut r = q * gamma;
-        for ((s, y, rho), a) in hist.iter().zip(alphas.iter().rev()) {
-            let b = rho * dot(y, &r);
-            r += s * (a - b);
-        }
-        let mut d = -r;
-        let mut slope = dot(&d, &g);
-        if slope >= 0.0 || !slope.is_finite() {
-            hist.clear();
-            d = -&g;
-            slope = dot(&d, &g);
-        }
-        let mut step = 1.0;
-        let (x_new, f_new, g_new) = loop {
-            let xn = &x + &d * step;
-            let (fnew, gnew) = f(&xn);
-            if fnew.is_finite() && fnew <= fx + 1e-4 * step * slope {
-                break (xn, fnew, gnew);
-            }
-            step *= 0.5;
-            if step < 1e-20 {
-                return (x, it);
-            }
-        };
-        let s = &x_new - &x;
-        let y = &g_new - &g;
-        let sy = dot(&s, &y);
-        if sy > 1e-12 * dot(&y, &y).sqrt() * dot(&s, &s).sqrt() {
-            if hist.len() == MEMORY {
-                hist.pop_front();
-            }
-            hist.push_back((s, y, 1.0 / sy));
-        }
-        let converged = (fx - f_new).abs() <= 1e-12 * fx.abs().max(1.0);
-        x = x_new;
-        fx = f_new;
-        g = g_new;
-        if converged {
-            return (x, it + 1);
-        }
-    }
-    (x, max_iter)
+    use crate::optim::{minimize, LbfgsOptions, LineSearch, StopRules};
+    // Below gtol: at most the largest float under it.
+    let gradient = if gtol > 0.0 { f64::from_bits(gtol.to_bits() - 1) } else { f64::NEG_INFINITY };
+    let options = LbfgsOptions {
+        history: 10,
+        line_search: LineSearch::Backtracking,
+        stop: StopRules { gradient: Some(gradient), change: None, relative_change: Some(1e-12) },
+    };
+    let result = minimize(&mut |x: &Tensor| f(x), x0, max_iter, &options, &mut |_, _| {});
+    (result.x, result.steps)
 }
 
 #[cfg(test)]
