@@ -156,7 +156,7 @@ fn out_of_range_hyperparameters_are_refused() {
         (TrainConfig { batch_size: 65, ..Default::default() }, "batch_size must be in [1, 64]"),
         (TrainConfig { learning_rate: -1.0, ..Default::default() }, "learning_rate must be in (0, 10]"),
         (TrainConfig { learning_rate: f64::NAN, ..Default::default() }, "learning_rate must be in (0, 10]"),
-        (TrainConfig { momentum: 1.0, ..Default::default() }, "--momentum must be in [0, 1)"),
+        (TrainConfig { momentum: 1.0, ..Default::default() }, "momentum must be in [0, 1)"),
     ];
     for (config, expected) in cases {
         let mut model = Model::new(&spec, 0).unwrap();
