@@ -122,6 +122,8 @@ pub fn run_cell(
             accuracy: row.estimate.accuracy,
             n_train: row.estimate.n_train,
             n_test: row.estimate.n_test,
+            constant_fits: row.estimate.constant_fits,
+            warnings: row.estimate.warnings.clone(),
         })
         .collect::<Vec<_>>();
 

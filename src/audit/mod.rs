@@ -73,6 +73,12 @@ pub struct Record {
     pub accuracy: Option<f64>,
     pub n_train: usize,
     pub n_test: usize,
+    /// Fits in which the family's constant predictor won on validation (the layer then measures 0 bits there).
+    #[serde(default)]
+    pub constant_fits: usize,
+    /// What a user should know about the fits (an optimiser at its iteration cap, ...).
+    #[serde(default)]
+    pub warnings: Vec<String>,
 }
 
 /// One sensitivity value of a layer.

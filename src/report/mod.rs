@@ -88,13 +88,13 @@ fn opt(v: Option<f64>) -> String {
 pub fn records_csv(records: &[&Record]) -> String {
     let mut s = String::from(
         "cell,dataset,model,batch_size,epoch,dropout,defense,epsilon,test_accuracy,layer,num_params,features,feature_dim,target,family,\
-         bits,ci95_low,ci95_high,bits_per_dim,r2,accuracy,n_train,n_test\n",
+         bits,ci95_low,ci95_high,bits_per_dim,r2,accuracy,n_train,n_test,constant_fits,warnings\n",
     );
     for r in records {
         let k = &r.keys;
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             k.cell,
             csv_field(&k.dataset),
             csv_field(&k.model),
@@ -117,7 +117,9 @@ pub fn records_csv(records: &[&Record]) -> String {
             opt(r.r2),
             opt(r.accuracy),
             r.n_train,
-            r.n_test
+            r.n_test,
+            r.constant_fits,
+            csv_field(&r.warnings.join("; "))
         );
     }
     s
@@ -284,6 +286,15 @@ pub fn markdown(report: &Report) -> String {
                 fmt_ci(r.ci95),
                 extra
             );
+        }
+        let fit_notes: Vec<String> = report
+            .records
+            .iter()
+            .filter(|r| r.keys.cell == k.cell)
+            .flat_map(|r| r.warnings.iter().map(move |w| format!("- {} / {} / {}: {w}", r.layer, r.target, r.family)))
+            .collect();
+        if !fit_notes.is_empty() {
+            let _ = writeln!(s, "\n**Fit warnings**:\n\n{}", fit_notes.join("\n"));
         }
         let locs: Vec<_> =
             report.localisation.iter().filter(|r| r.keys.cell == k.cell).map(|r| &r.localisation).collect();

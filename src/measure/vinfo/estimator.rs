@@ -116,6 +116,8 @@ struct FoldScores {
     sse: f64,
     sst: f64,
     summary: serde_json::Value,
+    constant: bool,
+    warnings: Vec<String>,
 }
 
 /// A V-information estimator: a predictive family and the options of the estimate (protocol, bootstrap, seed).
@@ -176,6 +178,8 @@ impl Estimator {
             sse,
             sst,
             summary: cond.summary(),
+            constant: cond.constant(),
+            warnings: cond.warnings(),
         })
     }
 
@@ -197,6 +201,7 @@ impl Estimator {
         let mut lp_cond_all = Vec::new();
         let (mut correct, mut null_correct, mut sse, mut sst) = (0i64, 0i64, 0.0, 0.0);
         let mut fits = Vec::new();
+        let (mut constant_fits, mut warnings) = (0usize, Vec::new());
         for (k, fold) in folds.iter().enumerate() {
             let scores = self.fit_fold(&x, &prepared, fold, k)?;
             lp_null_all.push(scores.lp_null);
@@ -206,6 +211,12 @@ impl Estimator {
             sse += scores.sse;
             sst += scores.sst;
             fits.push(scores.summary);
+            constant_fits += usize::from(scores.constant);
+            for w in scores.warnings {
+                if !warnings.contains(&w) {
+                    warnings.push(w);
+                }
+            }
             pvi_index.extend_from_slice(&fold.test);
         }
         let lp_null = Vec::<f64>::try_from(Tensor::cat(&lp_null_all, 0))?;
@@ -248,6 +259,8 @@ impl Estimator {
             protocol: opts.protocol,
             seed: opts.seed,
             fits,
+            constant_fits,
+            warnings,
             seconds: start.elapsed().as_secs_f64(),
             pvi,
             pvi_index,

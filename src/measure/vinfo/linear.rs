@@ -147,6 +147,10 @@ impl ConditionalModel for RidgeGaussian {
         Ok(())
     }
 
+    fn constant(&self) -> bool {
+        self.fitted.as_ref().is_some_and(|f| f.lambda.is_infinite())
+    }
+
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("ridge model used before fit"))?;
         let mean = f.standardiser.apply(x).matmul(&f.weight) + &f.y_mean;
@@ -161,16 +165,18 @@ impl ConditionalModel for RidgeGaussian {
                 "lambda_relative": f.lambda_relative,
                 "form": if f.dual { "dual" } else { "primal" },
                 "validation_bits_by_lambda_relative": f.tried,
+                "constant": f.lambda.is_infinite(),
             }),
         }
     }
 }
 
 /// L2 strengths tried for logistic regression (penalty `l2/2 |W|^2` added to the mean log-loss in nats), from
-/// strong to weak; each fit starts from the previous one.
+/// strong to weak; each fit starts from the previous one. Every strength is tried: the validation curve is not
+/// always unimodal, and stopping at its first rise missed the minimum.
 const LOGISTIC_GRID: [f64; 6] = [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5];
-/// The path stops after this many strengths in a row that do not improve the validation loss.
-const LOGISTIC_PATIENCE: usize = 2;
+/// L-BFGS iterations per strength at most; a fit that uses them all is reported as a warning.
+const LOGISTIC_MAX_ITERATIONS: usize = 500;
 
 /// Multinomial logistic regression with an L2 penalty on the weights (not the biases), fitted by L-BFGS
 /// (deterministic, full batch, f64) on standardised features. The strength minimises the validation log-loss.
@@ -230,7 +236,6 @@ impl ConditionalModel for LogisticRegression {
         let mut theta = Tensor::cat(&[Tensor::zeros([d * c], (Kind::Double, Device::Cpu)), freq.log()], 0);
         let mut best: Option<(f64, Tensor, f64, usize)> = None;
         let mut tried = Vec::new();
-        let mut since_best = 0;
         for &l2 in &LOGISTIC_GRID {
             let objective = |t: &Tensor| -> (f64, Tensor) {
                 let w = t.narrow(0, 0, d * c).view([d, c]);
@@ -243,7 +248,7 @@ impl ConditionalModel for LogisticRegression {
                 let gb = g.sum_dim_intlist(0, false, Kind::Double);
                 (loss, Tensor::cat(&[gw.view([-1]), gb], 0))
             };
-            let (t, iterations) = lbfgs(&objective, theta, 500, 1e-7);
+            let (t, iterations) = lbfgs(&objective, theta, LOGISTIC_MAX_ITERATIONS, 1e-7);
             theta = t;
             let w = theta.narrow(0, 0, d * c).view([d, c]);
             let b = theta.narrow(0, d * c, c);
@@ -251,12 +256,6 @@ impl ConditionalModel for LogisticRegression {
             tried.push((l2, loss / std::f64::consts::LN_2));
             if best.as_ref().is_none_or(|b| loss < b.0) {
                 best = Some((loss, theta.copy(), l2, iterations));
-                since_best = 0;
-            } else {
-                since_best += 1;
-                if since_best >= LOGISTIC_PATIENCE {
-                    break;
-                }
             }
         }
         let (loss, theta, l2, iterations) = best.ok_or_else(|| anyhow!("logistic regression: nothing fitted"))?;
@@ -285,6 +284,21 @@ impl ConditionalModel for LogisticRegression {
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("logistic regression used before fit"))?;
         Ok(Prediction::categorical(&logistic_log_probs(&f.standardiser.apply(x), &f.weight, &f.bias)))
+    }
+
+    fn constant(&self) -> bool {
+        self.fitted.as_ref().is_some_and(|f| f.l2.is_infinite())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        match &self.fitted {
+            Some(f) if f.l2.is_finite() && f.iterations >= LOGISTIC_MAX_ITERATIONS => vec![format!(
+                "logistic regression: L-BFGS stopped at its {LOGISTIC_MAX_ITERATIONS}-iteration cap at l2 = {}; the \
+                 fit may be short of its optimum",
+                f.l2
+            )],
+            _ => Vec::new(),
+        }
     }
 
     fn summary(&self) -> serde_json::Value {

@@ -1,7 +1,9 @@
 //! The MLP families: a ReLU network on standardised features, trained with Adam on minibatches and stopped early
 //! on the validation part. For class targets it outputs logits (softmax likelihood); for continuous targets it
-//! outputs the Gaussian mean (trained on standardised targets with the squared error), with diagonal variances from
-//! the validation residuals of the best epoch (floored), as for ridge regression.
+//! outputs the Gaussian mean (trained on standardised targets with the squared error), shrunk per dimension
+//! towards the null model's mean by a factor fitted on validation, with the variances of ridge regression
+//! ([`super::model::conditional_variance`]); the constant predictor wins when the network does not beat it on
+//! validation.
 
 use anyhow::{anyhow, bail, Result};
 use rand::seq::SliceRandom;
@@ -11,7 +13,8 @@ use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::model::{
-    conditional_variance, gaussian_validation_loss, mix_uniform, ConditionalModel, Part, Prediction, Standardiser,
+    conditional_variance, gaussian_validation_loss, mix_uniform, null_mean, shrinkage_towards_mean, ConditionalModel,
+    Part, Prediction, Standardiser,
 };
 use crate::rng::{self, Stream};
 
@@ -87,6 +90,11 @@ struct MlpFit {
     y_mean: Tensor,
     y_scale: Tensor,
     var: Option<Tensor>,
+    /// Continuous targets: the null model's mean and each dimension's shrinkage towards it.
+    mean: Tensor,
+    shrink: Option<Tensor>,
+    /// Continuous targets: the constant predictor was chosen.
+    constant: bool,
     best_epoch: usize,
     epochs: usize,
     best_val_bits: f64,
@@ -149,14 +157,21 @@ impl ConditionalModel for Mlp {
         init_weights(&vs, self.seed);
         let mut opt =
             nn::AdamW { wd: self.opts.weight_decay, ..Default::default() }.build(&vs, self.opts.learning_rate)?;
+        // Continuous targets: each dimension's prediction is shrunk towards the null mean by a factor fitted on
+        // validation (a pixel the network cannot predict falls back to the mean).
+        let mean = null_mean(train.y, val.y);
+        let calibrated = |net: &nn::Sequential| -> (Tensor, Tensor) {
+            let pred = forward_f64(net, &xv) * &y_scale + &y_mean;
+            let shrink = shrinkage_towards_mean(val.y, &pred, &mean);
+            (&mean + (pred - &mean) * &shrink, shrink)
+        };
         let val_loss = |net: &nn::Sequential| -> f64 {
-            let out = forward_f64(net, &xv);
             match &self.task {
-                Task::Classes(_) => -mix_uniform(&out.log_softmax(1, Kind::Double))
+                Task::Classes(_) => -mix_uniform(&forward_f64(net, &xv).log_softmax(1, Kind::Double))
                     .gather(1, &val.y.unsqueeze(1), false)
                     .mean(Kind::Double)
                     .double_value(&[]),
-                Task::Gaussian(floor) => gaussian_validation_loss(val.y, &(out * &y_scale + &y_mean), floor),
+                Task::Gaussian(floor) => gaussian_validation_loss(val.y, &calibrated(net).0, floor),
             }
         };
         let n = x.size()[0] as usize;
@@ -191,11 +206,21 @@ impl ConditionalModel for Mlp {
         if !best.0.is_finite() {
             bail!("MLP training failed: the validation loss is not finite");
         }
-        let var = match &self.task {
-            Task::Classes(_) => None,
+        let (var, shrink, constant) = match &self.task {
+            Task::Classes(_) => (None, None, false),
             Task::Gaussian(floor) => {
-                let pred = forward_f64(&net, &xv) * &y_scale + &y_mean;
-                Some(conditional_variance(&(val.y - pred), train.y, val.y, floor))
+                let (pred, mut shrink) = calibrated(&net);
+                // The family holds the constant predictor (the null model's mean): take it when the network does
+                // not beat it on validation, so that features without usable information give exactly 0 bits.
+                let constant_pred = val.y.zeros_like() + &mean;
+                let constant = gaussian_validation_loss(val.y, &constant_pred, floor) <= best.0;
+                let residual = if constant {
+                    shrink = shrink.zeros_like();
+                    val.y - constant_pred
+                } else {
+                    val.y - pred
+                };
+                (Some(conditional_variance(&residual, train.y, val.y, floor)), Some(shrink), constant)
             }
         };
         self.fitted = Some(MlpFit {
@@ -205,6 +230,9 @@ impl ConditionalModel for Mlp {
             y_mean,
             y_scale,
             var,
+            mean,
+            shrink,
+            constant,
             best_epoch: best.1,
             epochs,
             best_val_bits: best.0 / std::f64::consts::LN_2,
@@ -212,12 +240,20 @@ impl ConditionalModel for Mlp {
         Ok(())
     }
 
+    fn constant(&self) -> bool {
+        self.fitted.as_ref().is_some_and(|f| f.constant)
+    }
+
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("MLP used before fit"))?;
         let out = forward_f64(&f.net, &f.standardiser.apply(x));
         Ok(match &f.var {
             None => Prediction::categorical(&out.log_softmax(1, Kind::Double)),
-            Some(var) => Prediction::Gaussian { mean: out * &f.y_scale + &f.y_mean, var: var.shallow_clone() },
+            Some(var) => {
+                let pred = out * &f.y_scale + &f.y_mean;
+                let shrink = f.shrink.as_ref().ok_or_else(|| anyhow!("MLP: missing shrinkage"))?;
+                Prediction::Gaussian { mean: &f.mean + (pred - &f.mean) * shrink, var: var.shallow_clone() }
+            }
         })
     }
 
@@ -229,6 +265,7 @@ impl ConditionalModel for Mlp {
                 "best_epoch": f.best_epoch,
                 "epochs": f.epochs,
                 "validation_bits": f.best_val_bits,
+                "constant": f.constant,
             }),
         }
     }

@@ -125,6 +125,11 @@ pub struct VInfoEstimate {
     pub seed: u64,
     /// What each fit chose (regularisation, epochs, validation losses).
     pub fits: Vec<serde_json::Value>,
+    /// Fits in which f[G] was the constant predictor (no strength or epoch beat it on validation): those scored
+    /// samples have PVI 0.
+    pub constant_fits: usize,
+    /// What a user should know about the fits (an optimiser at its iteration cap, ...).
+    pub warnings: Vec<String>,
     /// Wall-clock seconds.
     pub seconds: f64,
     /// PVI (bits) of each scored sample, in the order of `pvi_index`. Not in the JSON summary.

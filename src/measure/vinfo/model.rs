@@ -68,11 +68,6 @@ pub fn gaussian_log_prob(y: &Tensor, mean: &Tensor, var: &Tensor) -> Tensor {
     (quad + norm) * -0.5
 }
 
-/// Per-dimension variance for a Gaussian family: the mean squared residual (out-of-sample), floored.
-pub fn floored_variance(residual: &Tensor, floor: &Tensor) -> Tensor {
-    residual.square().mean_dim(0, false, Kind::Double).maximum(floor)
-}
-
 /// Pseudo-observations with which each dimension's variance is shrunk towards the mean variance over dimensions.
 pub const VARIANCE_SHRINKAGE: f64 = 10.0;
 
@@ -110,11 +105,33 @@ pub fn conditional_variance(val_residual: &Tensor, train_y: &Tensor, val_y: &Ten
     (ratio * null_var).maximum(floor)
 }
 
+/// Per-dimension variance for a Gaussian family: the mean squared residual (out-of-sample), floored.
+pub fn floored_variance(residual: &Tensor, floor: &Tensor) -> Tensor {
+    residual.square().mean_dim(0, false, Kind::Double).maximum(floor)
+}
+
 /// Mean Gaussian negative log-likelihood (nats) of `y` given `pred`, with the variance taken from these very
 /// residuals (floored): the validation criterion of the Gaussian families.
 pub fn gaussian_validation_loss(y: &Tensor, pred: &Tensor, floor: &Tensor) -> f64 {
     let var = floored_variance(&(y - pred), floor);
     -gaussian_log_prob(y, pred, &var).mean(Kind::Double).double_value(&[])
+}
+
+/// The mean the null model predicts: the per-dimension mean of the training and validation targets.
+pub fn null_mean(train_y: &Tensor, val_y: &Tensor) -> Tensor {
+    Tensor::cat(&[train_y, val_y], 0).to_kind(Kind::Double).mean_dim(0, false, Kind::Double)
+}
+
+/// Per-dimension shrinkage of predictions towards the null mean, fitted on validation: the factor a_k in [0, 1]
+/// that minimises the squared error of `mean_k + a_k (pred_k - mean_k)`. A dimension the predictor gets wrong (a
+/// pixel constant in the training part that the network still moves) falls back to the null model's mean (a_k =
+/// 0); the calibrated predictor is still a member of the family (its output layer scaled). Returns (K,) factors.
+pub fn shrinkage_towards_mean(val_y: &Tensor, val_pred: &Tensor, mean: &Tensor) -> Tensor {
+    let d = val_pred - mean;
+    let r = val_y.to_kind(Kind::Double) - mean;
+    let num = (&d * &r).sum_dim_intlist(0, false, Kind::Double);
+    let den = d.square().sum_dim_intlist(0, false, Kind::Double);
+    (num / den.clamp_min(1e-300)).clamp(0.0, 1.0)
 }
 
 /// A predictive family V (scikit-learn style): `fit` on the training part, with the validation part for
@@ -131,6 +148,14 @@ pub trait ConditionalModel {
     }
     /// What the fit chose (regularisation strength, epochs, ...), for the report.
     fn summary(&self) -> serde_json::Value;
+    /// Whether the fit chose the constant predictor (the family's member that ignores the features).
+    fn constant(&self) -> bool {
+        false
+    }
+    /// What a user should know about the fit (an optimiser that hit its iteration cap, ...).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// f[∅] for class targets: class frequencies of the training and validation parts with add-one (Laplace)
