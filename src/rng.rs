@@ -55,6 +55,8 @@ pub enum Stream<'a> {
     VinfoBootstrap,
     /// The fits of fold `fold` (the seed handed to a predictive family).
     FoldFit { fold: u64 },
+    /// Repetition `repeat` (from 1) of an estimate's protocol: its partition and fits.
+    Repeat { repeat: u64 },
     /// A neural family's minibatch order, from its fit seed.
     MlpOrder,
     /// A neural family's initial weights, from its fit seed.
@@ -139,7 +141,8 @@ pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
         | Stream::LatentBootstrap { .. }
         | Stream::Folds
         | Stream::VinfoBootstrap
-        | Stream::FoldFit { .. } => ChaCha8Rng::seed_from_u64(derive(seed, stream)),
+        | Stream::FoldFit { .. }
+        | Stream::Repeat { .. } => ChaCha8Rng::seed_from_u64(derive(seed, stream)),
     }
 }
 
@@ -152,6 +155,7 @@ pub fn derive(seed: u64, stream: Stream) -> u64 {
         Stream::Folds => estimator(seed, 1),
         Stream::VinfoBootstrap => estimator(seed, 2),
         Stream::FoldFit { fold } => estimator(seed, 100 + fold),
+        Stream::Repeat { repeat } => estimator(seed, 0x7e9e_a700 + repeat),
         Stream::MlpInit => seed ^ 0x5eed_1417,
         Stream::Sketch { layer } => seed ^ layer_key(layer),
         // Streams drawn from directly are seeded by the user's seed itself.

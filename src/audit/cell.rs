@@ -39,6 +39,7 @@ fn estimate_options(config: &AuditConfig) -> EstimateOptions {
         seed: config.seed,
         protocol: config.protocol(),
         bootstrap: config.measure.bootstrap,
+        repeats: config.measure.repeats,
         ..Default::default()
     }
 }

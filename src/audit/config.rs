@@ -180,6 +180,8 @@ pub struct MeasureConfig {
     pub protocol: ProtocolKind,
     pub folds: usize,
     pub bootstrap: usize,
+    /// Repetitions of the protocol with independent partitions, their spread folded into the intervals.
+    pub repeats: usize,
     /// Dimension of the sketch of large layers.
     pub sketch_dim: i64,
     /// Input and latent-attribute sensitivity.
@@ -209,6 +211,7 @@ impl Default for MeasureConfig {
             protocol: ProtocolKind::Split,
             folds: 5,
             bootstrap: 1000,
+            repeats: 1,
             sketch_dim: 1024,
             sensitivity: true,
             sensitivity_samples: 32,
@@ -424,6 +427,7 @@ impl AuditConfig {
         }
         at_least("measure.folds", m.folds as i64, 2)?;
         at_least("measure.bootstrap", m.bootstrap as i64, 1)?;
+        at_least("measure.repeats", m.repeats as i64, 1)?;
         at_least("measure.sketch_dim", m.sketch_dim, 1)?;
         at_least("measure.sensitivity_samples", m.sensitivity_samples, 1)?;
         at_least("measure.probes", m.probes as i64, 1)?;

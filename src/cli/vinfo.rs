@@ -61,6 +61,10 @@ pub struct VinfoArgs {
     /// Bootstrap resamples for the 95% interval.
     #[arg(long, default_value_t = 1000)]
     pub bootstrap: usize,
+    /// Repetitions of the protocol with independent partitions; their spread (the fit's variability) is folded
+    /// into the interval.
+    #[arg(long, default_value_t = 1)]
+    pub repeats: usize,
     /// Continuous targets: smallest variance of a dimension, as a fraction of its variance.
     #[arg(long, default_value_t = 1e-4)]
     pub variance_floor: f64,
@@ -104,8 +108,13 @@ pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
         p => bail!("--protocol: unknown protocol '{p}'; expected crossfit or split"),
     };
     protocol.validate().context("--protocol")?;
-    let opts =
-        EstimateOptions { seed: args.seed, protocol, bootstrap: args.bootstrap, variance_floor: args.variance_floor };
+    let opts = EstimateOptions {
+        seed: args.seed,
+        protocol,
+        bootstrap: args.bootstrap,
+        repeats: args.repeats,
+        variance_floor: args.variance_floor,
+    };
     if let Some(store) = &args.store {
         return run_store(global, &args, store, &families, &opts);
     }

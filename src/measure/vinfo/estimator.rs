@@ -137,8 +137,8 @@ impl Estimator {
     }
 
     /// Fits f[∅] and f[G] on `fold`'s training and validation samples and scores its test samples. `k`: the fold's
-    /// index, which keys the fit's random stream.
-    fn fit_fold(&self, x: &Tensor, target: &PreparedTarget, fold: &Fold, k: usize) -> Result<FoldScores> {
+    /// index, which with the repetition's `seed` keys the fit's random stream.
+    fn fit_fold(&self, x: &Tensor, target: &PreparedTarget, fold: &Fold, k: usize, seed: u64) -> Result<FoldScores> {
         let y = match target {
             PreparedTarget::Classes { y, .. } | PreparedTarget::Values { y, .. } => y,
         };
@@ -151,7 +151,7 @@ impl Estimator {
         let (xte, yte) = select(&fold.test);
         let train = Part { x: &xtr, y: &ytr };
         let val = Part { x: &xva, y: &yva };
-        let seed = rng::derive(self.options.seed, Stream::FoldFit { fold: k as u64 });
+        let seed = rng::derive(seed, Stream::FoldFit { fold: k as u64 });
         let mut null = self.family.null_model(target);
         let mut cond = self.family.conditional_model(target, seed);
         null.fit(train, val).context("fitting f[∅]")?;
@@ -195,45 +195,81 @@ impl Estimator {
             bail!("bootstrap resamples must be at least 1");
         }
         family.validate()?;
-        let folds = opts.protocol.folds(n as usize, opts.seed)?;
+        if opts.repeats == 0 {
+            crate::param_bail!("repeats", "must be at least 1, got 0");
+        }
         let mut pvi_index = Vec::new();
         let mut lp_null_all = Vec::new();
         let mut lp_cond_all = Vec::new();
         let (mut correct, mut null_correct, mut sse, mut sst) = (0i64, 0i64, 0.0, 0.0);
         let mut fits = Vec::new();
         let (mut constant_fits, mut warnings) = (0usize, Vec::new());
-        for (k, fold) in folds.iter().enumerate() {
-            let scores = self.fit_fold(&x, &prepared, fold, k)?;
-            lp_null_all.push(scores.lp_null);
-            lp_cond_all.push(scores.lp_cond);
-            correct += scores.correct;
-            null_correct += scores.null_correct;
-            sse += scores.sse;
-            sst += scores.sst;
-            fits.push(scores.summary);
-            constant_fits += usize::from(scores.constant);
-            for w in scores.warnings {
-                if !warnings.contains(&w) {
-                    warnings.push(w);
+        // The protocol is repeated with independent partitions; repetition 0 uses the seed itself.
+        let mut first_folds = None;
+        let mut repeat_of = Vec::new();
+        for r in 0..opts.repeats {
+            let seed = if r == 0 { opts.seed } else { rng::derive(opts.seed, Stream::Repeat { repeat: r as u64 }) };
+            let folds = opts.protocol.folds(n as usize, seed)?;
+            for (k, fold) in folds.iter().enumerate() {
+                let scores = self.fit_fold(&x, &prepared, fold, k, seed)?;
+                lp_null_all.push(scores.lp_null);
+                lp_cond_all.push(scores.lp_cond);
+                correct += scores.correct;
+                null_correct += scores.null_correct;
+                sse += scores.sse;
+                sst += scores.sst;
+                fits.push(scores.summary);
+                constant_fits += usize::from(scores.constant);
+                for w in scores.warnings {
+                    if !warnings.contains(&w) {
+                        warnings.push(w);
+                    }
                 }
+                pvi_index.extend_from_slice(&fold.test);
+                repeat_of.extend(std::iter::repeat_n(r, fold.test.len()));
             }
-            pvi_index.extend_from_slice(&fold.test);
+            first_folds.get_or_insert(folds);
         }
+        let folds = first_folds.expect("at least one repetition");
         let lp_null = Vec::<f64>::try_from(Tensor::cat(&lp_null_all, 0))?;
         let lp_cond = Vec::<f64>::try_from(Tensor::cat(&lp_cond_all, 0))?;
-        // Sort by sample index so that `pvi` lines up with the input order.
+        // Per sample, the mean PVI over the repetitions that scored it, by sample index so that `pvi` lines up with
+        // the input order.
         let mut order: Vec<usize> = (0..pvi_index.len()).collect();
         order.sort_by_key(|&i| pvi_index[i]);
-        let pvi: Vec<f64> = order.iter().map(|&i| bits(lp_cond[i] - lp_null[i])).collect();
-        let pvi_index: Vec<i64> = order.iter().map(|&i| pvi_index[i]).collect();
+        let (mut pvi, mut index, mut count) = (Vec::<f64>::new(), Vec::<i64>::new(), Vec::<f64>::new());
+        for &i in &order {
+            let value = bits(lp_cond[i] - lp_null[i]);
+            if index.last() == Some(&pvi_index[i]) {
+                *pvi.last_mut().expect("a sample") += value;
+                *count.last_mut().expect("a sample") += 1.0;
+            } else {
+                pvi.push(value);
+                index.push(pvi_index[i]);
+                count.push(1.0);
+            }
+        }
+        let pvi: Vec<f64> = pvi.iter().zip(&count).map(|(v, c)| v / c).collect();
+        let pvi_index = index;
         let m = pvi.len() as f64;
-        let h_null_bits = -lp_null.iter().map(|&v| bits(v)).sum::<f64>() / m;
-        let h_cond_bits = -lp_cond.iter().map(|&v| bits(v)).sum::<f64>() / m;
+        let scored = lp_null.len() as f64;
+        let h_null_bits = -lp_null.iter().map(|&v| bits(v)).sum::<f64>() / scored;
+        let h_cond_bits = -lp_cond.iter().map(|&v| bits(v)).sum::<f64>() / scored;
         let mean_pvi = pvi.iter().sum::<f64>() / m;
         if !mean_pvi.is_finite() {
             bail!("the estimate is not finite (h_null {h_null_bits} bits, h_cond {h_cond_bits} bits)");
         }
-        let ci95 = bootstrap_ci(&pvi, opts.bootstrap, rng::derive(opts.seed, Stream::VinfoBootstrap));
+        // Each repetition's own estimate: their spread is the fit's variability (which samples fit, which score).
+        let repeat_bits: Vec<f64> = (0..opts.repeats)
+            .map(|r| {
+                let values: Vec<f64> =
+                    (0..lp_null.len()).filter(|&i| repeat_of[i] == r).map(|i| bits(lp_cond[i] - lp_null[i])).collect();
+                values.iter().sum::<f64>() / values.len().max(1) as f64
+            })
+            .collect();
+        let sampling = bootstrap_ci(&pvi, opts.bootstrap, rng::derive(opts.seed, Stream::VinfoBootstrap));
+        let fit_se = fit_standard_error(&repeat_bits);
+        let ci95 = fold_in(sampling, mean_pvi, fit_se);
         let (target_dims, continuous) = match &prepared {
             PreparedTarget::Classes { classes, .. } => (*classes as usize, false),
             PreparedTarget::Values { y, .. } => (y.size()[1] as usize, true),
@@ -247,9 +283,9 @@ impl Estimator {
             h_cond_bits,
             bits_per_dim: continuous.then(|| mean_pvi / target_dims as f64),
             r2: continuous.then(|| 1.0 - sse / sst),
-            mse: continuous.then(|| sse / (m * target_dims as f64)),
-            accuracy: (!continuous).then(|| correct as f64 / m),
-            null_accuracy: (!continuous).then(|| null_correct as f64 / m),
+            mse: continuous.then(|| sse / (scored * target_dims as f64)),
+            accuracy: (!continuous).then(|| correct as f64 / scored),
+            null_accuracy: (!continuous).then(|| null_correct as f64 / scored),
             n_samples: n as usize,
             n_train: folds[0].train.len(),
             n_val: folds[0].val.len(),
@@ -257,6 +293,9 @@ impl Estimator {
             n_features: d as usize,
             target_dims,
             protocol: opts.protocol,
+            repeats: opts.repeats,
+            repeat_bits,
+            fit_se,
             seed: opts.seed,
             fits,
             constant_fits,
@@ -266,4 +305,28 @@ impl Estimator {
             pvi_index,
         })
     }
+}
+
+/// The standard error of the mean of the repetitions' estimates: the fit's variability left in the average
+/// (0 with one repetition, where it cannot be measured).
+fn fit_standard_error(repeat_bits: &[f64]) -> f64 {
+    let r = repeat_bits.len();
+    if r < 2 {
+        return 0.0;
+    }
+    let mean = repeat_bits.iter().sum::<f64>() / r as f64;
+    let var = repeat_bits.iter().map(|b| (b - mean).powi(2)).sum::<f64>() / (r - 1) as f64;
+    (var / r as f64).sqrt()
+}
+
+/// Widens the sampling interval `[lo, hi]` around `point` by the fit's standard error, each side in quadrature with
+/// 1.96 `fit_se` (independent sources of error add their variances).
+fn fold_in(sampling: [f64; 2], point: f64, fit_se: f64) -> [f64; 2] {
+    if fit_se == 0.0 {
+        return sampling;
+    }
+    let fit = 1.96 * fit_se;
+    let below = (point - sampling[0]).max(0.0);
+    let above = (sampling[1] - point).max(0.0);
+    [point - below.hypot(fit), point + above.hypot(fit)]
 }

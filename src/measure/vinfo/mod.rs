@@ -71,6 +71,10 @@ pub struct EstimateOptions {
     pub protocol: Protocol,
     /// Bootstrap resamples of the PVI values for the 95% interval.
     pub bootstrap: usize,
+    /// Repetitions of the protocol with independent partitions (1: one split or one cross-fitting). With more,
+    /// each sample's PVI is averaged over the repetitions that scored it, and the spread of the repetitions'
+    /// estimates (the fit's variability) is folded into the interval.
+    pub repeats: usize,
     /// Continuous targets: the smallest variance of a dimension, as a fraction of that dimension's variance in the
     /// fitting data (dimensions that are constant there use the fraction of the mean variance over dimensions).
     pub variance_floor: f64,
@@ -78,7 +82,7 @@ pub struct EstimateOptions {
 
 impl Default for EstimateOptions {
     fn default() -> Self {
-        EstimateOptions { seed: 0, protocol: Protocol::default(), bootstrap: 1000, variance_floor: 1e-4 }
+        EstimateOptions { seed: 0, protocol: Protocol::default(), bootstrap: 1000, repeats: 1, variance_floor: 1e-4 }
     }
 }
 
@@ -122,6 +126,13 @@ pub struct VInfoEstimate {
     /// Target dimensions (continuous) or classes (categorical).
     pub target_dims: usize,
     pub protocol: Protocol,
+    /// Repetitions of the protocol.
+    pub repeats: usize,
+    /// Each repetition's estimate (bits).
+    pub repeat_bits: Vec<f64>,
+    /// Standard error of `bits` from the fit's variability (the spread of `repeat_bits` over sqrt(repetitions));
+    /// folded into `ci95`. 0 with one repetition.
+    pub fit_se: f64,
     pub seed: u64,
     /// What each fit chose (regularisation, epochs, validation losses).
     pub fits: Vec<serde_json::Value>,
