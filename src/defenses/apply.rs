@@ -105,11 +105,6 @@ pub fn aggregate(per_sample: &[Tensor], plan: &DefensePlan, rng: &mut ChaCha8Rng
     rows.iter().map(|g| g.squeeze_dim(0)).collect()
 }
 
-/// Applies one post-aggregation defence to one layer's flat update.
-pub fn apply_post(defense: &Defense, g: &Tensor, rng: &mut ChaCha8Rng) -> Tensor {
-    apply_post_rows(defense, &g.unsqueeze(0), std::slice::from_mut(rng)).squeeze_dim(0)
-}
-
 /// The shared update of every sample as its own batch of one: each row of `per_sample` (one (N, P_l) tensor per
 /// shared layer) clipped and noised as DP-SGD would, then the post-aggregation defences, row n drawing its noise
 /// from `rngs[n]`. Keeps the graph: the defences that are not differentiable ([`Defense::under_differentiation`])

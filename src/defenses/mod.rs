@@ -21,7 +21,7 @@ pub mod accountant;
 pub mod apply;
 pub mod dp;
 
-pub use apply::{aggregate, apply_post, prune, quantize, single_sample_updates};
+pub use apply::{aggregate, prune, quantize, single_sample_updates};
 pub use dp::{dp_record, DpRecord};
 
 use std::fmt;
