@@ -7,22 +7,22 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::model::{
-    conditional_variance, gaussian_validation_loss, mix_uniform, ConditionalModel, Part, Prediction, Standardiser,
+    conditional_variance, mix_uniform, null_mean, ConditionalModel, FeatureMap, FeatureTransform, GaussianValidation,
+    Part, Prediction,
 };
 
 /// Ridge strengths tried, relative to the mean eigenvalue of the Gram matrix of the standardised training
-/// features: 10^-6 .. 10^3.
+/// features: 10^-6 .. 10^3. Every strength is tried with every feature map.
 const RIDGE_GRID_LOG10: std::ops::RangeInclusive<i32> = -6..=3;
-/// Where the ridge search starts (10^-2); it walks downhill from there along the grid.
-const RIDGE_START_LOG10: i32 = -2;
 
-/// Linear-Gaussian family: mean `W^T standardise(g) + b` from ridge regression in closed form, diagonal variance
-/// from the validation residuals (floored).
+/// Linear-Gaussian family: mean `W^T features(g) + b` from ridge regression in closed form, diagonal variance from
+/// the validation residuals ([`conditional_variance`]).
 ///
-/// The Gram matrix is `X^T X` (primal, D x D) when there are at most as many features as training samples and
-/// `X X^T` (dual/kernel form, N x N) otherwise, so each ridge strength costs one Cholesky factorisation of a
-/// min(N, D)-sized matrix. The strength minimises the validation Gaussian log-loss; the search walks a grid of
-/// decades downhill from 10^-2 (relative) and stops at the first rise, so it usually needs 3 to 5 factorisations.
+/// The features are the raw gradient or its direction and log-norm ([`FeatureMap`]), standardised. The Gram matrix
+/// is `X^T X` (primal, D x D) when there are at most as many features as training samples and `X X^T` (dual/kernel
+/// form, N x N) otherwise, so each ridge strength costs one Cholesky factorisation of a min(N, D)-sized matrix.
+/// The feature map and the strength maximise the validation PVI computed as the held-out PVI is
+/// ([`GaussianValidation`]), over the whole grid; the constant predictor (PVI 0) is a candidate too.
 ///
 /// The variances come from validation residuals, not training residuals: with D >= N ridge regression nearly
 /// interpolates the training part, and training residuals would make the model grossly over-confident.
@@ -34,14 +34,28 @@ pub struct RidgeGaussian {
 
 #[derive(Debug)]
 struct RidgeFit {
-    standardiser: Standardiser,
+    transform: FeatureTransform,
     weight: Tensor,
     y_mean: Tensor,
+    /// Per-dimension range of the training and validation targets, to which predictions are clipped.
+    y_range: (Tensor, Tensor),
     var: Tensor,
     lambda: f64,
     lambda_relative: f64,
     dual: bool,
-    tried: Vec<(f64, f64)>,
+    /// (feature map, relative strength, validation bits) of every candidate.
+    tried: Vec<(&'static str, f64, f64)>,
+}
+
+/// The best ridge candidate so far.
+struct RidgeCandidate {
+    bits: f64,
+    transform: FeatureTransform,
+    weight: Tensor,
+    var: Tensor,
+    lambda: f64,
+    lambda_relative: f64,
+    dual: bool,
 }
 
 impl RidgeGaussian {
@@ -53,97 +67,94 @@ impl RidgeGaussian {
 
 impl ConditionalModel for RidgeGaussian {
     fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
-        let standardiser = Standardiser::fit(train.x);
-        let x = standardiser.apply(train.x);
-        let xv = standardiser.apply(val.x);
+        let validation = GaussianValidation::new(train, val, &self.floor);
         let y_mean = train.y.mean_dim(0, false, Kind::Double);
+        // Predictions are clipped to the range of the fitting targets (a pixel is never brighter than the brightest
+        // seen): a sample far outside the training features then costs a bounded error instead of an arbitrary one.
+        let fitting_y = Tensor::cat(&[train.y, val.y], 0);
+        let y_range = (fitting_y.amin([0].as_slice(), false), fitting_y.amax([0].as_slice(), false));
+        let clip = |pred: Tensor| pred.clamp_tensor(Some(&y_range.0), Some(&y_range.1));
         let yc = train.y - &y_mean;
-        let (n, d) = (x.size()[0], x.size()[1]);
-        let dual = d > n;
-        let (gram, rhs, val_design) = if dual {
-            (x.matmul(&x.tr()), yc.shallow_clone(), xv.matmul(&x.tr()))
-        } else {
-            (x.tr().matmul(&x), x.tr().matmul(&yc), xv.shallow_clone())
-        };
-        let m = gram.size()[0];
-        let trace = gram.trace().double_value(&[]);
-        let scale = if trace > 0.0 { trace / m as f64 } else { 1.0 };
-        let eye = Tensor::eye(m, (Kind::Double, Device::Cpu));
-        // Coefficients in the Gram matrix's space: W (primal) or alpha (dual, W = X^T alpha).
-        let solve = |lambda: f64| -> Option<Tensor> {
-            let (l, info) = (&gram + &eye * lambda).linalg_cholesky_ex(false, false);
-            (info.int64_value(&[]) == 0).then(|| rhs.cholesky_solve(&l, false))
-        };
-        let grid: Vec<i32> = RIDGE_GRID_LOG10.collect();
-        let mut losses: Vec<Option<f64>> = vec![None; grid.len()];
-        let mut coefs: Vec<Option<Tensor>> = (0..grid.len()).map(|_| None).collect();
-        let mut evaluate = |i: usize| -> f64 {
-            if let Some(l) = losses[i] {
-                return l;
-            }
-            let lambda = scale * 10f64.powi(grid[i]);
-            let loss = match solve(lambda) {
-                Some(c) => {
-                    let pred = val_design.matmul(&c) + &y_mean;
-                    let loss = gaussian_validation_loss(val.y, &pred, &self.floor);
-                    coefs[i] = Some(c);
-                    if loss.is_finite() {
-                        loss
-                    } else {
-                        f64::INFINITY
-                    }
-                }
-                None => f64::INFINITY,
+        let mut best: Option<RidgeCandidate> = None;
+        let mut tried = Vec::new();
+        for map in FeatureMap::ALL {
+            let transform = FeatureTransform::fit(map, train.x);
+            let x = transform.apply(train.x);
+            let xv = transform.apply(val.x);
+            let (n, d) = (x.size()[0], x.size()[1]);
+            let dual = d > n;
+            let (gram, rhs, val_design) = if dual {
+                (x.matmul(&x.tr()), yc.shallow_clone(), xv.matmul(&x.tr()))
+            } else {
+                (x.tr().matmul(&x), x.tr().matmul(&yc), xv.shallow_clone())
             };
-            losses[i] = Some(loss);
-            loss
-        };
-        // Downhill walk along the grid from the start.
-        let mut best = grid.iter().position(|&g| g == RIDGE_START_LOG10).unwrap();
-        let mut best_loss = evaluate(best);
-        for step in [-1isize, 1] {
-            let mut i = best as isize + step;
-            while i >= 0 && (i as usize) < grid.len() {
-                let l = evaluate(i as usize);
-                if l < best_loss {
-                    best = i as usize;
-                    best_loss = l;
-                    i += step;
-                } else {
-                    break;
+            let m = gram.size()[0];
+            let trace = gram.trace().double_value(&[]);
+            let scale = if trace > 0.0 { trace / m as f64 } else { 1.0 };
+            let eye = Tensor::eye(m, (Kind::Double, Device::Cpu));
+            let mut improved = None;
+            for log10 in RIDGE_GRID_LOG10 {
+                let lambda = scale * 10f64.powi(log10);
+                // Coefficients in the Gram matrix's space: W (primal) or alpha (dual, W = X^T alpha).
+                let (l, info) = (&gram + &eye * lambda).linalg_cholesky_ex(false, false);
+                if info.int64_value(&[]) != 0 {
+                    continue;
+                }
+                let coef = rhs.cholesky_solve(&l, false);
+                let (bits, var) = validation.score(&clip(val_design.matmul(&coef) + &y_mean));
+                tried.push((map.name(), 10f64.powi(log10), bits));
+                let beats = |b: f64| bits > b;
+                if best.as_ref().is_none_or(|b| beats(b.bits))
+                    && improved.as_ref().is_none_or(|i: &(f64, _, _, _)| beats(i.0))
+                {
+                    improved = Some((bits, coef, var, log10));
                 }
             }
+            if let Some((bits, coef, var, log10)) = improved {
+                let weight = if dual { x.tr().matmul(&coef) } else { coef };
+                best = Some(RidgeCandidate {
+                    bits,
+                    transform,
+                    weight,
+                    var,
+                    lambda: scale * 10f64.powi(log10),
+                    lambda_relative: 10f64.powi(log10),
+                    dual,
+                });
+            }
         }
-        if !best_loss.is_finite() {
-            bail!("ridge regression failed: no ridge strength gave a finite validation loss");
-        }
-        let coef = coefs[best].take().ok_or_else(|| anyhow!("ridge: missing coefficients"))?;
-        let mut weight = if dual { x.tr().matmul(&coef) } else { coef };
-        let mut y_mean = y_mean;
-        // The family holds the constant predictor (weights 0, the limit of infinite strength). When no strength beats
-        // it on validation, take it, with the null model's mean: the features then carry no usable information.
-        let mse = |pred: &Tensor| (val.y - pred).square().mean(Kind::Double).double_value(&[]);
-        let constant = mse(&(val.y.zeros_like() + &y_mean)) <= mse(&(xv.matmul(&weight) + &y_mean));
-        if constant {
-            weight = weight.zeros_like();
-            y_mean = Tensor::cat(&[train.y, val.y], 0).mean_dim(0, false, Kind::Double);
-        }
-        let var = conditional_variance(&(val.y - (xv.matmul(&weight) + &y_mean)), train.y, val.y, &self.floor);
-        let tried = grid
-            .iter()
-            .zip(&losses)
-            .filter_map(|(g, l)| l.map(|l| (10f64.powi(*g), l / std::f64::consts::LN_2)))
-            .collect();
-        self.fitted = Some(RidgeFit {
-            standardiser,
-            weight,
-            y_mean,
-            var,
-            lambda: if constant { f64::INFINITY } else { scale * 10f64.powi(grid[best]) },
-            lambda_relative: 10f64.powi(grid[best]),
-            dual,
-            tried,
-        });
+        let best = best.ok_or_else(|| anyhow!("ridge regression failed: no feature map and strength gave a fit"))?;
+        // The family holds the constant predictor (weights 0, the limit of infinite strength), which scores 0 bits on
+        // validation. When no candidate beats it, take it, with the null model's mean: the features then carry no
+        // usable information.
+        let fit = if best.bits > 0.0 {
+            RidgeFit {
+                transform: best.transform,
+                weight: best.weight,
+                y_mean,
+                y_range,
+                var: best.var,
+                lambda: best.lambda,
+                lambda_relative: best.lambda_relative,
+                dual: best.dual,
+                tried,
+            }
+        } else {
+            let mean = null_mean(train.y, val.y);
+            let var = conditional_variance(&(val.y - &mean), train.y, val.y, &self.floor);
+            RidgeFit {
+                weight: best.weight.zeros_like(),
+                transform: best.transform,
+                y_mean: mean,
+                y_range,
+                var,
+                lambda: f64::INFINITY,
+                lambda_relative: f64::INFINITY,
+                dual: best.dual,
+                tried,
+            }
+        };
+        self.fitted = Some(fit);
         Ok(())
     }
 
@@ -153,7 +164,8 @@ impl ConditionalModel for RidgeGaussian {
 
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("ridge model used before fit"))?;
-        let mean = f.standardiser.apply(x).matmul(&f.weight) + &f.y_mean;
+        let mean =
+            (f.transform.apply(x).matmul(&f.weight) + &f.y_mean).clamp_tensor(Some(&f.y_range.0), Some(&f.y_range.1));
         Ok(Prediction::Gaussian { mean, var: f.var.shallow_clone() })
     }
 
@@ -161,10 +173,11 @@ impl ConditionalModel for RidgeGaussian {
         match &self.fitted {
             None => serde_json::json!({}),
             Some(f) => serde_json::json!({
+                "features": f.transform.map.name(),
                 "lambda": f.lambda,
                 "lambda_relative": f.lambda_relative,
                 "form": if f.dual { "dual" } else { "primal" },
-                "validation_bits_by_lambda_relative": f.tried,
+                "validation_bits": f.tried.iter().map(|(map, l, b)| serde_json::json!({"features": map, "lambda_relative": l, "bits": b})).collect::<Vec<_>>(),
                 "constant": f.lambda.is_infinite(),
             }),
         }
@@ -179,44 +192,47 @@ const LOGISTIC_GRID: [f64; 6] = [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5];
 const LOGISTIC_MAX_ITERATIONS: usize = 500;
 
 /// Multinomial logistic regression with an L2 penalty on the weights (not the biases), fitted by L-BFGS
-/// (deterministic, full batch, f64) on standardised features. The strength minimises the validation log-loss.
+/// (deterministic, full batch, f64) on standardised features, raw or as direction and log-norm ([`FeatureMap`]).
+/// The feature map and the strength minimise the validation log-loss (with the uniform mixture, as held-out samples
+/// are scored); the constant predictor is a candidate too.
 #[derive(Debug)]
 pub struct LogisticRegression {
     classes: i64,
     /// Fit in the span of the training rows when there are more features than rows (the same optimum).
     row_space: bool,
+    /// The feature maps tried ([`FeatureMap::ALL`]; the unit tests pin one).
+    maps: &'static [FeatureMap],
     fitted: Option<LogisticFit>,
 }
 
 #[derive(Debug)]
 struct LogisticFit {
-    standardiser: Standardiser,
+    transform: FeatureTransform,
     weight: Tensor,
     bias: Tensor,
     l2: f64,
     iterations: usize,
-    tried: Vec<(f64, f64)>,
+    /// (feature map, strength, validation bits of log-loss) of every candidate.
+    tried: Vec<(&'static str, f64, f64)>,
 }
 
 impl LogisticRegression {
     pub fn new(classes: i64) -> Self {
-        LogisticRegression { classes, row_space: true, fitted: None }
+        LogisticRegression { classes, row_space: true, maps: &FeatureMap::ALL, fitted: None }
     }
-}
 
-fn logistic_log_probs(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
-    (x.matmul(weight) + bias).log_softmax(1, Kind::Double)
-}
-
-fn mean_log_loss(logp: &Tensor, y: &Tensor) -> f64 {
-    -logp.gather(1, &y.unsqueeze(1), false).mean(Kind::Double).double_value(&[])
-}
-
-impl ConditionalModel for LogisticRegression {
-    fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
-        let standardiser = Standardiser::fit(train.x);
-        let x = standardiser.apply(train.x);
-        let xv = standardiser.apply(val.x);
+    /// Fits every strength of the grid on one feature map, each starting from the previous fit. Returns the fit
+    /// with the smallest validation log-loss (nats) and appends every candidate to `tried`.
+    fn fit_map(
+        &self,
+        map: FeatureMap,
+        train: Part<'_>,
+        val: Part<'_>,
+        tried: &mut Vec<(&'static str, f64, f64)>,
+    ) -> (f64, LogisticFit) {
+        let transform = FeatureTransform::fit(map, train.x);
+        let x = transform.apply(train.x);
+        let xv = transform.apply(val.x);
         // With more features than training samples (a sketched group of 40 ResNet layers: 40,000 features for a
         // few hundred victims), the penalised optimum lies in the span of the training rows: W = V Z with V
         // (D, n) the right singular vectors of X. Fitting Z on X V (n columns) is the same problem, with the same
@@ -235,7 +251,6 @@ impl ConditionalModel for LogisticRegression {
         let freq = (onehot.sum_dim_intlist(0, false, Kind::Double) + 1.0) / (n + c) as f64;
         let mut theta = Tensor::cat(&[Tensor::zeros([d * c], (Kind::Double, Device::Cpu)), freq.log()], 0);
         let mut best: Option<(f64, Tensor, f64, usize)> = None;
-        let mut tried = Vec::new();
         for &l2 in &LOGISTIC_GRID {
             let objective = |t: &Tensor| -> (f64, Tensor) {
                 let w = t.narrow(0, 0, d * c).view([d, c]);
@@ -253,37 +268,66 @@ impl ConditionalModel for LogisticRegression {
             let w = theta.narrow(0, 0, d * c).view([d, c]);
             let b = theta.narrow(0, d * c, c);
             let loss = mean_log_loss(&mix_uniform(&logistic_log_probs(&xv, &w, &b)), val.y);
-            tried.push((l2, loss / std::f64::consts::LN_2));
+            let loss = if loss.is_finite() { loss } else { f64::INFINITY };
+            tried.push((map.name(), l2, loss / std::f64::consts::LN_2));
             if best.as_ref().is_none_or(|b| loss < b.0) {
                 best = Some((loss, theta.copy(), l2, iterations));
             }
         }
-        let (loss, theta, l2, iterations) = best.ok_or_else(|| anyhow!("logistic regression: nothing fitted"))?;
+        let (loss, theta, l2, iterations) = best.expect("the strength grid is not empty");
+        let mut weight = theta.narrow(0, 0, d * c).view([d, c]);
+        if let Some(v) = &basis {
+            weight = v.matmul(&weight);
+        }
+        let bias = theta.narrow(0, d * c, c);
+        (loss, LogisticFit { transform, weight, bias, l2, iterations, tried: Vec::new() })
+    }
+}
+
+fn logistic_log_probs(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
+    (x.matmul(weight) + bias).log_softmax(1, Kind::Double)
+}
+
+fn mean_log_loss(logp: &Tensor, y: &Tensor) -> f64 {
+    -logp.gather(1, &y.unsqueeze(1), false).mean(Kind::Double).double_value(&[])
+}
+
+impl ConditionalModel for LogisticRegression {
+    fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
+        let c = self.classes;
+        let mut tried = Vec::new();
+        let mut best: Option<(f64, LogisticFit)> = None;
+        for &map in self.maps {
+            let (loss, fit) = self.fit_map(map, train, val, &mut tried);
+            if best.as_ref().is_none_or(|b| loss < b.0) {
+                best = Some((loss, fit));
+            }
+        }
+        let (loss, mut fit) = best.ok_or_else(|| anyhow!("logistic regression: nothing fitted"))?;
         if !loss.is_finite() {
             bail!("logistic regression failed: the validation log-loss is not finite");
         }
-        let (mut weight, mut bias, mut l2) = (theta.narrow(0, 0, d * c).view([d, c]), theta.narrow(0, d * c, c), l2);
-        // The family holds the constant predictor (weights 0, the limit of infinite strength). When no strength
+        // The family holds the constant predictor (weights 0, the limit of infinite strength). When no candidate
         // beats it on validation, take it, with the null model's class frequencies: the features then carry no
         // usable information, and the estimate is 0 instead of the overfit fit's negative value.
+        let n = train.len();
+        let freq = (train.y.bincount(None::<Tensor>, c).to_kind(Kind::Double) + 1.0) / (n + c) as f64;
         let constant_loss = mean_log_loss(&mix_uniform(&freq.log().unsqueeze(0).expand([val.len(), c], false)), val.y);
         if constant_loss <= loss {
             let counts = Tensor::cat(&[train.y, val.y], 0).bincount(None::<Tensor>, c).to_kind(Kind::Double) + 1.0;
             let total = counts.sum(Kind::Double);
-            weight = weight.zeros_like();
-            bias = (counts / total).log();
-            l2 = f64::INFINITY;
+            fit.weight = fit.weight.zeros_like();
+            fit.bias = (counts / total).log();
+            fit.l2 = f64::INFINITY;
         }
-        if let Some(v) = &basis {
-            weight = v.matmul(&weight);
-        }
-        self.fitted = Some(LogisticFit { standardiser, weight, bias, l2, iterations, tried });
+        fit.tried = tried;
+        self.fitted = Some(fit);
         Ok(())
     }
 
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("logistic regression used before fit"))?;
-        Ok(Prediction::categorical(&logistic_log_probs(&f.standardiser.apply(x), &f.weight, &f.bias)))
+        Ok(Prediction::categorical(&logistic_log_probs(&f.transform.apply(x), &f.weight, &f.bias)))
     }
 
     fn constant(&self) -> bool {
@@ -305,9 +349,10 @@ impl ConditionalModel for LogisticRegression {
         match &self.fitted {
             None => serde_json::json!({}),
             Some(f) => serde_json::json!({
+                "features": f.transform.map.name(),
                 "l2": f.l2,
                 "lbfgs_iterations": f.iterations,
-                "validation_bits_by_l2": f.tried,
+                "validation_bits": f.tried.iter().map(|(map, l2, b)| serde_json::json!({"features": map, "l2": l2, "bits": b})).collect::<Vec<_>>(),
             }),
         }
     }
@@ -357,7 +402,8 @@ mod tests {
             &[Tensor::zeros([40], (Kind::Int64, Device::Cpu)), Tensor::ones([40], (Kind::Int64, Device::Cpu))],
             0,
         );
-        let mut model = LogisticRegression::new(2);
+        // On the raw features, where 50 lies far beyond the training samples (its direction is that of 5).
+        let mut model = LogisticRegression { maps: &[FeatureMap::Raw], ..LogisticRegression::new(2) };
         model.fit(Part { x: &x, y: &y }, Part { x: &x, y: &y }).unwrap();
         let far_wrong = Tensor::from_slice(&[50.0f64]).unsqueeze(1);
         let log_p = model.log_prob(&far_wrong, &Tensor::from_slice(&[0i64])).unwrap().double_value(&[0]);
@@ -382,7 +428,7 @@ mod tests {
         let (train, val, test) = (x.narrow(0, 0, 40), x.narrow(0, 40, 10), x.narrow(0, 50, 10));
         let (ytr, yv, yte) = (y.narrow(0, 0, 40), y.narrow(0, 40, 10), y.narrow(0, 50, 10));
         let fit = |row_space: bool| {
-            let mut m = LogisticRegression { classes: 3, row_space, fitted: None };
+            let mut m = LogisticRegression { row_space, ..LogisticRegression::new(3) };
             m.fit(Part { x: &train, y: &ytr }, Part { x: &val, y: &yv }).unwrap();
             (m.log_prob(&test, &yte).unwrap(), m.fitted.unwrap().l2)
         };

@@ -13,8 +13,8 @@ use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::model::{
-    conditional_variance, gaussian_validation_loss, mix_uniform, null_mean, shrinkage_towards_mean, ConditionalModel,
-    Part, Prediction, Standardiser,
+    conditional_variance, mix_uniform, null_mean, shrinkage_towards_mean, ConditionalModel, GaussianValidation, Part,
+    Prediction, Standardiser,
 };
 use crate::rng::{self, Stream};
 
@@ -165,13 +165,22 @@ impl ConditionalModel for Mlp {
             let shrink = shrinkage_towards_mean(val.y, &pred, &mean);
             (&mean + (pred - &mean) * &shrink, shrink)
         };
+        let validation = match &self.task {
+            Task::Gaussian(floor) => Some(GaussianValidation::new(train, val, floor)),
+            Task::Classes(_) => None,
+        };
+        // Validation loss in nats: the log-loss of the classes, or minus the validation PVI of the values (their
+        // null model's log-loss is the same for every epoch, so it only shifts the loss).
         let val_loss = |net: &nn::Sequential| -> f64 {
             match &self.task {
                 Task::Classes(_) => -mix_uniform(&forward_f64(net, &xv).log_softmax(1, Kind::Double))
                     .gather(1, &val.y.unsqueeze(1), false)
                     .mean(Kind::Double)
                     .double_value(&[]),
-                Task::Gaussian(floor) => gaussian_validation_loss(val.y, &calibrated(net).0, floor),
+                Task::Gaussian(_) => {
+                    let validation = validation.as_ref().expect("continuous targets have a validation scorer");
+                    -validation.score(&calibrated(net).0).0 * std::f64::consts::LN_2
+                }
             }
         };
         let n = x.size()[0] as usize;
@@ -213,7 +222,7 @@ impl ConditionalModel for Mlp {
                 // The family holds the constant predictor (the null model's mean): take it when the network does
                 // not beat it on validation, so that features without usable information give exactly 0 bits.
                 let constant_pred = val.y.zeros_like() + &mean;
-                let constant = gaussian_validation_loss(val.y, &constant_pred, floor) <= best.0;
+                let constant = best.0 >= 0.0;
                 let residual = if constant {
                     shrink = shrink.zeros_like();
                     val.y - constant_pred
@@ -264,7 +273,8 @@ impl ConditionalModel for Mlp {
                 "hidden": self.opts.hidden,
                 "best_epoch": f.best_epoch,
                 "epochs": f.epochs,
-                "validation_bits": f.best_val_bits,
+                // Classes: the validation log-loss; values: the validation PVI (higher is better).
+                "validation_bits": if f.var.is_some() { -f.best_val_bits } else { f.best_val_bits },
                 "constant": f.constant,
             }),
         }
