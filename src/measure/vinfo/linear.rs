@@ -77,7 +77,7 @@ impl ConditionalModel for RidgeGaussian {
         let yc = train.y - &y_mean;
         let mut best: Option<RidgeCandidate> = None;
         let mut tried = Vec::new();
-        for map in FeatureMap::ALL {
+        for map in FeatureMap::CANDIDATES {
             let transform = FeatureTransform::fit(map, train.x);
             let x = transform.apply(train.x);
             let xv = transform.apply(val.x);
@@ -200,7 +200,7 @@ pub struct LogisticRegression {
     classes: i64,
     /// Fit in the span of the training rows when there are more features than rows (the same optimum).
     row_space: bool,
-    /// The feature maps tried ([`FeatureMap::ALL`]; the unit tests pin one).
+    /// The feature maps tried ([`FeatureMap::CANDIDATES`]; the unit tests pin one).
     maps: &'static [FeatureMap],
     fitted: Option<LogisticFit>,
 }
@@ -218,7 +218,7 @@ struct LogisticFit {
 
 impl LogisticRegression {
     pub fn new(classes: i64) -> Self {
-        LogisticRegression { classes, row_space: true, maps: &FeatureMap::ALL, fitted: None }
+        LogisticRegression { classes, row_space: true, maps: &FeatureMap::CANDIDATES, fitted: None }
     }
 
     /// Fits every strength of the grid on one feature map, each starting from the previous fit. Returns the fit

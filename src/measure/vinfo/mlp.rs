@@ -13,8 +13,8 @@ use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::model::{
-    conditional_variance, mix_uniform, null_mean, shrinkage_towards_mean, ConditionalModel, GaussianValidation, Part,
-    Prediction, Standardiser,
+    conditional_variance, mix_uniform, null_mean, shrinkage_towards_mean, ConditionalModel, FeatureMap,
+    FeatureTransform, GaussianValidation, Part, Prediction,
 };
 use crate::rng::{self, Stream};
 
@@ -85,7 +85,7 @@ pub struct Mlp {
 struct MlpFit {
     _vs: nn::VarStore,
     net: nn::Sequential,
-    standardiser: Standardiser,
+    transform: FeatureTransform,
     /// Target mean and scale (continuous targets).
     y_mean: Tensor,
     y_scale: Tensor,
@@ -126,9 +126,9 @@ fn forward_f64(net: &nn::Sequential, x: &Tensor) -> Tensor {
 impl ConditionalModel for Mlp {
     fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
         self.opts.validate()?;
-        let standardiser = Standardiser::fit(train.x);
-        let x = standardiser.apply(train.x).to_kind(Kind::Float);
-        let xv = standardiser.apply(val.x);
+        let transform = FeatureTransform::fit(FeatureMap::Both, train.x);
+        let x = transform.apply(train.x).to_kind(Kind::Float);
+        let xv = transform.apply(val.x);
         let (y_mean, y_scale) = match self.task {
             Task::Classes(_) => {
                 (Tensor::zeros([1], (Kind::Double, Device::Cpu)), Tensor::ones([1], (Kind::Double, Device::Cpu)))
@@ -235,7 +235,7 @@ impl ConditionalModel for Mlp {
         self.fitted = Some(MlpFit {
             _vs: vs,
             net,
-            standardiser,
+            transform,
             y_mean,
             y_scale,
             var,
@@ -255,7 +255,7 @@ impl ConditionalModel for Mlp {
 
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("MLP used before fit"))?;
-        let out = forward_f64(&f.net, &f.standardiser.apply(x));
+        let out = forward_f64(&f.net, &f.transform.apply(x));
         Ok(match &f.var {
             None => Prediction::categorical(&out.log_softmax(1, Kind::Double)),
             Some(var) => {

@@ -272,16 +272,19 @@ pub enum FeatureMap {
     Raw,
     /// Each row divided by its Euclidean norm, followed by the log of the norm.
     Direction,
+    /// Both side by side: the raw features, the direction and the log-norm (for the MLP, which learns what to use).
+    Both,
 }
 
 impl FeatureMap {
-    /// Every map, in the order the fits try them.
-    pub const ALL: [FeatureMap; 2] = [FeatureMap::Raw, FeatureMap::Direction];
+    /// The maps the linear families try, in this order.
+    pub const CANDIDATES: [FeatureMap; 2] = [FeatureMap::Raw, FeatureMap::Direction];
 
     pub fn name(self) -> &'static str {
         match self {
             FeatureMap::Raw => "raw",
             FeatureMap::Direction => "direction",
+            FeatureMap::Both => "raw+direction",
         }
     }
 }
@@ -305,7 +308,9 @@ impl FeatureTransform {
     pub fn fit(map: FeatureMap, train_x: &Tensor) -> Self {
         let norm_offset = match map {
             FeatureMap::Raw => 0.0,
-            FeatureMap::Direction => (row_norms(train_x).median().double_value(&[]) * 1e-6).max(f64::MIN_POSITIVE),
+            FeatureMap::Direction | FeatureMap::Both => {
+                (row_norms(train_x).median().double_value(&[]) * 1e-6).max(f64::MIN_POSITIVE)
+            }
         };
         let mapped = Self::map_with(map, norm_offset, train_x);
         FeatureTransform { map, norm_offset, standardiser: Standardiser::fit(&mapped) }
@@ -317,6 +322,10 @@ impl FeatureTransform {
             FeatureMap::Direction => {
                 let norm = row_norms(x) + norm_offset;
                 Tensor::cat(&[x / &norm, norm.log()], 1)
+            }
+            FeatureMap::Both => {
+                let norm = row_norms(x) + norm_offset;
+                Tensor::cat(&[x.shallow_clone(), x / &norm, norm.log()], 1)
             }
         }
     }
