@@ -124,3 +124,96 @@ fn bad_input_exits_non_zero_with_one_line() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     }
 }
+
+/// Roles of the samples in each fit: (F, N) with 0 train, 1 validation, 2 test.
+fn roles(path: &Path) -> (Vec<i64>, Vec<Vec<i64>>) {
+    let t = read_npy(path).unwrap();
+    assert_eq!(t.kind(), Kind::Int64);
+    let size = t.size();
+    let rows = (0..size[0]).map(|k| Vec::<i64>::try_from(t.get(k)).unwrap()).collect();
+    (size, rows)
+}
+
+fn count(row: &[i64], role: i64) -> usize {
+    row.iter().filter(|&&r| r == role).count()
+}
+
+#[test]
+fn split_file_has_every_fit_and_its_roles() {
+    let dir = tempfile::tempdir().unwrap();
+    write_data(dir.path());
+    let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
+    let vinfo = |extra: &[&str]| {
+        let mut args = vec!["vinfo", "--features", "g.npy", "--target", "label.npy", "--kind", "categorical", "--json"];
+        args.extend_from_slice(&["--bootstrap", "20"]);
+        args.extend_from_slice(extra);
+        let args: Vec<String> = args.iter().map(|a| if a.ends_with(".npy") { p(a) } else { a.to_string() }).collect();
+        let (ok, stdout, stderr) = gradleak(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+
+    // Cross-fitting, 3 repetitions of 4 folds: 12 fits in the order fitted; within each repetition every sample is
+    // scored exactly once, and the repetitions partition the samples differently.
+    let v = vinfo(&["--folds", "4", "--repeats", "3", "--split-out", "cf.npy"]);
+    let (size, fits) = roles(&dir.path().join("cf.npy"));
+    assert_eq!(size, vec![12, 300]);
+    assert!(fits.iter().flatten().all(|r| (0..=2).contains(r)));
+    for rep in fits.chunks(4) {
+        for i in 0..300 {
+            assert_eq!(rep.iter().filter(|f| f[i] == 2).count(), 1, "sample {i}");
+        }
+        for f in rep {
+            // 75 scored; of the other 225, 20% (45) validate.
+            assert_eq!((count(f, 0), count(f, 1), count(f, 2)), (180, 45, 75));
+        }
+    }
+    assert_ne!(fits[0], fits[4]);
+    assert_ne!(fits[4], fits[8]);
+    assert_eq!((v["n_train"].as_u64(), v["n_val"].as_u64()), (Some(180), Some(45)));
+    // One fit summary in the JSON per row of the file.
+    assert_eq!(v["fits"].as_array().unwrap().len(), 12);
+
+    // One split: the fractions, and the same partition as a second run (seeded).
+    let v = vinfo(&["--protocol", "split", "--val-fraction", "0.1", "--test-fraction", "0.3", "--split-out", "s.npy"]);
+    let (size, fits) = roles(&dir.path().join("s.npy"));
+    assert_eq!(size, vec![1, 300]);
+    assert_eq!((count(&fits[0], 0), count(&fits[0], 1), count(&fits[0], 2)), (180, 30, 90));
+    assert_eq!(v["n_test"].as_u64(), Some(90));
+    vinfo(&["--protocol", "split", "--val-fraction", "0.1", "--test-fraction", "0.3", "--split-out", "s2.npy"]);
+    assert_eq!(fits, roles(&dir.path().join("s2.npy")).1);
+
+    // --store: every layer and target is fitted on the same partitions as an array of as many samples.
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gradleak"))
+            .current_dir(d)
+            .args(args)
+            .args(["--threads", "1", "--quiet"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["train", "--dataset", "embedded", "--model", "lenet5", "--epochs", "1", "--out", "run"]);
+    run(&["grads", "--run", "run", "--updates", "60", "--layers", "conv1,fc3", "--out", "store"]);
+    run(&["vinfo", "--store", "store", "--targets", "label", "--bootstrap", "20", "--split-out", "store-split.npy"]);
+    write_npy(&d.join("g60.npy"), &read_npy(&d.join("g.npy")).unwrap().narrow(0, 0, 60)).unwrap();
+    write_npy(&d.join("label60.npy"), &read_npy(&d.join("label.npy")).unwrap().narrow(0, 0, 60)).unwrap();
+    let (ok, _, stderr) = gradleak(&[
+        "vinfo",
+        "--features",
+        &p("g60.npy"),
+        "--target",
+        &p("label60.npy"),
+        "--kind",
+        "categorical",
+        "--bootstrap",
+        "20",
+        "--split-out",
+        &p("split60.npy"),
+    ]);
+    assert!(ok, "{stderr}");
+    let (size, store_fits) = roles(&d.join("store-split.npy"));
+    assert_eq!(size, vec![5, 60]);
+    assert_eq!(store_fits, roles(&d.join("split60.npy")).1);
+}

@@ -78,6 +78,11 @@ pub struct VinfoArgs {
     /// printed; NaN for samples not scored (under --protocol split).
     #[arg(long)]
     pub pvi_out: Option<PathBuf>,
+    /// Write the partition of every fit to this .npy file: int64 (F, N), F = repeats x folds in the order fitted,
+    /// the role of each sample in fit k: 0 train, 1 validation, 2 test (scored). With --store every layer, target
+    /// and family is fitted on these same partitions.
+    #[arg(long)]
+    pub split_out: Option<PathBuf>,
 }
 
 /// `file.safetensors:tensor` -> (file, Some(tensor)); anything else -> (path, None).
@@ -137,6 +142,9 @@ pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
     if let Some(path) = &args.pvi_out {
         write_pvi(path, &estimates)?;
     }
+    if let Some(path) = &args.split_out {
+        write_split(path, &opts, features.size()[0] as usize)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json_report(&estimates))?);
     } else {
@@ -151,6 +159,21 @@ fn write_pvi(path: &Path, estimates: &[VInfoEstimate]) -> Result<()> {
     let all = Tensor::cat(&columns, 1);
     let out = if estimates.len() == 1 { all.squeeze_dim(1) } else { all };
     write_npy(path, &out).context("--pvi-out")
+}
+
+/// Roles of the samples in every fit (see `--split-out`): (F, N) int64, 0 train, 1 validation, 2 test.
+fn write_split(path: &Path, opts: &EstimateOptions, n: usize) -> Result<()> {
+    let fits = opts.fits(n)?;
+    let mut roles = vec![-1i64; fits.len() * n];
+    for (k, fit) in fits.iter().enumerate() {
+        for (role, part) in [&fit.train, &fit.val, &fit.test].into_iter().enumerate() {
+            for &i in part {
+                roles[k * n + i as usize] = role as i64;
+            }
+        }
+    }
+    let roles = Tensor::from_slice(&roles).view([fits.len() as i64, n as i64]);
+    write_npy(path, &roles).context("--split-out")
 }
 
 /// One family: its estimate. Several: the largest estimate at the top level (`best_family`) and every family under
@@ -225,6 +248,9 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
         args.groups.iter().map(|g| g.split('+').map(|s| s.trim().to_string()).collect()).collect();
     let groups = layer_groups(updates, &args.layers, &groups, !args.no_all).context("--layers / --group")?;
     let rows = layerwise(updates, &groups, &targets, families, opts, Progress::new(global.quiet || args.json))?;
+    if let Some(path) = &args.split_out {
+        write_split(path, opts, updates.num_updates() as usize)?;
+    }
     if args.json {
         let json = serde_json::json!({
             "store": dir,

@@ -214,7 +214,7 @@ impl Estimator {
         let mut first_folds = None;
         let mut repeat_of = Vec::new();
         for r in 0..opts.repeats {
-            let seed = if r == 0 { opts.seed } else { rng::derive(opts.seed, Stream::Repeat { repeat: r as u64 }) };
+            let seed = opts.repetition_seed(r);
             let folds = opts.protocol.folds(n as usize, seed)?;
             for (k, fold) in folds.iter().enumerate() {
                 let scores = self.fit_fold(&x, &prepared, fold, k, seed)?;
@@ -310,6 +310,29 @@ impl Estimator {
             pvi,
             pvi_index,
         })
+    }
+}
+
+impl EstimateOptions {
+    /// The seed of repetition `r` of the protocol: the seed itself for the first, an independent one derived from it
+    /// for the others.
+    pub fn repetition_seed(&self, r: usize) -> u64 {
+        if r == 0 {
+            self.seed
+        } else {
+            rng::derive(self.seed, Stream::Repeat { repeat: r as u64 })
+        }
+    }
+
+    /// Every fit of an estimate on `n` samples, in the order [`Estimator::estimate`] fits them: the protocol's
+    /// folds of repetition 0, then of repetition 1, ... (`repeats` x folds in all). The same for every family,
+    /// target and feature matrix with `n` samples.
+    pub fn fits(&self, n: usize) -> Result<Vec<Fold>> {
+        let mut fits = Vec::new();
+        for r in 0..self.repeats {
+            fits.extend(self.protocol.folds(n, self.repetition_seed(r))?);
+        }
+        Ok(fits)
     }
 }
 
