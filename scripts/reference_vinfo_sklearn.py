@@ -9,6 +9,8 @@
 `scripts/check-vinfo-sklearn.sh` runs the whole comparison on LeNet-5 gradients. For every fit k (a row of
 ROLES.npy: 0 train, 1 validation, 2 test) this refits what gradleak fits, with scikit-learn:
 
+- each of gradleak's two feature maps: the raw features, and each row over its norm (offset by 1e-6 of the median
+  training norm) with the log of the norm appended;
 - features standardised with the training part's mean and standard deviation (ddof 0); columns whose standard
   deviation is at rounding level of their mean (gradleak's `Standardiser`) are only centred;
 - multinomial `LogisticRegression(solver="lbfgs", max_iter=5000, tol=1e-8)` at each strength of gradleak's grid,
@@ -17,7 +19,7 @@ ROLES.npy: 0 train, 1 validation, 2 test) this refits what gradleak fits, with s
   logit, not two: then C = 2 / (n_train * l2).) The tolerance is tighter than scikit-learn's default 1e-4, which
   stops the weak strengths (1e-4, 1e-5) short of their optimum, by up to 0.4 bits of validation log-loss on these
   gradients: a reference should be at the optimum;
-- the strength with the lowest validation log-loss of the prediction mixed with 0.1% uniform (`UNIFORM_WEIGHT`);
+- the map and strength with the lowest validation log-loss of the prediction mixed with 0.1% uniform (`UNIFORM_WEIGHT`);
 - the constant predictor instead when it is at least as good on validation: the training part's add-one smoothed
   class frequencies there, and then the null model's own frequencies, so those samples score 0 bits;
 - null model: add-one smoothed class frequencies of training + validation, mixed alike;
@@ -46,8 +48,9 @@ import numpy as np  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 
-# src/measure/vinfo/linear.rs LOGISTIC_GRID and src/measure/vinfo/model.rs UNIFORM_WEIGHT.
+# src/measure/vinfo/linear.rs LOGISTIC_GRID, src/measure/vinfo/model.rs FeatureMap::CANDIDATES and UNIFORM_WEIGHT.
 LOGISTIC_GRID = [1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5]
+FEATURE_MAPS = ["raw", "direction"]
 UNIFORM_WEIGHT = 1e-3
 
 
@@ -57,6 +60,20 @@ def standardise(train, *others):
     std = train.std(axis=0)
     scale = np.where(std > np.abs(mean) * 1e-12 + 1e-300, std, 1.0)
     return [(x - mean) / scale for x in (train, *others)]
+
+
+def feature_map(name, train, *others):
+    """gradleak's FeatureMap: "raw", or "direction": each row over its norm (offset by 1e-6 of the median training
+    norm), then the log of that norm as one more column."""
+    if name == "raw":
+        return [train, *others]
+    offset = max(np.median(np.linalg.norm(train, axis=1)) * 1e-6, np.finfo(np.float64).tiny)
+
+    def direction(x):
+        norm = np.linalg.norm(x, axis=1, keepdims=True) + offset
+        return np.concatenate([x / norm, np.log(norm)], axis=1)
+
+    return [direction(x) for x in (train, *others)]
 
 
 def mix(log_p):
@@ -86,28 +103,29 @@ def logistic_log_probs(model, x, classes):
 def fit_one(x, y, roles, classes, tol, max_iter):
     """One fit: the chosen strength (inf = constant), the held-out PVI (bits) and sample indices, and diagnostics."""
     train, val, test = (np.flatnonzero(roles == r) for r in (0, 1, 2))
-    xtr, xva, xte = standardise(x[train], x[val], x[test])
     ytr, yva, yte = y[train], y[val], y[test]
     n = len(train)
     binary = len(np.unique(ytr)) == 2
     best, tried, iterations = None, [], []
-    for l2 in LOGISTIC_GRID:
-        c = (2.0 if binary else 1.0) / (n * l2)
-        model = LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter, tol=tol)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", ConvergenceWarning)
-            model.fit(xtr, ytr)
-        hit_cap = any(issubclass(w.category, ConvergenceWarning) for w in caught)
-        iterations.append(int(np.max(model.n_iter_)))
-        loss = log_loss(mix(logistic_log_probs(model, xva, classes)), yva)
-        tried.append(loss / math.log(2))
-        if best is None or loss < best[0]:
-            best = (loss, l2, model, hit_cap)
-    loss, l2, model, capped = best
+    for name in FEATURE_MAPS:
+        xtr, xva, xte = standardise(*feature_map(name, x[train], x[val], x[test]))
+        for l2 in LOGISTIC_GRID:
+            c = (2.0 if binary else 1.0) / (n * l2)
+            model = LogisticRegression(C=c, solver="lbfgs", max_iter=max_iter, tol=tol)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", ConvergenceWarning)
+                model.fit(xtr, ytr)
+            hit_cap = any(issubclass(w.category, ConvergenceWarning) for w in caught)
+            iterations.append(int(np.max(model.n_iter_)))
+            loss = log_loss(mix(logistic_log_probs(model, xva, classes)), yva)
+            tried.append(loss / math.log(2))
+            if best is None or loss < best[0]:
+                best = (loss, (name, l2), model, hit_cap, xte)
+    loss, l2, model, capped, xte = best
     constant_loss = log_loss(mix(np.tile(frequencies(ytr, classes), (len(val), 1))), yva)
     null = mix(frequencies(np.concatenate([ytr, yva]), classes)[None, :])[0]
     if constant_loss <= loss:
-        l2, lp_model = math.inf, null[yte]
+        l2, lp_model = ("const", math.inf), null[yte]
     else:
         lp_model = mix(logistic_log_probs(model, xte, classes))[np.arange(len(test)), yte]
     pvi = (lp_model - null[yte]) / math.log(2)
@@ -138,12 +156,12 @@ def check_case(name, features, target, roles_path, vinfo_path, tol, max_iter):
         sums[test] += pvi
         counts[test] += 1
         fit = report["fits"][k]
-        gl_l2 = math.inf if fit["l2"] is None else fit["l2"]
+        gl_l2 = ("const", math.inf) if fit["l2"] is None else (fit["features"], fit["l2"])
         sk_l2s.append(l2)
         gl_l2s.append(gl_l2)
         same_l2 += l2 == gl_l2
         capped_fits += capped
-        gl_tried = [b for _, b in fit["validation_bits_by_l2"]]
+        gl_tried = [c["bits"] for c in fit["validation_bits"]]
         val_gap = max(val_gap, max(abs(a - b) for a, b in zip(tried, gl_tried)))
         sk_val.append(tried)
         gl_val.append(gl_tried)
@@ -172,7 +190,7 @@ def check_case(name, features, target, roles_path, vinfo_path, tol, max_iter):
 
 
 def fmt_l2(values):
-    return ",".join("const" if math.isinf(v) else f"{v:g}" for v in values)
+    return ",".join("const" if math.isinf(l2) else f"{name[0]}{l2:g}" for name, l2 in values)
 
 
 def main():
@@ -217,7 +235,9 @@ def main():
         with open(args.json, "w") as f:
             # inf (the constant predictor) as null, as gradleak writes it
             def finite(v):
-                return [None if isinstance(x, float) and math.isinf(x) else x for x in v] if isinstance(v, list) else v
+                if isinstance(v, (list, tuple)):
+                    return [finite(x) for x in v]
+                return None if isinstance(v, float) and math.isinf(v) else v
 
             json.dump([{k: finite(v) for k, v in r.items()} for r in results], f, indent=1)
     if failed:
