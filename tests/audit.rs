@@ -84,8 +84,9 @@ fn a_sweep_writes_four_reports_resumes_and_refuses_another_audits_folder() {
     assert_eq!(r["seed"], 3);
     assert_eq!(r["cells"].as_array().unwrap().len(), 4);
     let records = r["records"].as_array().unwrap();
-    // 3 layers + all, 3 targets, 1 family, 4 cells.
-    assert_eq!(records.len(), 4 * 3 * 4);
+    // 3 layers + all, 3 targets, 1 family and `best` (the same numbers), 4 cells.
+    assert_eq!(records.len(), 4 * 3 * 2 * 4);
+    assert!(records.iter().all(|x| (x["family"] == "best") == x["source"].is_string()), "source only for best");
     for key in
         ["layer", "target", "family", "bits", "ci95", "batch_size", "epoch", "defense", "epsilon", "test_accuracy"]
     {
@@ -132,7 +133,10 @@ fn a_sweep_writes_four_reports_resumes_and_refuses_another_audits_folder() {
     }
     let csv = std::fs::read_to_string(out.join("records.csv")).unwrap();
     assert_eq!(csv.lines().count(), records.len() + 1);
-    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("| layer | parameters |"));
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    // One family: a row per record, as before (`best` would repeat every row).
+    assert!(md.contains("| layer | parameters | features | target | family | bits | 95% CI |"), "{md}");
+    assert!(!md.contains("| best |"), "{md}");
     assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("<svg"));
 
     // The same command again recomputes nothing.
@@ -147,6 +151,230 @@ fn a_sweep_writes_four_reports_resumes_and_refuses_another_audits_folder() {
     let refused = gradleak(&["audit", "--config", &other, "--out", &out_s]);
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("another audit configuration") && stderr(&refused).contains("--resume"));
+}
+
+/// One cell with two families: the families' records, then a `best` record per layer and target.
+const TWO_FAMILIES: &str = r#"
+seed = 3
+model = "mlp"
+hidden = 32
+[training]
+epochs = 1
+[measure]
+updates = 60
+targets = ["input", "label", "attribute:thickness"]
+families = ["linear", "mlp:16"]
+bootstrap = 100
+sketch_dim = 256
+sensitivity_samples = 8
+probes = 2
+"#;
+
+#[test]
+fn two_families_give_a_best_record_per_layer_and_target_that_localisation_and_agreement_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), TWO_FAMILIES);
+    let out = dir.path().join("out");
+    let run = gradleak(&["audit", "--config", &config, "--out", &out.display().to_string()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let r = report(&out);
+    let records = r["records"].as_array().unwrap();
+    // 3 layers + all, 3 targets, 2 families + best, 1 cell.
+    assert_eq!(records.len(), 4 * 3 * 3);
+    let bits = |x: &serde_json::Value| x["bits"].as_f64().unwrap();
+    let best_of = |layer: &str, target: &str| {
+        let best: Vec<_> =
+            records.iter().filter(|x| x["layer"] == layer && x["target"] == target && x["family"] == "best").collect();
+        assert_eq!(best.len(), 1, "one best record for {layer} / {target}");
+        best[0]
+    };
+    for layer in ["fc1", "fc2", "fc3", "all"] {
+        for target in ["input", "label", "attribute:thickness"] {
+            let families: Vec<_> = records
+                .iter()
+                .filter(|x| x["layer"] == layer && x["target"] == target && x["family"] != "best")
+                .collect();
+            assert_eq!(families.len(), 2);
+            assert!(families.iter().all(|x| x["source"].is_null()), "source is null but for best");
+            let best = best_of(layer, target);
+            let top = families.iter().map(|x| bits(x)).fold(f64::NEG_INFINITY, f64::max);
+            assert_eq!(bits(best), top, "{layer} / {target}");
+            // A copy of the first family with the most bits, naming it.
+            let source = families.iter().find(|x| bits(x) == top).unwrap();
+            assert_eq!(best["source"], source["family"]);
+            for key in ["ci95", "r2", "accuracy", "n_train", "n_test", "constant_fits", "features", "num_params"] {
+                assert_eq!(best[key], source[key], "{layer} / {target}: {key}");
+            }
+        }
+    }
+
+    let csv = std::fs::read_to_string(out.join("records.csv")).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let (family, source) =
+        (header.iter().position(|c| *c == "family").unwrap(), header.iter().position(|c| *c == "source").unwrap());
+    assert_eq!(source, family + 1);
+    assert_eq!(csv.lines().count(), records.len() + 1);
+    for line in csv.lines().skip(1) {
+        // No field before `source` holds a comma in this configuration.
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields[family] == "best", !fields[source].is_empty(), "{line}");
+    }
+
+    // The layer table: one row per layer and target, the families side by side, then best and source.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| layer | parameters | features | target | linear: bits [95% CI] | mlp:16: bits [95% CI] | best | source |"),
+        "{md}"
+    );
+    for layer in ["fc1", "fc2", "fc3", "all"] {
+        assert_eq!(md.lines().filter(|l| l.starts_with(&format!("| {layer} |"))).count(), 3, "{md}");
+    }
+    let fc1_input = best_of("fc1", "input");
+    let row = md.lines().find(|l| l.starts_with("| fc1 |") && l.contains("| input |")).unwrap();
+    assert!(row.contains(&format!("| {:.2} | {} |", bits(fc1_input), fc1_input["source"].as_str().unwrap())), "{row}");
+    assert!(md.contains("**Reading**"), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<h2>Families side by side</h2>") && html.contains("<th>mlp:16</th><th>best</th>"));
+
+    // Localisation ranks the layers by their best bits and measures what is left with the family that found the
+    // most in all layers together.
+    let localisations = r["localisation"].as_array().unwrap();
+    assert_eq!(localisations.len(), 2, "input and the attribute (not the label)");
+    for l in localisations {
+        let target = l["target"].as_str().unwrap();
+        assert_eq!(l["family"], "best");
+        let all = best_of("all", target);
+        assert_eq!(l["refit_family"], all["source"], "{l}");
+        let ranking = l["ranking"].as_array().unwrap();
+        assert_eq!(ranking.len(), 3);
+        for entry in ranking {
+            assert_eq!(entry[1].as_f64().unwrap(), bits(best_of(entry[0].as_str().unwrap(), target)), "{l}");
+        }
+        let top_single = ranking.iter().map(|e| e[1].as_f64().unwrap()).fold(f64::NEG_INFINITY, f64::max);
+        assert_eq!(l["unprotected_bits"].as_f64().unwrap(), bits(all).max(top_single), "{l}");
+    }
+
+    // The agreement ranks the same best bits against the sensitivity.
+    let agreement = r["agreement"].as_array().unwrap();
+    assert!(!agreement.is_empty());
+    for a in agreement {
+        assert_eq!(a["family"], "best");
+        let (target, kind) = (a["target"].as_str().unwrap(), a["kind"].as_str().unwrap());
+        let sens: Vec<(String, f64)> = r["sensitivity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["target"] == target && x["kind"] == kind)
+            .map(|x| (x["layer"].as_str().unwrap().to_string(), x["value"].as_f64().unwrap()))
+            .collect();
+        let best: Vec<(String, f64)> =
+            ["fc1", "fc2", "fc3"].iter().map(|l| (l.to_string(), bits(best_of(l, target)))).collect();
+        let expected = gradleak::measure::sensitivity::rank_agreement(&sens, &best).unwrap();
+        assert_eq!(a["spearman"].as_f64(), Some(expected.spearman).filter(|s| s.is_finite()), "{a}");
+    }
+}
+
+/// A record of one cell (bits about `target` from `layer` by `family`) with its interval.
+fn record(layer: &str, target: &str, family: &str, bits: f64, ci95: [f64; 2]) -> gradleak::audit::Record {
+    let keys = gradleak::audit::CellKeys {
+        cell: "c".into(),
+        dataset: "embedded".into(),
+        model: "mlp".into(),
+        batch_size: 1,
+        epoch: 1,
+        dropout: 0.0,
+        defense: "none".into(),
+        epsilon: None,
+        test_accuracy: 0.5,
+    };
+    gradleak::audit::Record {
+        keys,
+        layer: layer.into(),
+        num_params: 10,
+        features: "full".into(),
+        feature_dim: 10,
+        target: target.into(),
+        family: family.into(),
+        source: None,
+        bits,
+        ci95,
+        bits_per_dim: None,
+        r2: None,
+        accuracy: Some(0.5),
+        n_train: 6,
+        n_test: 2,
+        constant_fits: 0,
+        warnings: Vec::new(),
+    }
+}
+
+#[test]
+fn best_records_take_the_first_of_equal_families_and_can_be_added_again() {
+    use gradleak::audit::add_best;
+    let record = |layer: &str, family: &str, bits: f64| record(layer, "label", family, bits, [bits - 0.1, bits + 0.1]);
+    let records = vec![
+        record("fc1", "linear", 1.0),
+        record("fc1", "mlp:16", 2.0),
+        record("fc2", "linear", 0.5),
+        record("fc2", "mlp:16", 0.5),
+        record("fc3", "linear", f64::NAN),
+        record("fc3", "mlp:16", 0.1),
+    ];
+    let with_best = add_best(records);
+    let summary: Vec<(&str, &str, Option<&str>, f64)> = with_best
+        .iter()
+        .map(|r| (r.layer.as_str(), r.family.as_str(), r.source.as_deref(), r.bits))
+        .filter(|r| r.1 == "best")
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("fc1", "best", Some("mlp:16"), 2.0),
+            ("fc2", "best", Some("linear"), 0.5),
+            ("fc3", "best", Some("mlp:16"), 0.1)
+        ]
+    );
+    // Each best record follows its layer's families.
+    let order: Vec<&str> = with_best.iter().map(|r| r.family.as_str()).collect();
+    assert_eq!(order, ["linear", "mlp:16", "best", "linear", "mlp:16", "best", "linear", "mlp:16", "best"]);
+    // Applied again (a cell read back), nothing is counted twice; one family gains its own copy.
+    assert_eq!(add_best(with_best.clone()).len(), with_best.len());
+    let one = add_best(vec![record("fc1", "linear", 1.0)]);
+    assert_eq!(one.len(), 2);
+    assert_eq!((one[1].family.as_str(), one[1].source.as_deref(), one[1].bits), ("best", Some("linear"), 1.0));
+}
+
+#[test]
+fn the_reading_says_which_family_finds_more_and_when_the_largest_estimate_is_the_less_certain() {
+    use gradleak::report::{layer_rows, reading};
+    let records = gradleak::audit::add_best(vec![
+        record("fc1", "input", "linear", 100.0, [50.0, 150.0]),
+        record("fc1", "input", "mlp:16", 10.0, [5.0, 15.0]),
+        // Within the interval: no disagreement.
+        record("fc2", "input", "linear", 80.0, [40.0, 120.0]),
+        record("fc2", "input", "mlp:16", 70.0, [60.0, 80.0]),
+        record("all", "input", "linear", 90.0, [70.0, 110.0]),
+        record("all", "input", "mlp:16", 20.0, [15.0, 25.0]),
+        // A constant fit (0 bits, up to rounding) finds nothing, even above a negative estimate.
+        record("fc1", "label", "linear", 1e-16, [1e-16, 1e-16]),
+        record("fc1", "label", "mlp:16", -0.05, [-0.3, 0.2]),
+        // The largest estimate's interval reaches 0, the other's does not.
+        record("fc1", "attribute:a", "linear", 0.4, [0.2, 0.6]),
+        record("fc1", "attribute:a", "mlp:16", 0.5, [-0.2, 1.2]),
+    ]);
+    let records: Vec<&gradleak::audit::Record> = records.iter().collect();
+    let families = gradleak::report::families(records.iter().copied());
+    assert_eq!(families, ["linear", "mlp:16"]);
+    let rows = layer_rows(&records, &families);
+    assert_eq!(rows.len(), 5);
+    assert_eq!(rows[0].best.unwrap().source.as_deref(), Some("linear"));
+    assert_eq!(
+        reading(&rows, &families),
+        [
+            "input: linear finds more than mlp:16 in 2 of 3 rows, most in fc1 (100.00 vs 10.00 bits)",
+            "attribute:a: in fc1 the largest estimate's interval reaches 0 where another family's stays above it",
+        ]
+    );
 }
 
 #[test]

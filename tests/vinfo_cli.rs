@@ -1,4 +1,5 @@
-//! The `gradleak vinfo` command: JSON output, the PVI file, and one-line errors with a non-zero exit.
+//! The `gradleak vinfo` command: JSON output, the PVI file, the split file, `best` rows of a store table, and
+//! one-line errors with a non-zero exit.
 
 use std::path::Path;
 use std::process::Command;
@@ -139,7 +140,7 @@ fn count(row: &[i64], role: i64) -> usize {
 }
 
 #[test]
-fn split_file_has_every_fit_and_its_roles() {
+fn split_file_has_every_fit_and_its_roles_and_store_rows_end_with_best() {
     let dir = tempfile::tempdir().unwrap();
     write_data(dir.path());
     let p = |f: &str| dir.path().join(f).to_string_lossy().into_owned();
@@ -216,4 +217,25 @@ fn split_file_has_every_fit_and_its_roles() {
     let (size, store_fits) = roles(&d.join("store-split.npy"));
     assert_eq!(size, vec![5, 60]);
     assert_eq!(store_fits, roles(&d.join("split60.npy")).1);
+
+    // Several families: after each layer's families a `best` row, the largest estimate, names its family.
+    let out = Command::new(env!("CARGO_BIN_EXE_gradleak"))
+        .current_dir(d)
+        .args(["vinfo", "--store", "store", "--targets", "label", "--bootstrap", "20", "--family", "linear+mlp:16"])
+        .args(["--json", "--threads", "1", "--quiet"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    // conv1, fc3 and all: linear, mlp:16, best.
+    assert_eq!(rows.len(), 3 * 3);
+    for block in rows.chunks(3) {
+        let family: Vec<&str> = block.iter().map(|r| r["family"].as_str().unwrap()).collect();
+        assert_eq!(family, ["linear", "mlp:16", "best"]);
+        let bits: Vec<f64> = block.iter().map(|r| r["bits"].as_f64().unwrap()).collect();
+        let top = if bits[1] > bits[0] { 1 } else { 0 };
+        assert_eq!((bits[2], &block[2]["source"]), (bits[top], &block[top]["family"]), "{block:?}");
+        assert!(block[0]["source"].is_null() && block[1]["source"].is_null());
+    }
 }

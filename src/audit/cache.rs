@@ -84,7 +84,11 @@ pub(crate) fn prepare_out(out: &Path, manifest: &AuditManifest, resume: bool) ->
 
 pub(crate) fn read_cell(path: &Path) -> Result<CellResult> {
     let text = std::fs::read_to_string(path)?;
-    Ok(serde_json::from_str(&text)?)
+    let mut cell: CellResult = serde_json::from_str(&text)?;
+    // A cell written before the `best` records existed gains them (its localisation and agreement stay on the
+    // family they name).
+    cell.records = super::add_best(std::mem::take(&mut cell.records));
+    Ok(cell)
 }
 
 /// The finished cells among `keys`, in grid order.

@@ -1,5 +1,6 @@
 //! Measuring one cell: the shared updates of the cell's checkpoint under its defences, then V-information per
-//! layer, group and all layers, localisation, sensitivity with its rank agreement, and an optional reference attack.
+//! layer, group and all layers (every family, and `best`), localisation, sensitivity with its rank agreement, and an
+//! optional reference attack.
 
 use std::path::Path;
 use std::time::Instant;
@@ -7,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::config::{AuditConfig, Cell, ATTACK_KEYS, UPDATE_KEYS};
-use super::{AttackRecord, CellKeys, CellResult, LocalisationRecord, Record};
+use super::{add_best, AttackRecord, CellKeys, CellResult, LocalisationRecord, Record, BEST};
 use crate::data::{Dataset, Split};
 use crate::defenses;
 use crate::error::rename_params;
@@ -124,25 +125,38 @@ pub fn run_cell(
             n_train: row.estimate.n_train,
             n_test: row.estimate.n_test,
             constant_fits: row.estimate.constant_fits,
+            source: None,
             warnings: row.estimate.warnings.clone(),
         })
         .collect::<Vec<_>>();
+    let records = add_best(records);
 
     let mut localisation = Vec::new();
     if updates.layers.len() >= 2 {
-        let family = &families[0];
-        let family_name = family.to_string();
         for t in targets.iter().filter(|t| t.name != "label") {
-            let bits_of = |layer: &str| {
-                records
-                    .iter()
-                    .find(|r| r.layer == layer && r.target == t.name && r.family == family_name)
-                    .map(|r| r.bits)
-            };
+            let best_of =
+                |layer: &str| records.iter().find(|r| r.layer == layer && r.target == t.name && r.family == BEST);
             let single: Vec<(String, f64)> =
-                updates.layers.iter().filter_map(|l| bits_of(&l.name).map(|b| (l.name.clone(), b))).collect();
-            let found =
-                localise(&updates, t, family, &single, bits_of("all"), config.measure.localisation_fraction, &opts_v)?;
+                updates.layers.iter().filter_map(|l| best_of(&l.name).map(|r| (l.name.clone(), r.bits))).collect();
+            let all = best_of("all");
+            // Layers are ranked by their `best` bits, but what the protected layers leave needs fits of one
+            // family: the one that found the most in all layers together (the source of the `best` "all" record),
+            // or without an "all" row in the most leaking single layer. Another family may find more in what is
+            // left; the remaining bits are this family's (and the best single layer's), a lower bound.
+            let top_single =
+                updates.layers.iter().filter_map(|l| best_of(&l.name)).max_by(|a, b| a.bits.total_cmp(&b.bits));
+            let source = all.or(top_single).and_then(|r| r.source.as_deref());
+            let family = families.iter().find(|f| Some(f.to_string().as_str()) == source).unwrap_or(&families[0]);
+            let found = localise(
+                &updates,
+                t,
+                BEST,
+                family,
+                &single,
+                all.map(|r| r.bits),
+                config.measure.localisation_fraction,
+                &opts_v,
+            )?;
             localisation.push(LocalisationRecord { keys: keys.clone(), localisation: found });
         }
     }

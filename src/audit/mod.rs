@@ -4,9 +4,10 @@
 //! layers) the audit
 //! takes the trained model at that epoch, computes the shared updates of `measure.updates` victims, and measures
 //! per layer, per layer group and for all shared layers together, for every target and family, the usable
-//! information in bits (with a 95% CI); then the input and latent-attribute sensitivity and their rank agreement with
-//! V-information; then the localisation (the fewest layers whose protection leaves the rest under a fraction of the
-//! unprotected leakage, measured); optionally a reference attack.
+//! information in bits (with a 95% CI), and per layer and target the `best` family's estimate (the largest); then
+//! the input and latent-attribute sensitivity and their rank agreement with the `best` bits; then the localisation
+//! (the fewest layers whose protection leaves the rest under a fraction of the unprotected leakage, measured);
+//! optionally a reference attack.
 //!
 //! Every cell is keyed by a hash of everything that determines it and written to `cells/<key>.json` atomically
 //! once finished, so an interrupted sweep loses at most the cell in progress and resumes where it stopped. Models are
@@ -25,6 +26,8 @@ mod run;
 mod sensitivity;
 mod training;
 
+/// The pseudo-family of the largest estimate per layer (or group) and target.
+pub use crate::measure::layerwise::BEST;
 pub use cache::{cell_key, collect_cells, merge, AuditManifest, MANIFEST};
 pub use cell::{describe_cell, run_cell};
 pub use config::{AuditConfig, Cell};
@@ -65,7 +68,11 @@ pub struct Record {
     pub feature_dim: i64,
     /// `input`, `label` or `attribute:NAME`.
     pub target: String,
+    /// A family of `measure.families`, or `best` (see [`add_best`]).
     pub family: String,
+    /// For `best`: the family it copies; null for the others.
+    #[serde(default)]
+    pub source: Option<String>,
     pub bits: f64,
     pub ci95: [f64; 2],
     pub bits_per_dim: Option<f64>,
@@ -79,6 +86,33 @@ pub struct Record {
     /// What a user should know about the fits (an optimiser at its iteration cap, ...).
     #[serde(default)]
     pub warnings: Vec<String>,
+}
+
+/// `records` with one `best` record after the records of each (cell, layer, target): a copy of the record with the
+/// most bits among its families (the first family of equal ones), with `source` naming that family. Added with a
+/// single family too, so `family == "best"` always selects one row per layer and target. Existing `best` records
+/// are recomputed, so this can be applied again (cells written before `best` existed gain it when read).
+pub fn add_best(records: Vec<Record>) -> Vec<Record> {
+    use std::collections::HashMap;
+    let records: Vec<Record> = records.into_iter().filter(|r| r.family != BEST).collect();
+    let key = |r: &Record| (r.keys.cell.clone(), r.layer.clone(), r.target.clone());
+    // Per key: its records' positions, in order (the families' order).
+    let mut members: HashMap<(String, String, String), Vec<usize>> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        members.entry(key(r)).or_default().push(i);
+    }
+    let mut out = Vec::with_capacity(records.len() + members.len());
+    for (i, r) in records.iter().enumerate() {
+        out.push(r.clone());
+        let of_key = &members[&key(r)];
+        if of_key.last() == Some(&i) {
+            let top = crate::measure::layerwise::best_index(of_key.iter().map(|&j| records[j].bits))
+                .expect("a key has a record");
+            let top = &records[of_key[top]];
+            out.push(Record { family: BEST.into(), source: Some(top.family.clone()), ..top.clone() });
+        }
+    }
+    out
 }
 
 /// One sensitivity value of a layer.
@@ -102,6 +136,7 @@ pub struct Agreement {
     pub keys: CellKeys,
     pub target: String,
     pub kind: String,
+    /// The family whose bits are ranked: `best` in an audit.
     pub family: String,
     pub spearman: Option<f64>,
     pub layers: usize,

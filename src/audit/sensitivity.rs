@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::config::{AuditConfig, Cell, SENSITIVITY_KEYS};
-use super::{Agreement, CellKeys, Record, SensitivityRecord};
+use super::{Agreement, CellKeys, Record, SensitivityRecord, BEST};
 use crate::data::{Dataset, Split};
 use crate::error::rename_params;
 use crate::gradients::updates::SharedUpdates;
@@ -14,7 +14,7 @@ use crate::measure::sensitivity::{
 use crate::models::Model;
 use crate::progress::Progress;
 
-/// Bits per single layer for one target and family, as (layer, bits).
+/// Bits per single layer for one target and family (or `best`), as (layer, bits).
 fn bits_column(records: &[Record], target: &str, family: &str, layers: &[String]) -> Vec<(String, f64)> {
     records
         .iter()
@@ -39,7 +39,8 @@ pub fn measure(
     if !config.measure.sensitivity {
         return Ok((rows, agreement, notes));
     }
-    let family = config.measure.families[0].to_string();
+    // The layers' bits are the `best` family's: the most any family found in each layer.
+    let family = BEST.to_string();
     let shared: Vec<String> = updates.layers.iter().map(|l| l.name.clone()).collect();
     let row = |layer: &str, target: &str, kind: &str, value: f64, ci: [f64; 2]| SensitivityRecord {
         keys: keys.clone(),

@@ -7,7 +7,7 @@ use tch::Tensor;
 
 use gradleak::arrays::{read_array, write_npy};
 use gradleak::gradients::store::GradientStore;
-use gradleak::measure::layerwise::{layer_groups, layerwise, resolve_targets};
+use gradleak::measure::layerwise::{best_index, layer_groups, layerwise, resolve_targets, LayerwiseRow, BEST};
 use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, Protocol, Target, VInfoEstimate};
 use gradleak::progress::Progress;
 
@@ -40,7 +40,8 @@ pub struct VinfoArgs {
     /// With --store: do not measure all layers together.
     #[arg(long)]
     pub no_all: bool,
-    /// Predictive family: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, or all (linear and mlp).
+    /// Predictive family: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, or all (linear and mlp). With --store and
+    /// several families, a `best` row (the largest estimate, its family as source) follows each layer and target.
     #[arg(long, default_value = "linear")]
     pub family: String,
     /// Seed of every random choice (split, MLP initialisation and minibatches, bootstrap).
@@ -238,7 +239,8 @@ fn print_table(estimates: &[VInfoEstimate]) {
     println!("bits: held-out H(Y|∅) - H(Y|G) per sample (mean pointwise V-information); negative values are kept.");
 }
 
-/// `--store`: the layer-wise table of a gradient store.
+/// `--store`: the layer-wise table of a gradient store; with several families a `best` row per layer and target
+/// (always in `--json`).
 fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family], opts: &EstimateOptions) -> Result<()> {
     let store = GradientStore::open(dir)?;
     let updates = &store.updates;
@@ -251,6 +253,15 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
     if let Some(path) = &args.split_out {
         write_split(path, opts, updates.num_updates() as usize)?;
     }
+    // `layerwise` gives each layer and target's families together, in order: after them comes `best`, a copy of
+    // the largest estimate (the first family of equal ones) with its family as `source`.
+    let mut table: Vec<(&LayerwiseRow, Option<&str>)> = Vec::new();
+    for block in rows.chunks(families.len().max(1)) {
+        table.extend(block.iter().map(|r| (r, None)));
+        if let Some(i) = best_index(block.iter().map(|r| r.estimate.bits)) {
+            table.push((&block[i], Some(block[i].estimate.family.as_str())));
+        }
+    }
     if args.json {
         let json = serde_json::json!({
             "store": dir,
@@ -258,9 +269,10 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
             "dataset": store.manifest.dataset,
             "defense": store.manifest.defense,
             "num_updates": store.manifest.num_updates,
-            "rows": rows.iter().map(|r| serde_json::json!({
+            "rows": table.iter().map(|(r, source)| serde_json::json!({
                 "layer": r.layer, "num_params": r.num_params, "features": r.features, "feature_dim": r.feature_dim,
-                "target": r.target, "family": r.estimate.family, "bits": r.estimate.bits, "ci95": r.estimate.ci95,
+                "target": r.target, "family": if source.is_some() { BEST } else { &r.estimate.family },
+                "source": source, "bits": r.estimate.bits, "ci95": r.estimate.ci95,
                 "bits_per_dim": r.estimate.bits_per_dim, "r2": r.estimate.r2, "accuracy": r.estimate.accuracy,
                 "n_train": r.estimate.n_train, "n_test": r.estimate.n_test,
             })).collect::<Vec<_>>(),
@@ -276,23 +288,34 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
         store.manifest.defense,
         rows[0].estimate.protocol
     );
+    // With one family `best` would repeat every row: the text table shows it with several only.
+    let several = families.len() > 1;
     println!(
-        "{:<22} {:>10} {:>8} {:<22} {:<10} {:>10} {:>21} {:>9}",
-        "layer", "parameters", "features", "target", "family", "bits", "95% CI", "R^2/acc"
+        "{:<22} {:>10} {:>8} {:<22} {:<10} {:>10} {:>21} {:>9}{}",
+        "layer",
+        "parameters",
+        "features",
+        "target",
+        "family",
+        "bits",
+        "95% CI",
+        "R^2/acc",
+        if several { "  source" } else { "" }
     );
-    for r in &rows {
+    for (r, source) in table.iter().filter(|(_, source)| several || source.is_none()) {
         let e = &r.estimate;
         let extra = e.r2.or(e.accuracy).map(|v| format!("{v:.3}")).unwrap_or_default();
         println!(
-            "{:<22} {:>10} {:>8} {:<22} {:<10} {:>10.3} {:>21} {:>9}",
+            "{:<22} {:>10} {:>8} {:<22} {:<10} {:>10.3} {:>21} {:>9}{}",
             r.layer,
             r.num_params,
             r.features,
             r.target,
-            e.family,
+            if source.is_some() { BEST } else { &e.family },
             e.bits,
             format!("[{:.2}, {:.2}]", e.ci95[0], e.ci95[1]),
-            extra
+            extra,
+            source.map(|f| format!("  {f}")).unwrap_or_default()
         );
     }
     Ok(())

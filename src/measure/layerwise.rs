@@ -173,3 +173,34 @@ pub fn layerwise(
     bar.finish_and_clear();
     Ok(rows)
 }
+
+/// The pseudo-family of the largest estimate per layer (or group) and target (see [`best_index`]).
+pub const BEST: &str = "best";
+
+/// The position of the largest of `bits` (the estimates of one layer and target, in the families' order): the first
+/// of equal ones, never a NaN unless all are. None when there is none.
+pub fn best_index(bits: impl IntoIterator<Item = f64>) -> Option<usize> {
+    let mut best: Option<(usize, f64)> = None;
+    for (i, b) in bits.into_iter().enumerate() {
+        match best {
+            Some((_, top)) if !(b > top || (top.is_nan() && !b.is_nan())) => {}
+            _ => best = Some((i, b)),
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::best_index;
+
+    #[test]
+    fn the_best_index_is_the_first_of_the_largest_and_never_a_nan() {
+        assert_eq!(best_index([1.0, 3.0, 2.0]), Some(1));
+        assert_eq!(best_index([2.0, 2.0]), Some(0), "ties go to the first family");
+        assert_eq!(best_index([f64::NAN, -1.0]), Some(1));
+        assert_eq!(best_index([0.5, f64::NAN]), Some(0));
+        assert_eq!(best_index([f64::NAN]), Some(0));
+        assert_eq!(best_index([]), None);
+    }
+}

@@ -23,7 +23,11 @@ pub struct LocalisationStep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Localisation {
     pub target: String,
+    /// Whose bits rank the layers (`single_bits`, `all_bits`): a family, or `best` in an audit.
     pub family: String,
+    /// The family that measured the unprotected layers left at each step.
+    #[serde(default)]
+    pub refit_family: String,
     /// Layers by bits, most first.
     pub ranking: Vec<(String, f64)>,
     /// Bits of all shared layers together (the larger of the joint estimate and the best single layer's).
@@ -50,13 +54,15 @@ impl Localisation {
     }
 }
 
-/// Ranks the single layers of `updates` by their bits (`single_bits`: (layer, bits) for `target` and `family`,
-/// measured already), then finds the fewest top layers whose protection leaves all the others together under
-/// `fraction` of the unprotected bits, measuring the others. `all_bits`: the joint estimate of every layer when
-/// it is measured already.
+/// Ranks the single layers of `updates` by their bits (`single_bits`: (layer, bits) for `target`, measured already
+/// by `ranked_by`: a family's name, or `best`), then finds the fewest top layers whose protection leaves all the
+/// others together under `fraction` of the unprotected bits, measuring the others with `family`. `all_bits`: the
+/// joint estimate of every layer when it is measured already.
+#[allow(clippy::too_many_arguments)]
 pub fn localise(
     updates: &SharedUpdates,
     target: &NamedTarget,
+    ranked_by: &str,
     family: &Family,
     single_bits: &[(String, f64)],
     all_bits: Option<f64>,
@@ -122,7 +128,8 @@ pub fn localise(
     };
     Ok(Localisation {
         target: target.name.clone(),
-        family: family.to_string(),
+        family: ranked_by.to_string(),
+        refit_family: family.to_string(),
         ranking,
         unprotected_bits: unprotected,
         fraction,

@@ -7,7 +7,7 @@ use std::path::Path;
 use base64::Engine as _;
 
 use super::Report;
-use crate::audit::Record;
+use crate::audit::{Record, BEST};
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
@@ -191,8 +191,9 @@ fn cell_label(k: &crate::audit::CellKeys, several_pairs: bool) -> String {
     }
 }
 
-/// The overview table: per cell and target, all-layer bits and the most leaking layer.
-fn overview_table(targets: &[String], rows: &[super::OverviewRow]) -> String {
+/// The overview table: per cell and target, all-layer bits and the most leaking layer (and with `several`
+/// families, the family of each `best` value).
+fn overview_table(targets: &[String], rows: &[super::OverviewRow], several: bool) -> String {
     let mut s = String::from(
         "<table id=\"overview\"><tr><th>model</th><th>dataset</th><th>batch</th><th>epoch</th><th>defence</th>\
          <th>epsilon</th><th>test acc.</th>",
@@ -215,14 +216,20 @@ fn overview_table(targets: &[String], rows: &[super::OverviewRow]) -> String {
             100.0 * k.test_accuracy
         );
         for t in targets {
-            match row.targets.iter().find(|x| &x.0 == t) {
-                Some((_, bits, ci, top, top_bits)) => {
+            match row.targets.iter().find(|x| &x.target == t) {
+                Some(e) => {
+                    let all_source = e.all_source.as_deref().filter(|_| several).map(|f| format!(" ({f})"));
+                    let top_source = e.top_source.as_deref().filter(|_| several).map(|f| format!(", {f}"));
                     let _ = write!(
                         s,
-                        "<td>{bits:.2} [{:.2}, {:.2}]</td><td>{} ({top_bits:.2})</td>",
-                        ci[0],
-                        ci[1],
-                        esc(top)
+                        "<td>{:.2} [{:.2}, {:.2}]{}</td><td>{} ({:.2}{})</td>",
+                        e.all_bits,
+                        e.all_ci[0],
+                        e.all_ci[1],
+                        esc(&all_source.unwrap_or_default()),
+                        esc(&e.top_layer),
+                        e.top_bits,
+                        esc(&top_source.unwrap_or_default())
                     );
                 }
                 None => s.push_str("<td></td><td></td>"),
@@ -236,7 +243,14 @@ fn overview_table(targets: &[String], rows: &[super::OverviewRow]) -> String {
 
 /// The plots of one dataset and model pair: bars of its first cell, heatmaps across its grid, sensitivity against
 /// V-information, and its privacy-utility trade-off.
-fn pair_plots(report: &Report, dataset: &str, model: &str, family: &str, targets: &[String]) -> String {
+/// `family` is whose bits are shown (see [`super::headline`]), `label` how to name it.
+fn pair_plots(
+    report: &Report,
+    dataset: &str,
+    model: &str,
+    (family, label): (&str, &str),
+    targets: &[String],
+) -> String {
     let mut s = String::new();
     let in_pair = |k: &crate::audit::CellKeys| k.dataset == dataset && k.model == model;
     let Some(first) = report.cells.iter().find(|c| in_pair(&c.keys)) else { return s };
@@ -249,7 +263,7 @@ fn pair_plots(report: &Report, dataset: &str, model: &str, family: &str, targets
             .collect();
         if !rows.is_empty() {
             s.push_str(&bars(
-                &format!("{t}: bits per layer ({family}; cell {})", cell_label(&first.keys, false)),
+                &format!("{t}: bits per layer ({label}; cell {})", cell_label(&first.keys, false)),
                 &rows,
             ));
         }
@@ -269,7 +283,8 @@ fn pair_plots(report: &Report, dataset: &str, model: &str, family: &str, targets
             .filter(|r| in_pair(&r.keys) && &r.target == t && r.family == family)
             .collect();
         for (name, axis) in &axes {
-            if let Some(h) = heatmap(&format!("{t}: bits, layers x {name} (mean over the other axes)"), &rows, axis) {
+            let title = format!("{t}: bits ({label}), layers x {name} (mean over the other axes)");
+            if let Some(h) = heatmap(&title, &rows, axis) {
                 s.push_str(&h);
             }
         }
@@ -341,7 +356,9 @@ pub fn page(report: &Report, out: &Path) -> String {
         s.push_str("<p>No cell is finished yet.</p></body></html>");
         return s;
     }
-    let family = report.records.first().map(|r| r.family.clone()).unwrap_or_default();
+    let (family, label) = super::headline(report);
+    let families = super::families(report.records.iter().copied());
+    let several = families.len() > 1;
     // Targets in the configuration's order (input, label, attributes).
     let (targets, overview_rows) = super::overview(report);
     let pairs = super::pairs(report);
@@ -349,7 +366,7 @@ pub fn page(report: &Report, out: &Path) -> String {
 
     if report.cells.len() > 1 {
         s.push_str("<h2>Overview</h2>");
-        s.push_str(&overview_table(&targets, &overview_rows));
+        s.push_str(&overview_table(&targets, &overview_rows, several));
     } else {
         s.push_str("<h2>Layer-wise leakage</h2>");
     }
@@ -357,23 +374,29 @@ pub fn page(report: &Report, out: &Path) -> String {
         if several_pairs || report.cells.len() > 1 {
             let _ = write!(s, "<h2>{} on {}</h2>", esc(model), esc(dataset));
         }
-        s.push_str(&pair_plots(report, dataset, model, &family, &targets));
+        s.push_str(&pair_plots(report, dataset, model, (&family, &label), &targets));
     }
 
     if !report.localisation.is_empty() {
-        s.push_str("<h2>Localisation</h2><table><tr><th>cell</th><th>target</th><th>most leaking layers</th><th>protect</th><th>remaining bits</th><th>unprotected bits</th></tr>");
+        let ranked = if several { "<p>Layers ranked by their best bits.</p>" } else { "" };
+        let _ = write!(
+            s,
+            "<h2>Localisation</h2>{ranked}<table><tr><th>cell</th><th>target</th><th>most leaking layers</th>\
+             <th>protect</th><th>remaining bits</th><th>unprotected bits</th><th>rest measured with</th></tr>"
+        );
         for r in &report.localisation {
             let l = &r.localisation;
             let top: Vec<String> = l.ranking.iter().take(3).map(|(n, b)| format!("{n} ({b:.1})")).collect();
             let remaining = l.remaining_bits();
             let _ = write!(
                 s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{remaining:.2}</td><td>{:.2}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{remaining:.2}</td><td>{:.2}</td><td>{}</td></tr>",
                 esc(&cell_label(&r.keys, several_pairs)),
                 esc(&l.target),
                 esc(&top.join(", ")),
                 if l.protect.is_empty() { "nothing to localise".to_string() } else { esc(&l.protect.join(" + ")) },
-                l.unprotected_bits
+                l.unprotected_bits,
+                esc(if l.refit_family.is_empty() { &l.family } else { &l.refit_family })
             );
         }
         s.push_str("</table>");
@@ -400,8 +423,22 @@ pub fn page(report: &Report, out: &Path) -> String {
         }
     }
 
-    s.push_str("<h2>All records</h2><table><tr><th>layer</th><th>cell</th><th>target</th><th>family</th><th>bits</th><th>95% CI</th><th>R^2 / acc.</th><th>features</th></tr>");
-    for r in &report.records {
+    if several {
+        s.push_str(&side_by_side(report, &families, several_pairs));
+    } else {
+        s.push_str(&all_records(report, several_pairs));
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// Every record of a single-family report, one row each (`best` would repeat them).
+fn all_records(report: &Report, several_pairs: bool) -> String {
+    let mut s = String::from(
+        "<h2>All records</h2><table><tr><th>layer</th><th>cell</th><th>target</th><th>family</th><th>bits</th>\
+         <th>95% CI</th><th>R^2 / acc.</th><th>features</th></tr>",
+    );
+    for r in report.records.iter().filter(|r| r.family != BEST) {
         let extra = r.r2.or(r.accuracy).map(|v| format!("{v:.3}")).unwrap_or_default();
         let _ = write!(
             s,
@@ -416,6 +453,68 @@ pub fn page(report: &Report, out: &Path) -> String {
             r.features
         );
     }
-    s.push_str("</table></body></html>\n");
+    s.push_str("</table>");
+    s
+}
+
+/// Per cell, the families side by side: a row per layer and target with each family's bits and interval, then
+/// `best` and its source, and where the families disagree a reading.
+fn side_by_side(report: &Report, families: &[String], several_pairs: bool) -> String {
+    let mut s = String::from(
+        "<h2>Families side by side</h2><p>Bits [95% CI] of each family; <code>best</code> is the largest, \
+         <code>source</code> its family (each estimate is a lower bound; the largest of several is slightly \
+         optimistic).</p>",
+    );
+    for cell in &report.cells {
+        let records: Vec<&Record> = report.records.iter().copied().filter(|r| r.keys.cell == cell.keys.cell).collect();
+        let rows = super::layer_rows(&records, families);
+        let _ = write!(
+            s,
+            "<h3>{}</h3><table class=\"families\"><tr><th>layer</th><th>target</th>",
+            esc(&cell_label(&cell.keys, several_pairs))
+        );
+        for f in families {
+            let _ = write!(s, "<th>{}</th>", esc(f));
+        }
+        s.push_str("<th>best</th><th>source</th><th>R^2 / acc. (best)</th><th>features</th></tr>");
+        for row in &rows {
+            let _ = write!(s, "<tr><td>{}</td><td>{}</td>", esc(row.layer), esc(row.target));
+            for r in &row.by_family {
+                match r {
+                    Some(r) => {
+                        let _ = write!(s, "<td>{:.2} [{:.2}, {:.2}]</td>", r.bits, r.ci95[0], r.ci95[1]);
+                    }
+                    None => s.push_str("<td></td>"),
+                }
+            }
+            match row.best {
+                Some(b) => {
+                    let extra = b.r2.or(b.accuracy).map(|v| format!("{v:.3}")).unwrap_or_default();
+                    let _ = write!(
+                        s,
+                        "<td>{:.2}</td><td>{}</td><td>{extra}</td>",
+                        b.bits,
+                        esc(b.source.as_deref().unwrap_or_default())
+                    );
+                }
+                None => s.push_str("<td></td><td></td><td></td>"),
+            }
+            let _ = write!(s, "<td>{}</td></tr>", esc(row.features));
+        }
+        s.push_str("</table>");
+        let lines = super::reading(&rows, families);
+        if lines.is_empty() {
+            s.push_str("<p class=\"reading\">Reading: no family finds more than another beyond its 95% interval.</p>");
+        } else {
+            s.push_str(
+                "<p class=\"reading\">Reading (a family finds more than another where the other's estimate is below \
+                 its 95% interval):</p><ul>",
+            );
+            for line in lines {
+                let _ = write!(s, "<li>{}</li>", esc(&line));
+            }
+            s.push_str("</ul>");
+        }
+    }
     s
 }

@@ -11,7 +11,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::audit::AuditManifest;
-use crate::audit::{Agreement, AttackRecord, CellKeys, CellResult, LocalisationRecord, Record, SensitivityRecord};
+use crate::audit::{
+    Agreement, AttackRecord, CellKeys, CellResult, LocalisationRecord, Record, SensitivityRecord, BEST,
+};
 
 /// The whole report, as `report.json`.
 #[derive(Debug, Serialize)]
@@ -84,17 +86,17 @@ fn opt(v: Option<f64>) -> String {
     v.map(|v| v.to_string()).unwrap_or_default()
 }
 
-/// One row per record, the same columns as `report.json`'s `records`.
+/// One row per record, the same columns as `report.json`'s `records` (`source` empty but for `best`).
 pub fn records_csv(records: &[&Record]) -> String {
     let mut s = String::from(
         "cell,dataset,model,batch_size,epoch,dropout,defense,epsilon,test_accuracy,layer,num_params,features,feature_dim,target,family,\
-         bits,ci95_low,ci95_high,bits_per_dim,r2,accuracy,n_train,n_test,constant_fits,warnings\n",
+         source,bits,ci95_low,ci95_high,bits_per_dim,r2,accuracy,n_train,n_test,constant_fits,warnings\n",
     );
     for r in records {
         let k = &r.keys;
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             k.cell,
             csv_field(&k.dataset),
             csv_field(&k.model),
@@ -110,6 +112,7 @@ pub fn records_csv(records: &[&Record]) -> String {
             r.feature_dim,
             csv_field(&r.target),
             csv_field(&r.family),
+            csv_field(r.source.as_deref().unwrap_or_default()),
             r.bits,
             r.ci95[0],
             r.ci95[1],
@@ -154,15 +157,161 @@ pub fn title(report: &Report) -> String {
     }
 }
 
-/// Per finished cell and target (first family): the bits of all layers together and the most leaking layer.
+/// The families of `records` in order of first appearance (the configuration's order), without `best`.
+pub fn families<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in records {
+        if r.family != BEST && !out.contains(&r.family) {
+            out.push(r.family.clone());
+        }
+    }
+    out
+}
+
+/// Whose bits the overview and the plots show, and how to name it: `best` with several families, the family
+/// itself with one (where `best` is the same numbers).
+pub fn headline(report: &Report) -> (String, String) {
+    match families(report.records.iter().copied()).as_slice() {
+        [one] => (one.clone(), format!("{one} family")),
+        [] => (BEST.into(), "best family".into()),
+        many => (BEST.into(), format!("best of {} per layer", many.join(", "))),
+    }
+}
+
+/// One (layer, target) of a cell with its families side by side.
+pub struct LayerRow<'a> {
+    pub layer: &'a str,
+    pub num_params: i64,
+    pub features: &'a str,
+    pub target: &'a str,
+    /// The record of each family, in the order of [`families`].
+    pub by_family: Vec<Option<&'a Record>>,
+    pub best: Option<&'a Record>,
+}
+
+/// The (layer, target) rows of one cell's `records`, in their order.
+pub fn layer_rows<'a>(records: &[&'a Record], families: &[String]) -> Vec<LayerRow<'a>> {
+    let mut rows: Vec<LayerRow<'a>> = Vec::new();
+    for &r in records {
+        let index = match rows.iter().position(|x| x.layer == r.layer && x.target == r.target) {
+            Some(i) => i,
+            None => {
+                rows.push(LayerRow {
+                    layer: &r.layer,
+                    num_params: r.num_params,
+                    features: &r.features,
+                    target: &r.target,
+                    by_family: vec![None; families.len()],
+                    best: None,
+                });
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[index];
+        if r.family == BEST {
+            row.best = Some(r);
+        } else if let Some(f) = families.iter().position(|f| *f == r.family) {
+            row.by_family[f] = Some(r);
+        }
+    }
+    rows
+}
+
+/// The names of at most five layers, then how many more.
+fn some_layers(layers: &[&str]) -> String {
+    let shown = layers.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+    match layers.len() {
+        n if n > 5 => format!("{shown} and {} more", n - 5),
+        _ => shown,
+    }
+}
+
+/// Bits below which an estimate or a bound counts as 0: a constant fit measures about 1e-16 bits (rounding).
+const ZERO_BITS: f64 = 1e-9;
+
+/// Where the families of a cell disagree, one line per target that has something to say: which family finds more
+/// than which (its 95% interval above 0, the other's estimate below that interval), in how many rows and where
+/// most; and rows whose largest estimate has an interval reaching 0 where another family's stays above it (the
+/// largest estimate is then not the most certain).
+pub fn reading(rows: &[LayerRow], families: &[String]) -> Vec<String> {
+    let mut targets: Vec<&str> = Vec::new();
+    for r in rows {
+        if !targets.contains(&r.target) {
+            targets.push(r.target);
+        }
+    }
+    let mut lines = Vec::new();
+    for t in targets {
+        let of_target: Vec<&LayerRow> = rows.iter().filter(|r| r.target == t).collect();
+        let mut clauses = Vec::new();
+        for (ia, a) in families.iter().enumerate() {
+            for (ib, b) in families.iter().enumerate().filter(|(ib, _)| *ib != ia) {
+                let both: Vec<(&str, &Record, &Record)> =
+                    of_target.iter().filter_map(|r| Some((r.layer, r.by_family[ia]?, r.by_family[ib]?))).collect();
+                let more: Vec<&(&str, &Record, &Record)> =
+                    both.iter().filter(|(_, ra, rb)| ra.ci95[0] > ZERO_BITS && rb.bits < ra.ci95[0]).collect();
+                let Some((layer, ra, rb)) =
+                    more.iter().max_by(|x, y| (x.1.bits - x.2.bits).total_cmp(&(y.1.bits - y.2.bits)))
+                else {
+                    continue;
+                };
+                clauses.push(format!(
+                    "{a} finds more than {b} in {} of {} rows, most in {layer} ({:.2} vs {:.2} bits)",
+                    more.len(),
+                    both.len(),
+                    ra.bits,
+                    rb.bits
+                ));
+            }
+        }
+        let uncertain: Vec<&str> = of_target
+            .iter()
+            .filter(|r| {
+                r.best.is_some_and(|best| {
+                    best.ci95[0] <= ZERO_BITS
+                        && r.by_family
+                            .iter()
+                            .flatten()
+                            .any(|o| Some(&o.family) != best.source.as_ref() && o.ci95[0] > ZERO_BITS)
+                })
+            })
+            .map(|r| r.layer)
+            .collect();
+        if !uncertain.is_empty() {
+            clauses.push(format!(
+                "in {} the largest estimate's interval reaches 0 where another family's stays above it",
+                some_layers(&uncertain)
+            ));
+        }
+        if !clauses.is_empty() {
+            lines.push(format!("{t}: {}", clauses.join("; ")));
+        }
+    }
+    lines
+}
+
+/// One target of an overview row.
+pub struct OverviewEntry {
+    pub target: String,
+    /// Bits of `all` (or of the most leaking single layer without an `all` row), its CI and, for `best`, its family.
+    pub all_bits: f64,
+    pub all_ci: [f64; 2],
+    pub all_source: Option<String>,
+    /// The most leaking single layer, its bits and, for `best`, its family.
+    pub top_layer: String,
+    pub top_bits: f64,
+    pub top_source: Option<String>,
+}
+
+/// Per finished cell and target (the [`headline`] family): the bits of all layers together and the most leaking
+/// layer.
 pub struct OverviewRow<'a> {
     pub keys: &'a CellKeys,
-    /// (target, bits of `all` (or of the single layer), its CI, the most leaking single layer and its bits).
-    pub targets: Vec<(String, f64, [f64; 2], String, f64)>,
+    pub targets: Vec<OverviewEntry>,
 }
 
 pub fn overview<'a>(report: &'a Report) -> (Vec<String>, Vec<OverviewRow<'a>>) {
-    let family = report.records.first().map(|r| r.family.clone()).unwrap_or_default();
+    let (family, _) = headline(report);
     let mut targets: Vec<String> = Vec::new();
     for r in &report.records {
         if !targets.contains(&r.target) {
@@ -182,7 +331,15 @@ pub fn overview<'a>(report: &'a Report) -> (Vec<String>, Vec<OverviewRow<'a>>) {
                     let singles = of_target.iter().filter(|r| r.layer != "all" && !r.layer.contains('+'));
                     let top = singles.max_by(|a, b| a.bits.total_cmp(&b.bits))?;
                     let all = of_target.iter().find(|r| r.layer == "all").unwrap_or(top);
-                    Some((t.clone(), all.bits, all.ci95, top.layer.clone(), top.bits))
+                    Some(OverviewEntry {
+                        target: t.clone(),
+                        all_bits: all.bits,
+                        all_ci: all.ci95,
+                        all_source: all.source.clone(),
+                        top_layer: top.layer.clone(),
+                        top_bits: top.bits,
+                        top_source: top.source.clone(),
+                    })
                 })
                 .collect();
             OverviewRow { keys: &c.keys, targets: per_target }
@@ -191,10 +348,75 @@ pub fn overview<'a>(report: &'a Report) -> (Vec<String>, Vec<OverviewRow<'a>>) {
     (targets, rows)
 }
 
+/// ` (family)` after a `best` value in a table with several families, nothing otherwise.
+fn source_suffix(source: &Option<String>, several: bool) -> String {
+    match source {
+        Some(f) if several => format!(" ({f})"),
+        _ => String::new(),
+    }
+}
+
+/// The R^2 (continuous targets) or accuracy (categorical) of a record, 3 decimals.
+fn fit_quality(r: &Record) -> String {
+    r.r2.or(r.accuracy).map(|v| format!("{v:.3}")).unwrap_or_default()
+}
+
+/// The Markdown layer table of one cell. One family: a row per record, as `records.csv` has them (`best` would
+/// repeat every row). Several: a row per layer and target with each family's bits and interval side by side,
+/// then `best`, its `source`, and the best estimate's R^2 / accuracy.
+fn markdown_layer_table(s: &mut String, records: &[&Record], families: &[String]) {
+    if families.len() <= 1 {
+        let _ = writeln!(s, "| layer | parameters | features | target | family | bits | 95% CI | R^2 / accuracy |");
+        let _ = writeln!(s, "|---|---:|---|---|---|---:|---|---:|");
+        for r in records.iter().filter(|r| r.family != BEST) {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {:.2} | {} | {} |",
+                r.layer,
+                r.num_params,
+                r.features,
+                r.target,
+                r.family,
+                r.bits,
+                fmt_ci(r.ci95),
+                fit_quality(r)
+            );
+        }
+        return;
+    }
+    let mut header = String::from("| layer | parameters | features | target |");
+    let mut rule = String::from("|---|---:|---|---|");
+    for f in families {
+        let _ = write!(header, " {f}: bits [95% CI] |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(s, "{header} best | source | R^2 / accuracy (best) |\n{rule}---:|---|---:|");
+    for row in layer_rows(records, families) {
+        let _ = write!(s, "| {} | {} | {} | {} |", row.layer, row.num_params, row.features, row.target);
+        for r in &row.by_family {
+            match r {
+                Some(r) => {
+                    let _ = write!(s, " {:.2} {} |", r.bits, fmt_ci(r.ci95));
+                }
+                None => s.push_str(" |"),
+            }
+        }
+        match row.best {
+            Some(b) => {
+                let source = b.source.as_deref().unwrap_or_default();
+                let _ = writeln!(s, " {:.2} | {source} | {} |", b.bits, fit_quality(b));
+            }
+            None => s.push_str(" | | |\n"),
+        }
+    }
+}
+
 /// The Markdown report: an overview of the cells when there are several, then per cell the layer table, the
 /// localisation and the agreement.
 pub fn markdown(report: &Report) -> String {
     let c = report.config;
+    let families = families(report.records.iter().copied());
+    let several = families.len() > 1;
     let mut s = String::new();
     let _ = writeln!(s, "# gradleak audit: {}\n", title(report));
     let _ = writeln!(
@@ -213,16 +435,26 @@ pub fn markdown(report: &Report) -> String {
          gradient, on held-out victims, with a bootstrap 95% interval. `sketch` means a random projection of the \
          gradient was used (a lower bound).\n"
     );
+    if several {
+        let _ = writeln!(
+            s,
+            "Each family's estimate is a lower bound on the information in the gradient; `best` is, per layer and \
+             target, the largest of them (with its interval and R^2 / accuracy; `source` names the family). Being \
+             the largest of several estimates on the same victims it is slightly optimistic. The overview, the \
+             localisation and the sensitivity agreement use `best`.\n"
+        );
+    }
     for line in report.skipped {
         let _ = writeln!(s, "_Skipped: {line}._\n");
     }
     if report.cells.len() > 1 {
         let (targets, rows) = overview(report);
-        let family = report.records.first().map(|r| r.family.as_str()).unwrap_or_default();
+        let (_, label) = headline(report);
+        let with_source = if several { "; the family of each estimate in parentheses" } else { "" };
         let _ = writeln!(
             s,
-            "## Overview\n\nPer cell and target ({family} family): bits of all shared layers together, with the 95% \
-             interval, and the most leaking single layer.\n"
+            "## Overview\n\nPer cell and target ({label}): bits of all shared layers together, with the 95% \
+             interval, and the most leaking single layer{with_source}.\n"
         );
         let mut header = String::from("| model | dataset | batch | epoch | defence | epsilon | test acc. |");
         let mut rule = String::from("|---|---|---:|---:|---|---:|---:|");
@@ -245,9 +477,18 @@ pub fn markdown(report: &Report) -> String {
                 100.0 * k.test_accuracy
             );
             for t in &targets {
-                match row.targets.iter().find(|x| &x.0 == t) {
-                    Some((_, bits, ci, top, top_bits)) => {
-                        let _ = write!(s, " {bits:.2} {} | {top} ({top_bits:.2}) |", fmt_ci(*ci));
+                match row.targets.iter().find(|x| &x.target == t) {
+                    Some(e) => {
+                        let _ = write!(
+                            s,
+                            " {:.2} {}{} | {} ({:.2}{}) |",
+                            e.all_bits,
+                            fmt_ci(e.all_ci),
+                            source_suffix(&e.all_source, several),
+                            e.top_layer,
+                            e.top_bits,
+                            e.top_source.as_deref().filter(|_| several).map(|f| format!(", {f}")).unwrap_or_default()
+                        );
                     }
                     None => s.push_str(" | |"),
                 }
@@ -270,27 +511,26 @@ pub fn markdown(report: &Report) -> String {
             k.defense,
             100.0 * k.test_accuracy
         );
-        let _ = writeln!(s, "| layer | parameters | features | target | family | bits | 95% CI | R^2 / accuracy |");
-        let _ = writeln!(s, "|---|---:|---|---|---|---:|---|---:|");
-        for r in report.records.iter().filter(|r| r.keys.cell == k.cell) {
-            let extra = r.r2.or(r.accuracy).map(|v| format!("{v:.3}")).unwrap_or_default();
-            let _ = writeln!(
-                s,
-                "| {} | {} | {} | {} | {} | {:.2} | {} | {} |",
-                r.layer,
-                r.num_params,
-                r.features,
-                r.target,
-                r.family,
-                r.bits,
-                fmt_ci(r.ci95),
-                extra
-            );
+        let records: Vec<&Record> = report.records.iter().copied().filter(|r| r.keys.cell == k.cell).collect();
+        markdown_layer_table(&mut s, &records, &families);
+        if several {
+            let lines = reading(&layer_rows(&records, &families), &families);
+            if lines.is_empty() {
+                let _ = writeln!(s, "\n**Reading**: no family finds more than another beyond its 95% interval.");
+            } else {
+                let _ = writeln!(
+                    s,
+                    "\n**Reading** (a family finds more than another where the other's estimate is below its 95% \
+                     interval):\n"
+                );
+                for line in lines {
+                    let _ = writeln!(s, "- {line}");
+                }
+            }
         }
-        let fit_notes: Vec<String> = report
-            .records
+        let fit_notes: Vec<String> = records
             .iter()
-            .filter(|r| r.keys.cell == k.cell)
+            .filter(|r| r.family != BEST)
             .flat_map(|r| r.warnings.iter().map(move |w| format!("- {} / {} / {}: {w}", r.layer, r.target, r.family)))
             .collect();
         if !fit_notes.is_empty() {
@@ -299,7 +539,16 @@ pub fn markdown(report: &Report) -> String {
         let locs: Vec<_> =
             report.localisation.iter().filter(|r| r.keys.cell == k.cell).map(|r| &r.localisation).collect();
         if !locs.is_empty() {
-            let _ = writeln!(s, "\n**Localisation** ({}):\n", locs[0].family);
+            if several {
+                let _ = writeln!(
+                    s,
+                    "\n**Localisation** (layers ranked by their `best` bits; what protection leaves is measured with \
+                     the family named):\n"
+                );
+            } else {
+                let family = families.first().unwrap_or(&locs[0].family);
+                let _ = writeln!(s, "\n**Localisation** ({family}):\n");
+            }
             for l in locs {
                 if l.protect.is_empty() {
                     let _ = writeln!(
@@ -310,9 +559,11 @@ pub fn markdown(report: &Report) -> String {
                     continue;
                 }
                 let top: Vec<String> = l.ranking.iter().take(3).map(|(n, b)| format!("{n} ({b:.1} bits)")).collect();
+                let refit = if l.refit_family.is_empty() { &l.family } else { &l.refit_family };
+                let fitted = if several { format!("; the rest measured with {refit}") } else { String::new() };
                 let _ = writeln!(
                     s,
-                    "- {}: most in {}; protecting {} leaves {:.2} of {:.2} bits (target: under {:.0}%).",
+                    "- {}: most in {}; protecting {} leaves {:.2} of {:.2} bits (target: under {:.0}%{fitted}).",
                     l.target,
                     top.join(", "),
                     l.protect.join(" + "),
@@ -324,7 +575,8 @@ pub fn markdown(report: &Report) -> String {
         }
         let agree: Vec<_> = report.agreement.iter().filter(|a| a.keys.cell == k.cell).collect();
         if !agree.is_empty() {
-            let _ = writeln!(s, "\n**Sensitivity vs V-information** (Spearman over layers):\n");
+            let of = if several { ", `best` bits" } else { "" };
+            let _ = writeln!(s, "\n**Sensitivity vs V-information** (Spearman over layers{of}):\n");
             for a in agree {
                 let rho = a.spearman.map(|r| format!("{r:.2}")).unwrap_or_else(|| "n/a".into());
                 let _ = writeln!(s, "- {} / {}: {rho} ({} layers)", a.target, a.kind, a.layers);
