@@ -274,7 +274,9 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
                 "target": r.target, "family": if source.is_some() { BEST } else { &r.estimate.family },
                 "source": source, "bits": r.estimate.bits, "ci95": r.estimate.ci95,
                 "bits_per_dim": r.estimate.bits_per_dim, "r2": r.estimate.r2, "accuracy": r.estimate.accuracy,
-                "n_train": r.estimate.n_train, "n_test": r.estimate.n_test,
+                "n_train": r.estimate.n_train, "n_test": r.estimate.n_test, "repeats": r.estimate.repeats,
+                "repeat_bits": r.estimate.repeat_bits, "fit_se": r.estimate.fit_se,
+                "constant_fits": r.estimate.constant_fits, "warnings": r.estimate.warnings, "seed": r.estimate.seed,
             })).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&json)?);

@@ -18,9 +18,12 @@
 //! distances), `labels.rs` (label plans and inference), `restarts.rs`, `adam.rs` (signed Adam), `score.rs`, `run.rs`
 //! (the loop over victims), `output.rs` and [`grid`] (files), `init.rs` (DLG's model initialisation).
 //!
+//! [`analytic`] holds closed-form recovery (a fully connected layer's input from its gradients).
+//!
 //! A new attack is a new file implementing [`Attack`], a variant of [`Method`] and its line in [`Method::attack`].
 
 mod adam;
+pub mod analytic;
 mod attack;
 mod config;
 mod dlg;

@@ -8,7 +8,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::model::{
     conditional_variance, mix_uniform, null_mean, ConditionalModel, FeatureMap, FeatureTransform, GaussianValidation,
-    Part, Prediction,
+    Part, Prediction, TargetRange,
 };
 
 /// Ridge strengths tried, relative to the mean eigenvalue of the Gram matrix of the standardised training
@@ -37,8 +37,8 @@ struct RidgeFit {
     transform: FeatureTransform,
     weight: Tensor,
     y_mean: Tensor,
-    /// Per-dimension range of the training and validation targets, to which predictions are clipped.
-    y_range: (Tensor, Tensor),
+    /// Predictions are clipped to the range of the fitting targets.
+    y_range: TargetRange,
     var: Tensor,
     lambda: f64,
     lambda_relative: f64,
@@ -69,11 +69,7 @@ impl ConditionalModel for RidgeGaussian {
     fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
         let validation = GaussianValidation::new(train, val, &self.floor);
         let y_mean = train.y.mean_dim(0, false, Kind::Double);
-        // Predictions are clipped to the range of the fitting targets (a pixel is never brighter than the brightest
-        // seen): a sample far outside the training features then costs a bounded error instead of an arbitrary one.
-        let fitting_y = Tensor::cat(&[train.y, val.y], 0);
-        let y_range = (fitting_y.amin([0].as_slice(), false), fitting_y.amax([0].as_slice(), false));
-        let clip = |pred: Tensor| pred.clamp_tensor(Some(&y_range.0), Some(&y_range.1));
+        let y_range = TargetRange::fit(train.y, val.y);
         let yc = train.y - &y_mean;
         let mut best: Option<RidgeCandidate> = None;
         let mut tried = Vec::new();
@@ -101,7 +97,7 @@ impl ConditionalModel for RidgeGaussian {
                     continue;
                 }
                 let coef = rhs.cholesky_solve(&l, false);
-                let (bits, var) = validation.score(&clip(val_design.matmul(&coef) + &y_mean));
+                let (bits, var) = validation.score(&y_range.clip(&(val_design.matmul(&coef) + &y_mean)));
                 tried.push((map.name(), 10f64.powi(log10), bits));
                 let beats = |b: f64| bits > b;
                 if best.as_ref().is_none_or(|b| beats(b.bits))
@@ -164,8 +160,7 @@ impl ConditionalModel for RidgeGaussian {
 
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("ridge model used before fit"))?;
-        let mean =
-            (f.transform.apply(x).matmul(&f.weight) + &f.y_mean).clamp_tensor(Some(&f.y_range.0), Some(&f.y_range.1));
+        let mean = f.y_range.clip(&(f.transform.apply(x).matmul(&f.weight) + &f.y_mean));
         Ok(Prediction::Gaussian { mean, var: f.var.shallow_clone() })
     }
 

@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 
 use super::model::{
     conditional_variance, mix_uniform, null_mean, shrinkage_towards_mean, ConditionalModel, FeatureMap,
-    FeatureTransform, GaussianValidation, Part, Prediction,
+    FeatureTransform, GaussianValidation, Part, Prediction, TargetRange,
 };
 use crate::rng::{self, Stream};
 
@@ -93,6 +93,8 @@ struct MlpFit {
     /// Continuous targets: the null model's mean and each dimension's shrinkage towards it.
     mean: Tensor,
     shrink: Option<Tensor>,
+    /// Continuous targets: predictions are clipped to the fitting targets' range before the shrinkage.
+    range: TargetRange,
     /// Continuous targets: the constant predictor was chosen.
     constant: bool,
     best_epoch: usize,
@@ -160,8 +162,9 @@ impl ConditionalModel for Mlp {
         // Continuous targets: each dimension's prediction is shrunk towards the null mean by a factor fitted on
         // validation (a pixel the network cannot predict falls back to the mean).
         let mean = null_mean(train.y, val.y);
+        let range = TargetRange::fit(train.y, val.y);
         let calibrated = |net: &nn::Sequential| -> (Tensor, Tensor) {
-            let pred = forward_f64(net, &xv) * &y_scale + &y_mean;
+            let pred = range.clip(&(forward_f64(net, &xv) * &y_scale + &y_mean));
             let shrink = shrinkage_towards_mean(val.y, &pred, &mean);
             (&mean + (pred - &mean) * &shrink, shrink)
         };
@@ -241,6 +244,7 @@ impl ConditionalModel for Mlp {
             var,
             mean,
             shrink,
+            range,
             constant,
             best_epoch: best.1,
             epochs,
@@ -261,6 +265,7 @@ impl ConditionalModel for Mlp {
             Some(var) => {
                 let pred = out * &f.y_scale + &f.y_mean;
                 let shrink = f.shrink.as_ref().ok_or_else(|| anyhow!("MLP: missing shrinkage"))?;
+                let pred = f.range.clip(&pred);
                 Prediction::Gaussian { mean: &f.mean + (pred - &f.mean) * shrink, var: var.shallow_clone() }
             }
         })

@@ -147,6 +147,28 @@ impl<'a> GaussianValidation<'a> {
     }
 }
 
+/// The per-dimension range of the fitting targets (training and validation), to which the continuous families clip
+/// their predicted means: a pixel is never predicted brighter than the brightest seen. A victim far outside the
+/// training features then costs a bounded squared error instead of an arbitrary one (the null mixture bounds its
+/// log-loss; clipping also keeps R^2 meaningful). A clipped predictor is still a member of the Gaussian family.
+#[derive(Debug)]
+pub struct TargetRange {
+    lo: Tensor,
+    hi: Tensor,
+}
+
+impl TargetRange {
+    pub fn fit(train_y: &Tensor, val_y: &Tensor) -> Self {
+        let y = Tensor::cat(&[train_y, val_y], 0).to_kind(Kind::Double);
+        TargetRange { lo: y.amin([0].as_slice(), false), hi: y.amax([0].as_slice(), false) }
+    }
+
+    /// Predicted means (N, K) clipped to the range.
+    pub fn clip(&self, pred: &Tensor) -> Tensor {
+        pred.clamp_tensor(Some(&self.lo), Some(&self.hi))
+    }
+}
+
 /// The mean the null model predicts: the per-dimension mean of the training and validation targets.
 pub fn null_mean(train_y: &Tensor, val_y: &Tensor) -> Tensor {
     Tensor::cat(&[train_y, val_y], 0).to_kind(Kind::Double).mean_dim(0, false, Kind::Double)
