@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use super::model::{mix_null, Part, Prediction};
+use super::model::{Part, Prediction};
 use super::protocol::{bootstrap_ci, Fold};
 use super::{EstimateOptions, Family, Target, VInfoEstimate};
 use crate::rng::{self, Stream};
@@ -170,15 +170,9 @@ impl Estimator {
             }
             _ => bail!("internal error: null and conditional predictions of different kinds"),
         }
-        let lp_null = p_null.log_prob(&yte);
-        let lp_cond = match p_cond {
-            // Continuous predictions are scored as the mixture with the null model (see `NULL_WEIGHT`).
-            Prediction::Gaussian { .. } => mix_null(&p_cond.log_prob(&yte), &lp_null),
-            Prediction::Categorical(_) => p_cond.log_prob(&yte),
-        };
         Ok(FoldScores {
-            lp_null,
-            lp_cond,
+            lp_null: p_null.log_prob(&yte),
+            lp_cond: p_cond.log_prob(&yte),
             correct,
             null_correct,
             sse,

@@ -38,18 +38,6 @@ pub enum Prediction {
 /// predictor loses -log2(1 - e + e / C) bits to it, about 0.0013 for 10 classes; the null model is mixed alike.
 pub const UNIFORM_WEIGHT: f64 = 1e-3;
 
-/// Weight of the null model f[∅] in every continuous prediction: the estimator scores (1 - e) f[g] + e f[∅], so a
-/// held-out sample that a fit extrapolates wildly to (a gradient far outside the training cloud) costs at most
-/// -log2(e) = 10 bits of PVI instead of thousands, which let one scored sample in a hundred swing an estimate
-/// by a hundred bits. A fit that is right loses at most -log2(1 - e) = 0.0014 bits per sample to it. The mixture
-/// is a member of the family V too (it only widens it by the null model, which V contains).
-pub const NULL_WEIGHT: f64 = 1e-3;
-
-/// Log-density (nats) of the mixture (1 - e) f[g] + e f[∅] from the two log-densities (N,) (see [`NULL_WEIGHT`]).
-pub fn mix_null(lp_cond: &Tensor, lp_null: &Tensor) -> Tensor {
-    Tensor::stack(&[lp_cond + (1.0 - NULL_WEIGHT).ln(), lp_null + NULL_WEIGHT.ln()], 0).logsumexp([0].as_slice(), false)
-}
-
 /// Mixes class log-probabilities (N, C) with the uniform distribution (see [`UNIFORM_WEIGHT`]).
 pub fn mix_uniform(log_p: &Tensor) -> Tensor {
     let classes = *log_p.size().last().expect("class log-probabilities have a class dimension") as f64;
@@ -118,7 +106,7 @@ pub fn conditional_variance(val_residual: &Tensor, train_y: &Tensor, val_y: &Ten
 }
 
 /// Scores continuous predictions of the validation part the way the estimator scores held-out samples: the
-/// variance from [`conditional_variance`], the mixture with the null model ([`mix_null`]), and the mean PVI against
+/// variance from [`conditional_variance`] and the mean PVI against
 /// the null model f[∅] ([`GaussianMarginal`] on training + validation). Hyperparameters chosen by this score are
 /// chosen for what is measured; the Gaussian log-loss with per-dimension residual variances, used before, weighed
 /// a near-constant border pixel like a whole stroke and chose strengths that gave up most of the explained
@@ -141,7 +129,7 @@ impl<'a> GaussianValidation<'a> {
     /// Mean validation PVI (bits) of the predicted means `pred` (N_val, K), and the variance that goes with them.
     pub fn score(&self, pred: &Tensor) -> (f64, Tensor) {
         let var = conditional_variance(&(self.val_y - pred), self.train_y, self.val_y, self.floor);
-        let lp = mix_null(&gaussian_log_prob(self.val_y, pred, &var), &self.lp_null);
+        let lp = gaussian_log_prob(self.val_y, pred, &var);
         let bits = (lp - &self.lp_null).mean(Kind::Double).double_value(&[]) / std::f64::consts::LN_2;
         (if bits.is_finite() { bits } else { f64::NEG_INFINITY }, var)
     }
@@ -384,24 +372,6 @@ impl Standardiser {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
-
-    #[test]
-    fn a_wildly_wrong_continuous_prediction_costs_at_most_minus_log2_e_bits() {
-        let opts = (Kind::Double, Device::Cpu);
-        let y = Tensor::zeros([1, 784], opts);
-        let var = Tensor::full([784], 0.01, opts);
-        let lp_null = gaussian_log_prob(&y, &y, &Tensor::ones([784], opts));
-        // Predicted 10 standard deviations off in every pixel: thousands of bits without the mixture.
-        let lp_cond = gaussian_log_prob(&y, &(y.ones_like()), &var);
-        let pvi = (mix_null(&lp_cond, &lp_null) - &lp_null).double_value(&[0]) / std::f64::consts::LN_2;
-        let bound = NULL_WEIGHT.log2();
-        assert!(pvi >= bound - 1e-9 && pvi < bound + 1e-6, "PVI {pvi} bits, bound {bound}");
-        // A right prediction loses at most -log2(1 - e).
-        let lp_right = gaussian_log_prob(&y, &y, &var);
-        let loss = (lp_right.shallow_clone() - mix_null(&lp_right, &lp_null)).double_value(&[0]);
-        assert!(loss >= 0.0 && loss <= -(1.0 - NULL_WEIGHT).ln() + 1e-12, "{loss}");
-    }
 
     #[test]
     fn the_direction_map_is_scale_free_and_finite_on_zero_rows() {
