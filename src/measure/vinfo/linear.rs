@@ -88,7 +88,8 @@ impl ConditionalModel for RidgeGaussian {
             let trace = gram.trace().double_value(&[]);
             let scale = if trace > 0.0 { trace / m as f64 } else { 1.0 };
             let eye = Tensor::eye(m, (Kind::Double, Device::Cpu));
-            let mut improved = None;
+            // This map's best strength: (validation bits, coefficients, variance, log10 of the relative strength).
+            let mut map_best: Option<(f64, Tensor, Tensor, i32)> = None;
             for log10 in RIDGE_GRID_LOG10 {
                 let lambda = scale * 10f64.powi(log10);
                 // Coefficients in the Gram matrix's space: W (primal) or alpha (dual, W = X^T alpha).
@@ -99,14 +100,11 @@ impl ConditionalModel for RidgeGaussian {
                 let coef = rhs.cholesky_solve(&l, false);
                 let (bits, var) = validation.score(&y_range.clip(&(val_design.matmul(&coef) + &y_mean)));
                 tried.push((map.name(), 10f64.powi(log10), bits));
-                let beats = |b: f64| bits > b;
-                if best.as_ref().is_none_or(|b| beats(b.bits))
-                    && improved.as_ref().is_none_or(|i: &(f64, _, _, _)| beats(i.0))
-                {
-                    improved = Some((bits, coef, var, log10));
+                if map_best.as_ref().is_none_or(|b| bits > b.0) {
+                    map_best = Some((bits, coef, var, log10));
                 }
             }
-            if let Some((bits, coef, var, log10)) = improved {
+            if let Some((bits, coef, var, log10)) = map_best.filter(|m| best.as_ref().is_none_or(|b| m.0 > b.bits)) {
                 let weight = if dual { x.tr().matmul(&coef) } else { coef };
                 best = Some(RidgeCandidate {
                     bits,
@@ -123,32 +121,23 @@ impl ConditionalModel for RidgeGaussian {
         // The family holds the constant predictor (weights 0, the limit of infinite strength), which scores 0 bits on
         // validation. When no candidate beats it, take it, with the null model's mean: the features then carry no
         // usable information.
-        let fit = if best.bits > 0.0 {
-            RidgeFit {
-                transform: best.transform,
-                weight: best.weight,
-                y_mean,
-                y_range,
-                var: best.var,
-                lambda: best.lambda,
-                lambda_relative: best.lambda_relative,
-                dual: best.dual,
-                tried,
-            }
+        let (weight, y_mean, var, lambda, lambda_relative) = if best.bits > 0.0 {
+            (best.weight, y_mean, best.var, best.lambda, best.lambda_relative)
         } else {
             let mean = null_mean(train.y, val.y);
             let var = conditional_variance(&(val.y - &mean), train.y, val.y, &self.floor);
-            RidgeFit {
-                weight: best.weight.zeros_like(),
-                transform: best.transform,
-                y_mean: mean,
-                y_range,
-                var,
-                lambda: f64::INFINITY,
-                lambda_relative: f64::INFINITY,
-                dual: best.dual,
-                tried,
-            }
+            (best.weight.zeros_like(), mean, var, f64::INFINITY, f64::INFINITY)
+        };
+        let fit = RidgeFit {
+            transform: best.transform,
+            weight,
+            y_mean,
+            y_range,
+            var,
+            lambda,
+            lambda_relative,
+            dual: best.dual,
+            tried,
         };
         self.fitted = Some(fit);
         Ok(())
@@ -218,11 +207,13 @@ impl LogisticRegression {
 
     /// Fits every strength of the grid on one feature map, each starting from the previous fit. Returns the fit
     /// with the smallest validation log-loss (nats) and appends every candidate to `tried`.
+    /// `freq`: the smoothed class frequencies of the training part, the biases' starting point.
     fn fit_map(
         &self,
         map: FeatureMap,
         train: Part<'_>,
         val: Part<'_>,
+        freq: &Tensor,
         tried: &mut Vec<(&'static str, f64, f64)>,
     ) -> (f64, LogisticFit) {
         let transform = FeatureTransform::fit(map, train.x);
@@ -243,7 +234,6 @@ impl LogisticRegression {
         let (n, d, c) = (x.size()[0], x.size()[1], self.classes);
         let onehot = train.y.one_hot(c).to_kind(Kind::Double);
         // Biases start at the smoothed log class frequencies, weights at 0.
-        let freq = (onehot.sum_dim_intlist(0, false, Kind::Double) + 1.0) / (n + c) as f64;
         let mut theta = Tensor::cat(&[Tensor::zeros([d * c], (Kind::Double, Device::Cpu)), freq.log()], 0);
         let mut best: Option<(f64, Tensor, f64, usize)> = None;
         for &l2 in &LOGISTIC_GRID {
@@ -290,10 +280,11 @@ fn mean_log_loss(logp: &Tensor, y: &Tensor) -> f64 {
 impl ConditionalModel for LogisticRegression {
     fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
         let c = self.classes;
+        let freq = (train.y.bincount(None::<Tensor>, c).to_kind(Kind::Double) + 1.0) / (train.len() + c) as f64;
         let mut tried = Vec::new();
         let mut best: Option<(f64, LogisticFit)> = None;
         for &map in self.maps {
-            let (loss, fit) = self.fit_map(map, train, val, &mut tried);
+            let (loss, fit) = self.fit_map(map, train, val, &freq, &mut tried);
             if best.as_ref().is_none_or(|b| loss < b.0) {
                 best = Some((loss, fit));
             }
@@ -305,8 +296,6 @@ impl ConditionalModel for LogisticRegression {
         // The family holds the constant predictor (weights 0, the limit of infinite strength). When no candidate
         // beats it on validation, take it, with the null model's class frequencies: the features then carry no
         // usable information, and the estimate is 0 instead of the overfit fit's negative value.
-        let n = train.len();
-        let freq = (train.y.bincount(None::<Tensor>, c).to_kind(Kind::Double) + 1.0) / (n + c) as f64;
         let constant_loss = mean_log_loss(&mix_uniform(&freq.log().unsqueeze(0).expand([val.len(), c], false)), val.y);
         if constant_loss <= loss {
             let counts = Tensor::cat(&[train.y, val.y], 0).bincount(None::<Tensor>, c).to_kind(Kind::Double) + 1.0;

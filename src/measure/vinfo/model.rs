@@ -334,8 +334,7 @@ impl FeatureTransform {
                 Tensor::cat(&[x / &norm, norm.log()], 1)
             }
             FeatureMap::Both => {
-                let norm = row_norms(x) + norm_offset;
-                Tensor::cat(&[x.shallow_clone(), x / &norm, norm.log()], 1)
+                Tensor::cat(&[x.shallow_clone(), Self::map_with(FeatureMap::Direction, norm_offset, x)], 1)
             }
         }
     }
