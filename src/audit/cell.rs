@@ -14,10 +14,11 @@ use crate::defenses;
 use crate::error::rename_params;
 use crate::gradients::sketch::SketchKind;
 use crate::gradients::updates::{compute_updates, UpdateConfig};
+use crate::measure::attack_families::AnalyticFeatures;
 use crate::measure::layerwise::{layer_groups, layerwise, resolve_targets, NamedTarget};
 use crate::measure::localisation::localise;
-use crate::measure::vinfo::EstimateOptions;
-use crate::models::Model;
+use crate::measure::vinfo::{EstimateOptions, Family};
+use crate::models::{LayerKind, Model};
 use crate::progress::Progress;
 use crate::train::SavedRun;
 
@@ -82,8 +83,19 @@ pub fn run_cell(
         layers: None,
         sketch_kind: SketchKind::Sparse,
         sketch_dim: config.measure.sketch_dim,
-        // Large layers are measured on their sketch only: the full gradients would not be read.
+        // Large layers are measured on their sketch only: the full gradients would not be read, except the fully
+        // connected layers' by the analytic family.
         full_max_params: config.measure.sketch_dim,
+        full_layers: if config.measure.families.iter().any(|f| !f.reads_gradients()) {
+            model
+                .layers()
+                .iter()
+                .filter(|l| matches!(l.kind, LayerKind::Linear { .. }))
+                .map(|l| l.name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        },
     };
     let dp = defenses::dp_record(&update_config.defenses, update_config.batch_size, dataset.train.len(), 1e-5, None)?;
     let updates =
@@ -107,7 +119,10 @@ pub fn run_cell(
         .context("measure.layers")?;
     let families = &config.measure.families;
     let opts_v = estimate_options(config);
-    let records = layerwise(&updates, &groups, &targets, families, &opts_v, progress)?
+    let mut analytic = families.iter().any(|f| !f.reads_gradients()).then(|| AnalyticFeatures::new(&model, &updates));
+    let rows = layerwise(&updates, &groups, &targets, families, &opts_v, analytic.as_mut(), progress)?;
+    notes.extend(analytic.map(|a| a.notes()).unwrap_or_default());
+    let records = rows
         .into_iter()
         .map(|row| Record {
             keys: keys.clone(),
@@ -146,7 +161,11 @@ pub fn run_cell(
             let top_single =
                 updates.layers.iter().filter_map(|l| best_of(&l.name)).max_by(|a, b| a.bits.total_cmp(&b.bits));
             let source = all.or(top_single).and_then(|r| r.source.as_deref());
-            let family = families.iter().find(|f| Some(f.to_string().as_str()) == source).unwrap_or(&families[0]);
+            // An attack-backed family needs the model to refit: the first gradient family stands in for it.
+            let refit = |f: &&Family| f.reads_gradients();
+            let Some(first) = families.iter().find(refit) else { continue };
+            let family =
+                families.iter().filter(refit).find(|f| Some(f.to_string().as_str()) == source).unwrap_or(first);
             let found = localise(
                 &updates,
                 t,

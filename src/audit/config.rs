@@ -423,7 +423,7 @@ impl AuditConfig {
             bail!("measure.targets is empty; expected some of: input, label, attribute, attribute:NAME, attributes");
         }
         if m.families.is_empty() {
-            bail!("measure.families is empty; expected some of: linear, mlp, mlp:SIZES");
+            bail!("measure.families is empty; expected some of: linear, mlp, mlp:SIZES, analytic");
         }
         at_least("measure.folds", m.folds as i64, 2)?;
         at_least("measure.bootstrap", m.bootstrap as i64, 1)?;

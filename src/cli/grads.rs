@@ -81,6 +81,7 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
         sketch_kind: args.sketch,
         sketch_dim: args.sketch_dim,
         full_max_params: args.full_max_params,
+        full_layers: Vec::new(),
     };
     let dp = gradleak::defenses::dp_record(
         &config.defenses,

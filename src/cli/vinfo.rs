@@ -249,7 +249,7 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
     let groups: Vec<Vec<String>> =
         args.groups.iter().map(|g| g.split('+').map(|s| s.trim().to_string()).collect()).collect();
     let groups = layer_groups(updates, &args.layers, &groups, !args.no_all).context("--layers / --group")?;
-    let rows = layerwise(updates, &groups, &targets, families, opts, Progress::new(global.quiet || args.json))?;
+    let rows = layerwise(updates, &groups, &targets, families, opts, None, Progress::new(global.quiet || args.json))?;
     if let Some(path) = &args.split_out {
         write_split(path, opts, updates.num_updates() as usize)?;
     }

@@ -34,6 +34,9 @@ pub struct UpdateConfig {
     pub sketch_dim: i64,
     /// Layers with at most this many parameters are stored in full; larger ones only as a sketch.
     pub full_max_params: i64,
+    /// Layers stored in full whatever their size (beside their sketch): what the analytic family reads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub full_layers: Vec<String>,
 }
 
 impl Default for UpdateConfig {
@@ -47,6 +50,7 @@ impl Default for UpdateConfig {
             sketch_kind: SketchKind::Sparse,
             sketch_dim: 4096,
             full_max_params: 1 << 18,
+            full_layers: Vec::new(),
         }
     }
 }
@@ -238,7 +242,8 @@ pub fn compute_updates(
             if let Some(sketch) = &sketches[l] {
                 sketch_parts[l].push(sketch.apply(&g));
             }
-            if model.layers()[shared[l]].num_params() <= config.full_max_params {
+            let layer = &model.layers()[shared[l]];
+            if layer.num_params() <= config.full_max_params || config.full_layers.contains(&layer.name) {
                 full_parts[l].push(g);
             }
         }

@@ -7,6 +7,7 @@ use tch::{Kind, Tensor};
 
 use crate::data::AttributeInfo;
 use crate::gradients::updates::SharedUpdates;
+use crate::measure::attack_families::AnalyticFeatures;
 use crate::measure::vinfo::{self, EstimateOptions, Family, Target, VInfoEstimate};
 use crate::progress::Progress;
 
@@ -141,27 +142,44 @@ pub struct LayerwiseRow {
     pub estimate: VInfoEstimate,
 }
 
-/// Every (group, target, family) estimate.
+/// Every (group, target, family) estimate. Families that read the gradient read each group's gradients (or
+/// sketches); the analytic family reads what `analytic` reconstructs from them, and has no row where there is no
+/// closed form.
 pub fn layerwise(
     updates: &SharedUpdates,
     groups: &[LayerGroup],
     targets: &[NamedTarget],
     families: &[Family],
     opts: &EstimateOptions,
+    mut analytic: Option<&mut AnalyticFeatures>,
     progress: Progress,
 ) -> Result<Vec<LayerwiseRow>> {
     let bar = progress.bar((groups.len() * targets.len() * families.len()) as u64, "V-information");
     let mut rows = Vec::new();
     for group in groups {
-        let (features, kind, params) = group_features(updates, &group.members);
+        let (gradients, kind, params) = group_features(updates, &group.members);
         for t in targets {
             for family in families {
-                let estimate = vinfo::estimate(&features, &t.target, family, opts)
-                    .with_context(|| format!("V-information of {} about {} ({family})", group.name, t.name))?;
+                let context = || format!("V-information of {} about {} ({family})", group.name, t.name);
+                let (features, features_kind) = if family.reads_gradients() {
+                    (gradients.shallow_clone(), kind.clone())
+                } else {
+                    let Some(attacker) = analytic.as_deref_mut() else {
+                        bail!("the {family} family needs the model and the full gradients (run it in an audit)")
+                    };
+                    match attacker.features(&group.name, &group.members, &t.name).with_context(context)? {
+                        Some(features) => (features, "reconstruction".to_string()),
+                        None => {
+                            bar.inc(1);
+                            continue;
+                        }
+                    }
+                };
+                let estimate = vinfo::estimate(&features, &t.target, family, opts).with_context(context)?;
                 rows.push(LayerwiseRow {
                     layer: group.name.clone(),
                     num_params: params,
-                    features: kind.clone(),
+                    features: features_kind,
                     feature_dim: features.size()[1],
                     target: t.name.clone(),
                     estimate,

@@ -1,5 +1,6 @@
 //! Measurements on features (gradients, sketches of them) against targets (inputs, labels, attributes).
 
+pub mod attack_families;
 pub mod attacks;
 pub mod image_metrics;
 pub mod layerwise;

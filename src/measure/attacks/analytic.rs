@@ -6,8 +6,11 @@
 //! row at once. An update that averages several samples (batch size > 1), or a noised one, makes `W_g` a sum of
 //! several outer products: it is then not rank one, and the recovery says so instead of returning a blend.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
+
+use super::adam::SignedAdam;
+use crate::models::{Forward, Model};
 
 /// Largest relative residual `|W_g - b_g x^T| / |W_g|` at which the weight gradient counts as one outer product.
 /// At batch size 1 the residual is rounding (about 1e-7 in f32); two samples give residuals of order 0.1 to 1.
@@ -53,4 +56,108 @@ pub fn linear_layer_input(weight_grad: &Tensor, bias_grad: &Tensor) -> Result<Li
         );
     }
     Ok(LinearRecovery { input, residual })
+}
+
+/// The least-squares inputs of a fully connected layer for many shared updates at once: row i of `flat`
+/// (N, out * in + out; the weight gradient row-major, then the bias gradient) gives `x_i = W_i^T b_i / |b_i|^2`.
+///
+/// Unlike [`linear_layer_input`] nothing is refused: an attacker applies the formula to whatever it receives, and
+/// the family built on it ([`crate::measure::attack_families`]) measures what that is worth. An update whose bias
+/// gradient is zero gives the zero vector. Returns the inputs (N, in) f64 and each update's relative residual
+/// `|W_i - b_i x_i^T| / |W_i|` (0 for one clean sample, NaN for a zero weight gradient).
+pub fn linear_layer_inputs(flat: &Tensor, in_features: i64, out_features: i64) -> Result<(Tensor, Vec<f64>)> {
+    let (n, width) = (flat.size()[0], flat.size()[1]);
+    if width != out_features * in_features + out_features {
+        bail!(
+            "analytic recovery: a linear layer {in_features} -> {out_features} has {} gradient values, got {width}",
+            out_features * in_features + out_features
+        );
+    }
+    let mut inputs = Vec::new();
+    let mut residuals = Vec::with_capacity(n as usize);
+    // In chunks: an f64 copy of a large layer's gradients for every update at once is not needed.
+    for start in (0..n).step_by(64) {
+        let rows = flat.narrow(0, start, 64.min(n - start)).to_kind(Kind::Double);
+        let m = rows.size()[0];
+        let w = rows.narrow(1, 0, out_features * in_features).view([m, out_features, in_features]);
+        let b = rows.narrow(1, out_features * in_features, out_features);
+        let b_norm2 = b.square().sum_dim_intlist(1, true, Kind::Double);
+        let x = w.transpose(1, 2).matmul(&b.unsqueeze(2)).squeeze_dim(2) / b_norm2.clamp_min(1e-300);
+        let x = x.where_self(&b_norm2.gt(0.0), &x.zeros_like());
+        let w_norm = w.square().sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Double).sqrt();
+        let gap = (&w - b.unsqueeze(2) * x.unsqueeze(1))
+            .square()
+            .sum_dim_intlist([1i64, 2].as_slice(), false, Kind::Double)
+            .sqrt();
+        residuals.extend(Vec::<f64>::try_from(gap / w_norm)?);
+        inputs.push(x);
+    }
+    Ok((Tensor::cat(&inputs, 0), residuals))
+}
+
+/// How a layer's recovered input is carried back to the model's input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Inversion {
+    /// Steps of signed Adam (the optimiser of Inverting Gradients, step size divided by 10 at 3/8, 5/8, 7/8).
+    pub iterations: usize,
+    pub lr: f64,
+    /// The box the input is kept in (images: [0, 1]).
+    pub range: (f64, f64),
+}
+
+impl Default for Inversion {
+    fn default() -> Self {
+        Inversion { iterations: 200, lr: 0.1, range: (0.0, 1.0) }
+    }
+}
+
+/// The layer input of `layer` that the model computes for inputs `x` (N, ...), flattened per sample.
+fn layer_input(model: &Model, layer: usize, x: &Tensor) -> Result<Tensor> {
+    let mut fwd = Forward::recording(false);
+    let _ = model.forward(x, &mut fwd);
+    let records = fwd.records.take().unwrap_or_default();
+    let record = records.into_iter().find(|r| r.layer == layer);
+    let record = record.with_context(|| format!("layer {} recorded no input", model.layers()[layer].name))?;
+    Ok(record.input.flatten(1, -1))
+}
+
+/// Whether the input of `layer` is the model's input itself (an MLP's first layer): then a recovered layer input
+/// is already the reconstruction.
+pub fn layer_reads_the_input(model: &Model, layer: usize, input_shape: &[i64]) -> Result<bool> {
+    let mut shape = vec![2];
+    shape.extend_from_slice(input_shape);
+    let x = Tensor::randn(&shape, (model.kind(), tch::Device::Cpu));
+    let h = tch::no_grad(|| layer_input(model, layer, &x))?;
+    Ok(h.size() == x.flatten(1, -1).size() && bool::try_from(h.eq_tensor(&x.flatten(1, -1)).all())?)
+}
+
+/// Inputs whose activations at the input of `layer` match `targets` (N, in): signed Adam on the squared distance,
+/// from the middle of the range, kept in the range, for every sample at once. Each sample's loss depends on its
+/// own input only (the model runs in evaluation mode, without batch statistics) and Adam works per coordinate,
+/// so inverting a batch equals inverting its samples one at a time. `input_shape`: one sample's shape, e.g.
+/// [1, 28, 28]. Returns (N, ...) in the model's precision.
+pub fn invert_layer_input(
+    model: &Model,
+    layer: usize,
+    targets: &Tensor,
+    input_shape: &[i64],
+    inversion: &Inversion,
+) -> Result<Tensor> {
+    let n = targets.size()[0];
+    let mut shape = vec![n];
+    shape.extend_from_slice(input_shape);
+    let (lo, hi) = inversion.range;
+    let targets = targets.to_kind(model.kind());
+    let mut x = Tensor::full(&shape, (lo + hi) / 2.0, (model.kind(), tch::Device::Cpu));
+    let mut adam = SignedAdam::new(&x, None, inversion.lr, inversion.iterations, inversion.range);
+    for it in 0..inversion.iterations {
+        let xg = x.detach().set_requires_grad(true);
+        let h = layer_input(model, layer, &xg)?;
+        let loss = (h - &targets).square().sum(model.kind());
+        let grad = Tensor::run_backward(&[&loss], &[&xg], false, false).remove(0);
+        let mut next = xg.detach();
+        adam.step(it, &mut next, &grad, None, None);
+        x = next;
+    }
+    Ok(x.detach())
 }

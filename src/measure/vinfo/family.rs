@@ -9,6 +9,7 @@ use std::str::FromStr;
 
 use anyhow::{bail, Result};
 
+use super::calibrated::AffineCalibration;
 use super::linear::{LogisticRegression, RidgeGaussian};
 use super::mlp::{Mlp, MlpOptions};
 use super::model::{ClassFrequencies, ConditionalModel, GaussianMarginal};
@@ -24,6 +25,11 @@ pub enum Family {
     Linear,
     /// A ReLU MLP: its hidden sizes and training settings.
     Mlp(MlpOptions),
+    /// Closed-form gradient inversion, calibrated: its features are not the gradient but what the analytic attack
+    /// makes of it (`measure::attack_families`): the reconstructed input, predicted per dimension by an affine map
+    /// ([`AffineCalibration`]), or the recovered label or an attribute measured on the reconstruction, calibrated
+    /// by logistic regression.
+    Analytic,
 }
 
 impl Family {
@@ -37,12 +43,19 @@ impl Family {
         Family::Mlp(MlpOptions { hidden: hidden.to_vec(), ..MlpOptions::default() })
     }
 
-    /// Short name: `linear` or `mlp`.
+    /// Short name: `linear`, `mlp` or `analytic`.
     pub fn name(&self) -> &'static str {
         match self {
             Family::Linear => "linear",
             Family::Mlp(_) => "mlp",
+            Family::Analytic => "analytic",
         }
+    }
+
+    /// Whether the family reads the gradient itself (or its sketch). An attack-backed family reads what its attack
+    /// reconstructs from the full gradient with the model's weights, which only an audit or a run can provide.
+    pub fn reads_gradients(&self) -> bool {
+        !matches!(self, Family::Analytic)
     }
 
     /// Parses `linear`, `mlp`, `mlp:256,128` (hidden sizes) or `all` (linear and the default MLP).
@@ -56,7 +69,7 @@ impl Family {
     /// Checks the family's settings.
     pub fn validate(&self) -> Result<()> {
         match self {
-            Family::Linear => Ok(()),
+            Family::Linear | Family::Analytic => Ok(()),
             Family::Mlp(options) => options.validate(),
         }
     }
@@ -73,7 +86,10 @@ impl Family {
     /// The conditional model f[G] for `target`; `seed` drives any randomness of its fit.
     pub(super) fn conditional_model(&self, target: &PreparedTarget, seed: u64) -> Box<dyn ConditionalModel> {
         match (target, self) {
-            (PreparedTarget::Classes { classes, .. }, Family::Linear) => Box::new(LogisticRegression::new(*classes)),
+            // A recovered label or a measured attribute is calibrated like any other feature.
+            (PreparedTarget::Classes { classes, .. }, Family::Linear | Family::Analytic) => {
+                Box::new(LogisticRegression::new(*classes))
+            }
             (PreparedTarget::Classes { classes, .. }, Family::Mlp(options)) => {
                 Box::new(Mlp::classifier(*classes, options, seed))
             }
@@ -81,6 +97,7 @@ impl Family {
             (PreparedTarget::Values { floor, .. }, Family::Mlp(options)) => {
                 Box::new(Mlp::gaussian(floor, options, seed))
             }
+            (PreparedTarget::Values { floor, .. }, Family::Analytic) => Box::new(AffineCalibration::new(floor)),
         }
     }
 }
@@ -89,6 +106,7 @@ impl fmt::Display for Family {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Family::Linear => f.write_str("linear"),
+            Family::Analytic => f.write_str("analytic"),
             Family::Mlp(options) => {
                 let h: Vec<String> = options.hidden.iter().map(|h| h.to_string()).collect();
                 write!(f, "mlp:{}", h.join(","))
@@ -107,6 +125,7 @@ impl FromStr for Family {
         };
         match (name, hidden) {
             ("linear", None) => Ok(Family::Linear),
+            ("analytic", None) => Ok(Family::Analytic),
             ("mlp", None) => Ok(Family::mlp()),
             ("mlp", Some(h)) => {
                 let hidden: Result<Vec<i64>, _> = h.split(',').map(|x| x.trim().parse::<i64>()).collect();
@@ -117,7 +136,7 @@ impl FromStr for Family {
                     _ => bail!("family '{s}': expected hidden sizes as positive integers, e.g. mlp:256,128"),
                 }
             }
-            _ => bail!("unknown family '{s}'; expected linear, mlp, mlp:<hidden sizes> or all"),
+            _ => bail!("unknown family '{s}'; expected linear, mlp, mlp:<hidden sizes>, analytic or all"),
         }
     }
 }

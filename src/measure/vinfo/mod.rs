@@ -17,6 +17,7 @@
 //! # Ok(()) }
 //! ```
 
+mod calibrated;
 mod estimator;
 mod family;
 mod linear;
@@ -28,6 +29,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+pub use calibrated::AffineCalibration;
 pub use estimator::Estimator;
 pub(crate) use estimator::PreparedTarget;
 pub use family::{Family, DEFAULT_HIDDEN};

@@ -1,0 +1,186 @@
+//! The features of attack-backed families: what a reconstruction algorithm makes of each shared update, which the
+//! family then calibrates to the target (`vinfo::Family::Analytic`).
+//!
+//! The analytic family reads a layer group's updates the way a closed-form attacker does:
+//! * **input**: the group's fully connected layer nearest the input gives its own input exactly at batch size 1
+//!   (`x = W_g^T b_g / |b_g|^2`, [`analytic::linear_layer_inputs`]); the layers below it are then inverted by
+//!   matching activations ([`analytic::invert_layer_input`]). The reconstruction is the feature, calibrated per
+//!   pixel by an affine map.
+//! * **label**: iDLG's rule on the last layer (the weight-gradient row with the smallest sum), when the group holds
+//!   it; the one-hot recovered label is the feature, calibrated by logistic regression.
+//! * **attribute:NAME**: the attribute's measurement (ink, thickness, brightness, ...) computed on the
+//!   reconstruction, calibrated by logistic regression.
+//!
+//! A group without a fully connected layer (convolutions only) has no closed form and no analytic estimate. An
+//! update that is not one clean sample (a batch, DP noise) still gets the formula applied: the calibration
+//! measures what the blend is worth, usually nothing.
+
+use std::collections::HashMap;
+
+use anyhow::{bail, Result};
+use tch::{Kind, Tensor};
+
+use crate::data::{attributes, InputShape};
+use crate::gradients::updates::SharedUpdates;
+use crate::measure::attacks::analytic::{self, Inversion};
+use crate::models::{LayerKind, Model};
+
+/// One linear layer's analytic reconstruction of every victim's input.
+struct LayerReconstruction {
+    /// (N, ...) in the model's input shape.
+    inputs: Tensor,
+    /// The median over updates of `|W_g - b_g x^T| / |W_g|`: rounding for single clean samples, large for batches
+    /// and noised updates.
+    median_residual: f64,
+    inverted: bool,
+}
+
+/// The analytic attacker of one set of shared updates: reconstructions are computed once per layer and reused by
+/// every group and target that needs them.
+pub struct AnalyticFeatures<'a> {
+    model: &'a Model,
+    updates: &'a SharedUpdates,
+    inversion: Inversion,
+    reconstructions: HashMap<usize, LayerReconstruction>,
+    /// Groups and targets without a closed form, for the report's notes.
+    skipped: Vec<String>,
+}
+
+impl<'a> AnalyticFeatures<'a> {
+    pub fn new(model: &'a Model, updates: &'a SharedUpdates) -> Self {
+        let inversion = match model.spec.input {
+            InputShape::Image { .. } => Inversion::default(),
+            // Tabular features have no box; the inversion starts from 0 either way.
+            InputShape::Tabular { .. } => Inversion { range: (-1e6, 1e6), ..Inversion::default() },
+        };
+        AnalyticFeatures { model, updates, inversion, reconstructions: HashMap::new(), skipped: Vec::new() }
+    }
+
+    /// What the attacker did and could not do, for the report's notes.
+    pub fn notes(&self) -> Vec<String> {
+        let mut layers: Vec<_> = self.reconstructions.iter().collect();
+        layers.sort_by_key(|(l, _)| **l);
+        let mut notes: Vec<String> = layers
+            .into_iter()
+            .map(|(&l, r)| {
+                format!(
+                    "analytic: the input of {} recovered in closed form (median rank-one residual {:.1e}){}",
+                    self.model.layers()[l].name,
+                    r.median_residual,
+                    if r.inverted {
+                        format!(
+                            ", then carried to the input by {} steps of activation matching",
+                            self.inversion.iterations
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect();
+        if !self.skipped.is_empty() {
+            notes.push(format!(
+                "analytic: no closed form (no fully connected layer, or for the label not the last layer) for {}",
+                self.skipped.join(", ")
+            ));
+        }
+        notes
+    }
+
+    /// The analytic family's features for `target` (`input`, `label` or `attribute:NAME`) from the stored layers
+    /// `members` (indices into the updates' layers) named `group`; None when there is no closed form.
+    pub fn features(&mut self, group: &str, members: &[usize], target: &str) -> Result<Option<Tensor>> {
+        let features = match target {
+            "label" => self.label(members)?,
+            "input" => self.reconstruction(members)?.map(|r| r.flatten(1, -1).to_kind(Kind::Float)),
+            other => match other.strip_prefix("attribute:") {
+                Some(name) => self.attribute(members, name)?,
+                None => bail!("analytic family: unknown target '{other}'"),
+            },
+        };
+        if features.is_none() {
+            self.skipped.push(format!("{group} / {target}"));
+        }
+        Ok(features)
+    }
+
+    /// Model layer index of a stored layer.
+    fn model_layer(&self, member: usize) -> Result<usize> {
+        self.model.layer_index(&self.updates.layers[member].name)
+    }
+
+    /// The one-hot label that iDLG's rule reads off the last layer's gradient, when the group holds that layer.
+    fn label(&self, members: &[usize]) -> Result<Option<Tensor>> {
+        let last = self.model.layers().len() - 1;
+        for &m in members {
+            if self.model_layer(m)? != last {
+                continue;
+            }
+            let LayerKind::Linear { in_features, out_features } = self.model.layers()[last].kind else {
+                return Ok(None);
+            };
+            let Some(full) = &self.updates.layers[m].full else { return Ok(None) };
+            let n = full.size()[0];
+            let rows = full.narrow(1, 0, in_features * out_features).view([n, out_features, in_features]);
+            let label = rows.sum_dim_intlist([2i64].as_slice(), false, Kind::Double).argmin(1, false);
+            return Ok(Some(label.one_hot(out_features).to_kind(Kind::Float)));
+        }
+        Ok(None)
+    }
+
+    /// The measurement of attribute `name` on the reconstruction, for image models whose attributes are computed
+    /// from the pixels.
+    fn attribute(&mut self, members: &[usize], name: &str) -> Result<Option<Tensor>> {
+        let InputShape::Image { channels, .. } = self.model.spec.input else { return Ok(None) };
+        let infos = attributes::image_attribute_infos(channels);
+        let Some(column) = infos.iter().position(|a| a.name == name) else { return Ok(None) };
+        let Some(images) = self.reconstruction(members)? else { return Ok(None) };
+        let values = attributes::image_values(&images.to_kind(Kind::Float))?;
+        let n = images.size()[0];
+        let table = Tensor::from_slice(&values).view([n, infos.len() as i64]);
+        Ok(Some(table.narrow(1, column as i64, 1).contiguous()))
+    }
+
+    /// The reconstruction from the group's fully connected layer nearest the input (N, ...), or None without one.
+    fn reconstruction(&mut self, members: &[usize]) -> Result<Option<Tensor>> {
+        let mut linear: Vec<(usize, usize)> = Vec::new();
+        for &m in members {
+            let layer = self.model_layer(m)?;
+            if matches!(self.model.layers()[layer].kind, LayerKind::Linear { .. }) {
+                linear.push((layer, m));
+            }
+        }
+        let Some(&(layer, member)) = linear.iter().min() else { return Ok(None) };
+        if !self.reconstructions.contains_key(&layer) {
+            let r = self.reconstruct(layer, member)?;
+            self.reconstructions.insert(layer, r);
+        }
+        Ok(self.reconstructions.get(&layer).map(|r| r.inputs.shallow_clone()))
+    }
+
+    fn reconstruct(&self, layer: usize, member: usize) -> Result<LayerReconstruction> {
+        let l = &self.model.layers()[layer];
+        let LayerKind::Linear { in_features, out_features } = l.kind else {
+            bail!("analytic recovery needs a fully connected layer; '{}' is a {}", l.name, l.kind.type_name())
+        };
+        let Some(full) = &self.updates.layers[member].full else {
+            bail!(
+                "analytic family: only a sketch of layer '{}' is stored; the recovery needs its full gradient",
+                l.name
+            )
+        };
+        let (layer_inputs, residuals) = analytic::linear_layer_inputs(full, in_features, out_features)?;
+        let mut finite: Vec<f64> = residuals.into_iter().filter(|r| r.is_finite()).collect();
+        finite.sort_by(f64::total_cmp);
+        let median_residual = finite.get(finite.len() / 2).copied().unwrap_or(f64::NAN);
+        let shape = self.model.spec.input.batch(1)[1..].to_vec();
+        let inverted = !analytic::layer_reads_the_input(self.model, layer, &shape)?;
+        let inputs = if inverted {
+            analytic::invert_layer_input(self.model, layer, &layer_inputs, &shape, &self.inversion)?
+        } else {
+            let n = layer_inputs.size()[0];
+            layer_inputs.to_kind(self.model.kind()).reshape(self.model.spec.input.batch(n))
+        };
+        Ok(LayerReconstruction { inputs, median_residual, inverted })
+    }
+}
