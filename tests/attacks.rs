@@ -375,3 +375,63 @@ fn reports_are_reproducible_and_written() {
     let names: Vec<&str> = tensors.iter().map(|(n, _)| n.as_str()).collect();
     assert!(names.contains(&"originals") && names.contains(&"reconstructions"), "{names:?}");
 }
+
+/// The shared update of each of the first `n` MNIST test images (batch size 1), and the images.
+fn single_updates(model: &Model, n: i64) -> (Vec<Vec<(String, Tensor)>>, Tensor) {
+    let split = mnist();
+    let x = split.inputs.narrow(0, 0, n).to_kind(model.kind());
+    let y = split.labels.narrow(0, 0, n);
+    let grads = gradleak::gradients::per_sample::per_sample_gradients(model, &x, &y, false, false);
+    let shared = (0..n)
+        .map(|i| model.layers().iter().zip(&grads).map(|(l, g)| (l.name.clone(), g.get(i).detach())).collect())
+        .collect();
+    (shared, x)
+}
+
+#[test]
+fn batched_inverting_gradients_takes_the_steps_of_the_one_at_a_time_loop() {
+    for double in [false, true] {
+        let mut model = Model::new(&spec(Arch::Lenet5), 4).unwrap();
+        if double {
+            model.to_double();
+        }
+        let (shared, _) = single_updates(&model, 4);
+        let cfg = AttackConfig { restarts: 2, ..config(Method::Ig, 30) };
+        let targets: Vec<attacks::Target> =
+            shared.iter().map(|s| attacks::Target::new(&model, s, 1, None, &cfg).unwrap()).collect();
+        let rngs = || -> Vec<ChaCha8Rng> {
+            (0..4).map(|u| gradleak::rng::rng(7, gradleak::rng::Stream::AttackUpdate { update: u })).collect()
+        };
+        let mut calls = 0;
+        let batched = attacks::batched_inverting_gradients(&targets, &mut rngs(), &mut || calls += 1).unwrap();
+        let batched = batched.expect("single-sample updates with inferred labels are batched");
+        assert_eq!(calls, 4 * 2 * 30, "progress is counted per victim, restart and iteration");
+        let ig = attacks::InvertingGradients;
+        let looped = attacks::reconstruct_each(&ig, &targets, &mut rngs(), &mut || {}).unwrap();
+        for (i, (b, l)) in batched.iter().zip(&looped).enumerate() {
+            let gap = (&b.inputs - &l.inputs).abs().max().double_value(&[]);
+            assert!(gap < 1e-6, "double {double}, victim {i}: the reconstructions differ by {gap}");
+            assert_eq!(b.labels, l.labels);
+            assert_eq!(b.label_source, LabelSource::Inferred);
+            for (db, dl) in b.restart_distances.iter().zip(&l.restart_distances) {
+                assert!((db - dl).abs() < 1e-5, "double {double}, victim {i}: restart distances {db} vs {dl}");
+            }
+            assert_eq!((b.iterations, b.evaluations), (l.iterations, l.evaluations));
+            let kept = b.restart_distances.iter().copied().fold(f64::MAX, f64::min);
+            assert_eq!(b.gradient_distance, kept, "each victim keeps its best restart");
+        }
+        // The attack's own entry point gives the same reconstructions, whichever path it takes.
+        let all = attacks::Attack::reconstruct_all(&ig, &targets, &mut rngs(), &mut || {}).unwrap();
+        for (a, b) in all.iter().zip(&batched) {
+            assert!((&a.inputs - &b.inputs).abs().max().double_value(&[]) < 1e-6);
+        }
+    }
+    // Optimised labels (no last layer matched) are not batched.
+    let model = Model::new(&spec(Arch::Lenet5), 4).unwrap();
+    let (shared, _) = single_updates(&model, 2);
+    let cfg = AttackConfig { layers: vec!["conv1".into()], ..config(Method::Ig, 2) };
+    let targets: Vec<attacks::Target> =
+        shared.iter().map(|s| attacks::Target::new(&model, s, 1, None, &cfg).unwrap()).collect();
+    let mut rngs: Vec<ChaCha8Rng> = (0..2).map(ChaCha8Rng::seed_from_u64).collect();
+    assert!(attacks::batched_inverting_gradients(&targets, &mut rngs, &mut || {}).unwrap().is_none());
+}

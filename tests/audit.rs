@@ -25,6 +25,7 @@ epochs = 1
 [measure]
 updates = 60
 targets = ["input", "label", "attribute:thickness"]
+families = ["linear"]
 bootstrap = 200
 sketch_dim = 256
 sensitivity_samples = 8
@@ -151,6 +152,81 @@ fn a_sweep_writes_four_reports_resumes_and_refuses_another_audits_folder() {
     let refused = gradleak(&["audit", "--config", &other, "--out", &out_s]);
     assert!(!refused.status.success());
     assert!(stderr(&refused).contains("another audit configuration") && stderr(&refused).contains("--resume"));
+}
+
+/// The default families (linear and analytic) on LeNet-5: single-sample updates and DP-SGD.
+const ANALYTIC: &str = r#"
+seed = 1
+model = "lenet5"
+[training]
+epochs = 1
+[measure]
+updates = 150
+targets = ["input", "label", "attribute:thickness"]
+bootstrap = 200
+sensitivity = false
+[grid]
+dp = ["none", "clip=1,sigma=1"]
+"#;
+
+#[test]
+fn the_analytic_family_reads_what_a_closed_form_attacker_gets_and_nothing_under_dp() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), ANALYTIC);
+    let out = dir.path().join("out");
+    let run = gradleak(&["audit", "--config", &config, "--out", &out.display().to_string()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let r = report(&out);
+    assert_eq!(r["config"]["measure"]["families"], serde_json::json!(["linear", "analytic"]), "the default");
+    let records = r["records"].as_array().unwrap();
+    let find = |defense: &str, layer: &str, target: &str, family: &str| {
+        records
+            .iter()
+            .find(|x| x["defense"] == defense && x["layer"] == layer && x["target"] == target && x["family"] == family)
+    };
+    let bits = |x: &serde_json::Value| x["bits"].as_f64().unwrap();
+    // A closed form wherever a fully connected layer is shared; none for convolutions.
+    for layer in ["conv1", "conv2"] {
+        for target in ["input", "label", "attribute:thickness"] {
+            assert!(find("none", layer, target, "analytic").is_none(), "{layer} / {target}");
+            assert!(find("none", layer, target, "best").is_some(), "{layer} / {target}: best is linear's");
+        }
+    }
+    for layer in ["fc1", "fc2", "fc3", "all"] {
+        let input = find("none", layer, "input", "analytic").unwrap();
+        assert_eq!(input["features"], "reconstruction");
+        assert!(input["ci95"][0].as_f64().unwrap() > 0.0, "{layer}: {input}");
+        assert_eq!(find("none", layer, "label", "analytic").is_some(), ["fc3", "all"].contains(&layer), "{layer}");
+    }
+    // iDLG's rule reads every label; the inversion from fc1 reads more of the image than the linear probe.
+    let label = find("none", "fc3", "label", "analytic").unwrap();
+    assert_eq!(label["accuracy"].as_f64(), Some(1.0), "{label}");
+    let (analytic, linear) =
+        (find("none", "all", "input", "analytic").unwrap(), find("none", "all", "input", "linear").unwrap());
+    assert!(analytic["ci95"][0].as_f64().unwrap() > bits(linear), "{analytic} vs {linear}");
+    assert_eq!(find("none", "all", "input", "best").unwrap()["source"], "analytic");
+    // DP-SGD at sigma 1 leaves every family at most a few bits of the input.
+    let dp = "dp:clip=1,sigma=1";
+    for layer in ["fc1", "all"] {
+        for family in ["linear", "analytic"] {
+            let x = find(dp, layer, "input", family).unwrap();
+            assert!(bits(x) <= 3.0, "{layer} / {family} under DP: {x}");
+        }
+    }
+    // Each layer's reconstructions are scored against the victims and shown in a gallery.
+    let attacks = r["attacks"].as_array().unwrap();
+    let methods: Vec<&str> =
+        attacks.iter().filter(|a| a["defense"] == "none").map(|a| a["method"].as_str().unwrap()).collect();
+    assert_eq!(methods, ["analytic:fc1", "analytic:fc2", "analytic:fc3"]);
+    for a in attacks {
+        assert!(a["psnr"].as_f64().unwrap() > 0.0 && a["label_accuracy"].is_null(), "{a}");
+        assert!(out.join(a["image"].as_str().unwrap()).exists(), "{a}");
+    }
+    // The report says where there is no closed form.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    let conv1 = md.lines().find(|l| l.starts_with("| conv1 |") && l.contains("| input |")).unwrap();
+    assert!(conv1.contains(" - |"), "{conv1}");
+    assert!(md.contains("analytic: no closed form") && md.contains("recovered in closed form"), "{md}");
 }
 
 /// One cell with two families: the families' records, then a `best` record per layer and target.

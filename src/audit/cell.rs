@@ -121,7 +121,11 @@ pub fn run_cell(
     let opts_v = estimate_options(config);
     let mut analytic = families.iter().any(|f| !f.reads_gradients()).then(|| AnalyticFeatures::new(&model, &updates));
     let rows = layerwise(&updates, &groups, &targets, families, &opts_v, analytic.as_mut(), progress)?;
-    notes.extend(analytic.map(|a| a.notes()).unwrap_or_default());
+    let mut attacks = Vec::new();
+    if let Some(a) = &analytic {
+        notes.extend(a.notes());
+        attacks.extend(analytic_galleries(a, &keys, out)?);
+    }
     let records = rows
         .into_iter()
         .map(|row| Record {
@@ -191,7 +195,7 @@ pub fn run_cell(
         &targets_names(&targets),
     )?;
     notes.extend(sensitivity_notes);
-    let attacks = run_attack(config, &model, split, cell, &keys, out, progress)?;
+    attacks.extend(run_attack(config, &model, split, cell, &keys, out, progress)?);
     Ok(CellResult {
         keys,
         cell: cell.clone(),
@@ -207,6 +211,39 @@ pub fn run_cell(
 
 fn targets_names(targets: &[NamedTarget]) -> Vec<String> {
     targets.iter().map(|t| t.name.clone()).collect()
+}
+
+/// Victims shown per analytic gallery.
+const GALLERY_VICTIMS: i64 = 8;
+
+/// The analytic attacker's reconstructions of each layer it read, as attack records (mean MSE, PSNR, SSIM over all
+/// victims) with a gallery of the first victims: `cells/<key>-attack/analytic-<layer>.png`.
+fn analytic_galleries(analytic: &AnalyticFeatures, keys: &CellKeys, out: &Path) -> Result<Vec<AttackRecord>> {
+    let dir = super::cache::attack_dir(out, &keys.cell);
+    let mut records = Vec::new();
+    for s in analytic.image_scores()? {
+        let shown = GALLERY_VICTIMS.min(s.images.size()[0]);
+        let file = format!("analytic-{}.png", s.layer);
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+        crate::measure::attacks::grid::write_grid(
+            &dir.join(&file),
+            &analytic.victim_inputs().narrow(0, 0, shown),
+            &s.images.narrow(0, 0, shown),
+            shown as usize,
+            (0.0, 1.0),
+        )?;
+        records.push(AttackRecord {
+            keys: keys.clone(),
+            method: format!("analytic:{}", s.layer),
+            samples: s.samples,
+            mse: s.mse,
+            psnr: s.psnr,
+            ssim: s.ssim,
+            label_accuracy: None,
+            image: format!("cells/{}-attack/{file}", keys.cell),
+        });
+    }
+    Ok(records)
 }
 
 /// The cell's reference attack, when `measure.attack` names one and the model takes images.
@@ -243,7 +280,7 @@ fn run_attack(
         mse: report.mean.mse,
         psnr: report.mean.psnr,
         ssim: report.mean.ssim,
-        label_accuracy: report.mean.label_accuracy,
+        label_accuracy: Some(report.mean.label_accuracy),
         image: format!("cells/{}-attack/reconstructions.png", keys.cell),
     }])
 }

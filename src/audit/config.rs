@@ -173,7 +173,7 @@ pub struct MeasureConfig {
     pub all_layers: bool,
     /// `input`, `label`, `attribute` (the dataset's first), `attribute:NAME`, or `attributes` (every one).
     pub targets: Vec<String>,
-    /// Predictive families: `linear`, `mlp`, `mlp:256,128`.
+    /// Predictive families: `linear`, `mlp`, `mlp:256,128`, `analytic`.
     #[serde_as(as = "Vec<DisplayFromStr>")]
     pub families: Vec<Family>,
     /// `crossfit` (K-fold, every sample scored) or `split`.
@@ -207,7 +207,9 @@ impl Default for MeasureConfig {
             groups: Vec::new(),
             all_layers: true,
             targets: vec!["input".into(), "label".into(), "attribute:thickness".into()],
-            families: vec![Family::Linear],
+            // The probe and the closed-form attacker: the attack reads far more of the input wherever a fully
+            // connected layer is shared, and costs about half a minute on the default audit.
+            families: vec![Family::Linear, Family::Analytic],
             protocol: ProtocolKind::Split,
             folds: 5,
             bootstrap: 1000,

@@ -161,7 +161,8 @@ pub struct AttackRecord {
     pub mse: f64,
     pub psnr: f64,
     pub ssim: Option<f64>,
-    pub label_accuracy: f64,
+    /// Null for an attack that does not recover labels (the analytic reconstruction of one layer's input).
+    pub label_accuracy: Option<f64>,
     /// PNG grid of originals and reconstructions, relative to the out folder.
     pub image: String,
 }

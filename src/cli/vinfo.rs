@@ -40,8 +40,10 @@ pub struct VinfoArgs {
     /// With --store: do not measure all layers together.
     #[arg(long)]
     pub no_all: bool,
-    /// Predictive family: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, or all (linear and mlp). With --store and
-    /// several families, a `best` row (the largest estimate, its family as source) follows each layer and target.
+    /// Predictive family: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, all (linear and mlp), or analytic (with
+    /// --features: calibrates a reconstruction with one value per target value; its attack runs in an audit).
+    /// With --store and several families, a `best` row (the largest estimate, its family as source) follows each
+    /// layer and target.
     #[arg(long, default_value = "linear")]
     pub family: String,
     /// Seed of every random choice (split, MLP initialisation and minibatches, bootstrap).

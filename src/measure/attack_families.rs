@@ -23,7 +23,20 @@ use tch::{Kind, Tensor};
 use crate::data::{attributes, InputShape};
 use crate::gradients::updates::SharedUpdates;
 use crate::measure::attacks::analytic::{self, Inversion};
+use crate::measure::attacks::ssim_options;
+use crate::measure::image_metrics;
 use crate::models::{LayerKind, Model};
+
+/// How well one layer's reconstructions match the victims' images (means over victims; PSNR over finite values).
+pub struct ReconstructionScore {
+    pub layer: String,
+    pub samples: usize,
+    pub mse: f64,
+    pub psnr: f64,
+    pub ssim: Option<f64>,
+    /// The reconstructions (N, C, H, W), clipped to [0, 1].
+    pub images: Tensor,
+}
 
 /// One linear layer's analytic reconstruction of every victim's input.
 struct LayerReconstruction {
@@ -85,6 +98,41 @@ impl<'a> AnalyticFeatures<'a> {
             ));
         }
         notes
+    }
+
+    /// The victims' inputs (N, ...).
+    pub fn victim_inputs(&self) -> &Tensor {
+        &self.updates.victim_input
+    }
+
+    /// How close each reconstructed layer's images come to the victims' (images in [0, 1] only): the attack's own
+    /// success, beside the bits its calibration measures. In layer order.
+    pub fn image_scores(&self) -> Result<Vec<ReconstructionScore>> {
+        let InputShape::Image { height, width, .. } = self.model.spec.input else { return Ok(Vec::new()) };
+        let originals = self.updates.victim_input.to_kind(Kind::Double);
+        let mut layers: Vec<_> = self.reconstructions.iter().collect();
+        layers.sort_by_key(|(l, _)| **l);
+        let mut out = Vec::new();
+        for (&l, r) in layers {
+            let images = r.inputs.to_kind(Kind::Double).clamp(0.0, 1.0);
+            let mean = |v: Vec<f64>| {
+                let finite: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
+                finite.iter().sum::<f64>() / finite.len().max(1) as f64
+            };
+            let ssim = match ssim_options(height, width, 1.0) {
+                Some(opts) => Some(mean(image_metrics::ssim(&images, &originals, &opts)?)),
+                None => None,
+            };
+            out.push(ReconstructionScore {
+                layer: self.model.layers()[l].name.clone(),
+                samples: images.size()[0] as usize,
+                mse: mean(image_metrics::mse(&images, &originals)?),
+                psnr: mean(image_metrics::psnr(&images, &originals, 1.0)?),
+                ssim,
+                images,
+            });
+        }
+        Ok(out)
     }
 
     /// The analytic family's features for `target` (`input`, `label` or `attribute:NAME`) from the stored layers

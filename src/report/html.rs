@@ -407,11 +407,11 @@ pub fn page(report: &Report, out: &Path) -> String {
         for a in &report.attacks {
             let _ = write!(
                 s,
-                "<p>{} on cell {}: PSNR {:.1} dB, label accuracy {:.0}%</p>",
+                "<p>{} on cell {}: PSNR {:.1} dB{}</p>",
                 esc(&a.method),
                 esc(&cell_label(&a.keys, several_pairs)),
                 a.psnr,
-                100.0 * a.label_accuracy
+                a.label_accuracy.map(|l| format!(", label accuracy {:.0}%", 100.0 * l)).unwrap_or_default()
             );
             if let Ok(bytes) = std::fs::read(out.join(&a.image)) {
                 let _ = write!(
@@ -484,7 +484,7 @@ fn side_by_side(report: &Report, families: &[String], several_pairs: bool) -> St
                     Some(r) => {
                         let _ = write!(s, "<td>{:.2} [{:.2}, {:.2}]</td>", r.bits, r.ci95[0], r.ci95[1]);
                     }
-                    None => s.push_str("<td></td>"),
+                    None => s.push_str("<td>-</td>"),
                 }
             }
             match row.best {

@@ -398,7 +398,8 @@ fn markdown_layer_table(s: &mut String, records: &[&Record], families: &[String]
                 Some(r) => {
                     let _ = write!(s, " {:.2} {} |", r.bits, fmt_ci(r.ci95));
                 }
-                None => s.push_str(" |"),
+                // The family has no estimate here (the analytic family where there is no closed form).
+                None => s.push_str(" - |"),
             }
         }
         match row.best {
@@ -585,12 +586,12 @@ pub fn markdown(report: &Report) -> String {
         for a in report.attacks.iter().filter(|a| a.keys.cell == k.cell) {
             let _ = writeln!(
                 s,
-                "\n**Attack {}** on {} updates: PSNR {:.1} dB, MSE {:.4}, label accuracy {:.0}%.",
+                "\n**Attack {}** on {} updates: PSNR {:.1} dB, MSE {:.4}{}.",
                 a.method,
                 a.samples,
                 a.psnr,
                 a.mse,
-                100.0 * a.label_accuracy
+                a.label_accuracy.map(|l| format!(", label accuracy {:.0}%", 100.0 * l)).unwrap_or_default()
             );
         }
         for n in &cell.notes {

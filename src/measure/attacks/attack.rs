@@ -70,15 +70,25 @@ pub trait Attack {
         rngs: &mut [ChaCha8Rng],
         on_iteration: &mut dyn FnMut(),
     ) -> Result<Vec<Reconstruction>> {
-        targets
-            .iter()
-            .zip(rngs)
-            .enumerate()
-            .map(|(i, (target, rng))| {
-                self.reconstruct(target, rng, on_iteration).with_context(|| format!("update {}", i + 1))
-            })
-            .collect()
+        reconstruct_each(self, targets, rngs, on_iteration)
     }
+}
+
+/// [`Attack::reconstruct`] on each target in turn (`rngs[i]` for `targets[i]`); errors name the update (from 1).
+pub fn reconstruct_each<A: Attack + ?Sized>(
+    attack: &A,
+    targets: &[Target],
+    rngs: &mut [ChaCha8Rng],
+    on_iteration: &mut dyn FnMut(),
+) -> Result<Vec<Reconstruction>> {
+    targets
+        .iter()
+        .zip(rngs)
+        .enumerate()
+        .map(|(i, (target, rng))| {
+            attack.reconstruct(target, rng, on_iteration).with_context(|| format!("update {}", i + 1))
+        })
+        .collect()
 }
 
 impl Method {

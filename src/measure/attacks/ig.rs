@@ -7,7 +7,8 @@ use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
 
 use super::adam::SignedAdam;
-use super::attack::{Attack, Defaults, Reconstruction};
+use super::attack::{reconstruct_each, Attack, Defaults, Reconstruction};
+use super::batched;
 use super::config::LabelMode;
 use super::labels::LabelPlan;
 use super::objective::{self, tensor};
@@ -39,13 +40,36 @@ impl Attack for InvertingGradients {
         rng: &mut ChaCha8Rng,
         on_iteration: &mut dyn FnMut(),
     ) -> Result<Reconstruction> {
-        let infer = target.batch_size() == 1 && target.last_layer_position().is_some();
-        let auto = if infer { LabelMode::Infer } else { LabelMode::Optimize };
-        let plan = LabelPlan::new(target, auto, self.name())?;
+        let plan = label_plan(target)?;
         restarts::keep_best(target, &plan, rng, on_iteration, |rng, on_iteration| {
             run_signed_adam(target, &plan, rng, on_iteration)
         })
     }
+
+    /// Single-sample updates with fixed labels, in single precision, are attacked all at once ([`batched`]): the
+    /// same steps, many victims per pass. Anything else (batches behind an update, optimised labels, double
+    /// precision) runs one update at a time.
+    fn reconstruct_all(
+        &self,
+        targets: &[Target],
+        rngs: &mut [ChaCha8Rng],
+        on_iteration: &mut dyn FnMut(),
+    ) -> Result<Vec<Reconstruction>> {
+        // Measured (`examples/bench_attacks_batched.rs`): batching pays in single precision only.
+        if targets.first().is_some_and(|t| t.model.kind() == tch::Kind::Float) {
+            if let Some(all) = batched::inverting_gradients_all(targets, rngs, on_iteration)? {
+                return Ok(all);
+            }
+        }
+        reconstruct_each(self, targets, rngs, on_iteration)
+    }
+}
+
+/// The labels of Inverting Gradients for one update (see [`InvertingGradients::reconstruct`]).
+pub(super) fn label_plan(target: &Target) -> Result<LabelPlan> {
+    let infer = target.batch_size() == 1 && target.last_layer_position().is_some();
+    let auto = if infer { LabelMode::Infer } else { LabelMode::Optimize };
+    LabelPlan::new(target, auto, InvertingGradients.name())
 }
 
 /// One run: signed Adam on cosine distance + total variation from standard normal values.

@@ -25,6 +25,7 @@
 mod adam;
 pub mod analytic;
 mod attack;
+mod batched;
 mod config;
 mod dlg;
 pub mod grid;
@@ -40,7 +41,8 @@ mod score;
 mod target;
 
 pub use crate::optim::lbfgs::{self, Stop};
-pub use attack::{reconstruct, Attack, Defaults, Reconstruction};
+pub use attack::{reconstruct, reconstruct_each, Attack, Defaults, Reconstruction};
+pub use batched::inverting_gradients_all as batched_inverting_gradients;
 pub use config::{AttackConfig, LabelMode, Method, Setting, ShareConfig};
 pub use dlg::Dlg;
 pub use idlg::Idlg;
@@ -49,5 +51,5 @@ pub use init::reinit_uniform;
 pub use labels::{infer_labels, LabelSource};
 pub use output::write_outputs;
 pub use run::{run_attacks, AttackReport, MatchedLayer, MeanScores, UpdateResult};
-pub use score::{score, ImageScore};
+pub use score::{score, ssim_options, ImageScore};
 pub use target::Target;

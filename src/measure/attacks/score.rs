@@ -25,7 +25,7 @@ pub struct ImageScore {
 }
 
 /// SSIM settings for an image size: scikit-image's defaults (11x11 window) or the largest odd window that fits.
-fn ssim_options(height: i64, width: i64, data_range: f64) -> Option<SsimOptions> {
+pub fn ssim_options(height: i64, width: i64, data_range: f64) -> Option<SsimOptions> {
     let side = height.min(width);
     if side < 3 {
         return None;
