@@ -131,7 +131,7 @@ fn inverting_gradients(
             let xv = x.detach().set_requires_grad(true);
             let mut loss = cosine_distances(targets, &xv, labels, true);
             if config.tv_weight > 0.0 {
-                loss = loss + total_variations(&xv) * config.tv_weight;
+                loss += total_variations(&xv) * config.tv_weight;
             }
             let total = loss.sum(kind);
             if !total.double_value(&[]).is_finite() {
