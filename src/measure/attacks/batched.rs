@@ -6,9 +6,10 @@
 //! dummy) depends on its own dummy only, the model runs in evaluation mode, and signed Adam works per coordinate:
 //! the batch takes exactly the steps the one-at-a-time loop takes, up to floating-point rounding of the reductions.
 //! Each victim draws its starts from its own generator, restart by restart, as in the loop. A test compares the
-//! two; `examples/bench_attacks_batched.rs` measures the speed: in single precision 64 LeNet-5 victims go 2.1x as
-//! fast as one at a time, in double precision (libtorch's unbatched-friendly f64 convolutions) 0.9x, so
-//! [`super::InvertingGradients`] batches single-precision attacks only.
+//! two; `examples/bench_attacks_batched.rs` measures the speed: in single precision 64 LeNet-5 victims go 2.0x as
+//! fast as one at a time on 2 threads (1.6x on one), in double precision 1.0x (a double backward through the
+//! network costs about as much per image in a batch as alone), so [`super::InvertingGradients`] batches
+//! single-precision attacks only.
 
 use anyhow::Result;
 use rand_chacha::ChaCha8Rng;
