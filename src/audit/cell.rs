@@ -6,6 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use tch::Tensor;
 
 use super::config::{AuditConfig, Cell, ATTACK_KEYS, UPDATE_KEYS};
 use super::{add_best, AttackRecord, CellKeys, CellResult, LocalisationRecord, Record, BEST};
@@ -75,6 +76,8 @@ pub fn run_cell(
             split.len()
         ));
     }
+    // Attack-backed families (analytic) read the full gradients of the fully connected layers and need the model.
+    let attack_backed = config.measure.families.iter().any(|f| !f.reads_gradients());
     let update_config = UpdateConfig {
         num_updates,
         batch_size: cell.batch_size,
@@ -86,7 +89,7 @@ pub fn run_cell(
         // Large layers are measured on their sketch only: the full gradients would not be read, except the fully
         // connected layers' by the analytic family.
         full_max_params: config.measure.sketch_dim,
-        full_layers: if config.measure.families.iter().any(|f| !f.reads_gradients()) {
+        full_layers: if attack_backed {
             model
                 .layers()
                 .iter()
@@ -119,12 +122,12 @@ pub fn run_cell(
         .context("measure.layers")?;
     let families = &config.measure.families;
     let opts_v = estimate_options(config);
-    let mut analytic = families.iter().any(|f| !f.reads_gradients()).then(|| AnalyticFeatures::new(&model, &updates));
+    let mut analytic = attack_backed.then(|| AnalyticFeatures::new(&model, &updates));
     let rows = layerwise(&updates, &groups, &targets, families, &opts_v, analytic.as_mut(), progress)?;
     let mut attacks = Vec::new();
     if let Some(a) = &analytic {
         notes.extend(a.notes());
-        attacks.extend(analytic_galleries(a, &keys, out)?);
+        attacks.extend(analytic_galleries(a, &updates.victim_input, &keys, out)?);
     }
     let records = rows
         .into_iter()
@@ -218,16 +221,24 @@ const GALLERY_VICTIMS: i64 = 8;
 
 /// The analytic attacker's reconstructions of each layer it read, as attack records (mean MSE, PSNR, SSIM over all
 /// victims) with a gallery of the first victims: `cells/<key>-attack/analytic-<layer>.png`.
-fn analytic_galleries(analytic: &AnalyticFeatures, keys: &CellKeys, out: &Path) -> Result<Vec<AttackRecord>> {
+fn analytic_galleries(
+    analytic: &AnalyticFeatures,
+    victims: &Tensor,
+    keys: &CellKeys,
+    out: &Path,
+) -> Result<Vec<AttackRecord>> {
+    let scores = analytic.image_scores()?;
     let dir = super::cache::attack_dir(out, &keys.cell);
+    if !scores.is_empty() {
+        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
     let mut records = Vec::new();
-    for s in analytic.image_scores()? {
+    for s in scores {
         let shown = GALLERY_VICTIMS.min(s.images.size()[0]);
         let file = format!("analytic-{}.png", s.layer);
-        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
         crate::measure::attacks::grid::write_grid(
             &dir.join(&file),
-            &analytic.victim_inputs().narrow(0, 0, shown),
+            &victims.narrow(0, 0, shown),
             &s.images.narrow(0, 0, shown),
             shown as usize,
             (0.0, 1.0),

@@ -15,7 +15,7 @@
 //! update that is not one clean sample (a batch, DP noise) still gets the formula applied: the calibration
 //! measures what the blend is worth, usually nothing.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
@@ -23,7 +23,7 @@ use tch::{Kind, Tensor};
 use crate::data::{attributes, InputShape};
 use crate::gradients::updates::SharedUpdates;
 use crate::measure::attacks::analytic::{self, Inversion};
-use crate::measure::attacks::ssim_options;
+use crate::measure::attacks::{infer_labels, ssim_options};
 use crate::measure::image_metrics;
 use crate::models::{LayerKind, Model};
 
@@ -54,7 +54,8 @@ pub struct AnalyticFeatures<'a> {
     model: &'a Model,
     updates: &'a SharedUpdates,
     inversion: Inversion,
-    reconstructions: HashMap<usize, LayerReconstruction>,
+    /// By model layer index, so in forward order.
+    reconstructions: BTreeMap<usize, LayerReconstruction>,
     /// Groups and targets without a closed form, for the report's notes.
     skipped: Vec<String>,
 }
@@ -66,15 +67,14 @@ impl<'a> AnalyticFeatures<'a> {
             // Tabular features have no box; the inversion starts from 0 either way.
             InputShape::Tabular { .. } => Inversion { range: (-1e6, 1e6), ..Inversion::default() },
         };
-        AnalyticFeatures { model, updates, inversion, reconstructions: HashMap::new(), skipped: Vec::new() }
+        AnalyticFeatures { model, updates, inversion, reconstructions: BTreeMap::new(), skipped: Vec::new() }
     }
 
     /// What the attacker did and could not do, for the report's notes.
     pub fn notes(&self) -> Vec<String> {
-        let mut layers: Vec<_> = self.reconstructions.iter().collect();
-        layers.sort_by_key(|(l, _)| **l);
-        let mut notes: Vec<String> = layers
-            .into_iter()
+        let mut notes: Vec<String> = self
+            .reconstructions
+            .iter()
             .map(|(&l, r)| {
                 format!(
                     "analytic: the input of {} recovered in closed form (median rank-one residual {:.1e}){}",
@@ -100,20 +100,13 @@ impl<'a> AnalyticFeatures<'a> {
         notes
     }
 
-    /// The victims' inputs (N, ...).
-    pub fn victim_inputs(&self) -> &Tensor {
-        &self.updates.victim_input
-    }
-
     /// How close each reconstructed layer's images come to the victims' (images in [0, 1] only): the attack's own
     /// success, beside the bits its calibration measures. In layer order.
     pub fn image_scores(&self) -> Result<Vec<ReconstructionScore>> {
         let InputShape::Image { height, width, .. } = self.model.spec.input else { return Ok(Vec::new()) };
         let originals = self.updates.victim_input.to_kind(Kind::Double);
-        let mut layers: Vec<_> = self.reconstructions.iter().collect();
-        layers.sort_by_key(|(l, _)| **l);
         let mut out = Vec::new();
-        for (&l, r) in layers {
+        for (&l, r) in &self.reconstructions {
             let images = r.inputs.to_kind(Kind::Double).clamp(0.0, 1.0);
             let mean = |v: Vec<f64>| {
                 let finite: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
@@ -164,14 +157,12 @@ impl<'a> AnalyticFeatures<'a> {
             if self.model_layer(m)? != last {
                 continue;
             }
-            let LayerKind::Linear { in_features, out_features } = self.model.layers()[last].kind else {
-                return Ok(None);
-            };
+            let LayerKind::Linear { out_features, .. } = self.model.layers()[last].kind else { return Ok(None) };
             let Some(full) = &self.updates.layers[m].full else { return Ok(None) };
-            let n = full.size()[0];
-            let rows = full.narrow(1, 0, in_features * out_features).view([n, out_features, in_features]);
-            let label = rows.sum_dim_intlist([2i64].as_slice(), false, Kind::Double).argmin(1, false);
-            return Ok(Some(label.one_hot(out_features).to_kind(Kind::Float)));
+            let labels = (0..full.size()[0])
+                .map(|i| Ok(infer_labels(self.model, &full.get(i), 1)?[0]))
+                .collect::<Result<Vec<i64>>>()?;
+            return Ok(Some(Tensor::from_slice(&labels).one_hot(out_features).to_kind(Kind::Float)));
         }
         Ok(None)
     }
@@ -203,7 +194,7 @@ impl<'a> AnalyticFeatures<'a> {
             let r = self.reconstruct(layer, member)?;
             self.reconstructions.insert(layer, r);
         }
-        Ok(self.reconstructions.get(&layer).map(|r| r.inputs.shallow_clone()))
+        Ok(Some(self.reconstructions[&layer].inputs.shallow_clone()))
     }
 
     fn reconstruct(&self, layer: usize, member: usize) -> Result<LayerReconstruction> {

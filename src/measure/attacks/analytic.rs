@@ -45,9 +45,10 @@ pub fn linear_layer_input(weight_grad: &Tensor, bias_grad: &Tensor) -> Result<Li
             "analytic recovery: the layer's gradient is zero, so it carries no input (the sample's loss is flat there)"
         );
     }
-    let input = wg.tr().matmul(&bg) / b_norm2;
-    let residual =
-        (&wg - bg.unsqueeze(1) * input.unsqueeze(0)).square().sum(Kind::Double).double_value(&[]).sqrt() / w_norm;
+    let (out_features, in_features) = (wg.size()[0], wg.size()[1]);
+    let flat = Tensor::cat(&[wg.flatten(0, -1), bg], 0).unsqueeze(0);
+    let (inputs, residuals) = linear_layer_inputs(&flat, in_features, out_features)?;
+    let (input, residual) = (inputs.squeeze_dim(0), residuals[0]);
     if residual.is_nan() || residual > RANK_ONE_TOLERANCE {
         bail!(
             "analytic recovery: the weight gradient is not one outer product (relative residual {residual:.3}, \
@@ -126,7 +127,9 @@ fn layer_input(model: &Model, layer: usize, x: &Tensor) -> Result<Tensor> {
 pub fn layer_reads_the_input(model: &Model, layer: usize, input_shape: &[i64]) -> Result<bool> {
     let mut shape = vec![2];
     shape.extend_from_slice(input_shape);
-    let x = Tensor::randn(&shape, (model.kind(), tch::Device::Cpu));
+    // Distinct values without a random draw (libtorch's global generator is not ours to move).
+    let numel: i64 = shape.iter().product();
+    let x = (Tensor::arange(numel, (model.kind(), tch::Device::Cpu)) / numel as f64).reshape(&shape);
     let h = tch::no_grad(|| layer_input(model, layer, &x))?;
     Ok(h.size() == x.flatten(1, -1).size() && bool::try_from(h.eq_tensor(&x.flatten(1, -1)).all())?)
 }

@@ -18,7 +18,7 @@ use tch::{Kind, Tensor};
 use super::adam::SignedAdam;
 use super::attack::Reconstruction;
 use super::labels::{LabelPlan, LabelSource};
-use super::objective::tensor;
+use super::objective::{self, tensor};
 use super::target::Target;
 use crate::gradients::per_sample::per_sample_gradients;
 use crate::optim::Stop;
@@ -84,22 +84,13 @@ fn cosine_distances(targets: &[Target], x: &Tensor, labels: &Tensor, create_grap
         t_norm += t.square().sum_dim_intlist([1i64].as_slice(), false, kind) * w;
     }
     // As `Matcher::cosine`, victim by victim.
-    (inner / ((g_norm.sqrt() * t_norm.sqrt()) + 1e-30)).neg() + 1.0
+    objective::cosine_distance(&inner, &g_norm, &t_norm)
 }
 
-/// Per-victim anisotropic total variation (V,): `objective::total_variation` of each victim's image.
+/// Per-victim total variation (V,): `objective::total_variation` of each victim's image, as the loop computes it.
 fn total_variations(x: &Tensor) -> Tensor {
-    let (h, w) = (x.size()[2], x.size()[3]);
-    let kind = x.kind();
-    let dims = [1i64, 2, 3];
-    let mut tv = Tensor::zeros([x.size()[0]], (kind, tch::Device::Cpu));
-    if w > 1 {
-        tv += (x.narrow(3, 0, w - 1) - x.narrow(3, 1, w - 1)).abs().mean_dim(dims.as_slice(), false, kind);
-    }
-    if h > 1 {
-        tv += (x.narrow(2, 0, h - 1) - x.narrow(2, 1, h - 1)).abs().mean_dim(dims.as_slice(), false, kind);
-    }
-    tv
+    let per_victim: Vec<Tensor> = (0..x.size()[0]).map(|i| objective::total_variation(&x.narrow(0, i, 1))).collect();
+    Tensor::stack(&per_victim, 0)
 }
 
 /// Inverting Gradients on every target at once (see the module documentation). `None` when a run's objective

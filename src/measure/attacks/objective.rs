@@ -59,14 +59,19 @@ impl Matcher<'_> {
         let inner = sum(self.weighted(grads).map(|(g, t, w)| (g * t).sum(kind) * w).collect());
         let g_norm = sum(self.weighted(grads).map(|(g, _, w)| g.square().sum(kind) * w).collect());
         let t_norm = sum(self.weighted(grads).map(|(_, t, w)| t.square().sum(kind) * w).collect());
-        // A tiny floor keeps the quotient finite for an all-zero gradient.
-        1.0 - inner / ((g_norm.sqrt() * t_norm.sqrt()) + 1e-30)
+        cosine_distance(&inner, &g_norm, &t_norm)
     }
 
     /// (gradient, target, weight) of every layer with a non-zero weight.
     fn weighted<'b>(&'b self, grads: &'b [Tensor]) -> impl Iterator<Item = (&'b Tensor, &'b Tensor, f64)> + 'b {
         grads.iter().zip(&self.targets).zip(&self.weights).filter(|(_, w)| **w != 0.0).map(|((g, t), w)| (g, t, *w))
     }
+}
+
+/// `1 - inner / (sqrt(g_norm) sqrt(t_norm))` from an inner product and two squared norms (of any shape, element by
+/// element): Inverting Gradients' distance. A tiny floor keeps the quotient finite for an all-zero gradient.
+pub fn cosine_distance(inner: &Tensor, g_norm: &Tensor, t_norm: &Tensor) -> Tensor {
+    (inner / ((g_norm.sqrt() * t_norm.sqrt()) + 1e-30)).neg() + 1.0
 }
 
 /// Anisotropic total variation as in Inverting Gradients: mean |horizontal difference| + mean |vertical difference|.
