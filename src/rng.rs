@@ -63,6 +63,8 @@ pub enum Stream<'a> {
     MlpInit,
     /// Generic bootstrap resamples from a seed that is already purpose-specific.
     Resamples,
+    /// Bootstrap resamples of layer rankings: paired layer comparisons and the rank agreement's interval.
+    RankBootstrap,
 }
 
 /// The golden-ratio increment of SplitMix64, used to spread purposes apart.
@@ -108,6 +110,7 @@ const SENSITIVITY_BOOTSTRAP: u64 = 0x5e45_0002;
 const SENSITIVITY_NOISE: u64 = 0x5e45_0003;
 const SENSITIVITY_DROPOUT: u64 = 0x5e45_0004;
 const LATENT_BOOTSTRAP: u64 = 0x5e45_1001;
+const RANK_BOOTSTRAP: u64 = 0x5e45_2001;
 
 /// The generator of `stream` under the user's `seed`.
 pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
@@ -142,7 +145,8 @@ pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
         | Stream::Folds
         | Stream::VinfoBootstrap
         | Stream::FoldFit { .. }
-        | Stream::Repeat { .. } => ChaCha8Rng::seed_from_u64(derive(seed, stream)),
+        | Stream::Repeat { .. }
+        | Stream::RankBootstrap => ChaCha8Rng::seed_from_u64(derive(seed, stream)),
     }
 }
 
@@ -156,6 +160,7 @@ pub fn derive(seed: u64, stream: Stream) -> u64 {
         Stream::VinfoBootstrap => estimator(seed, 2),
         Stream::FoldFit { fold } => estimator(seed, 100 + fold),
         Stream::Repeat { repeat } => estimator(seed, 0x7e9e_a700 + repeat),
+        Stream::RankBootstrap => measurement(seed, RANK_BOOTSTRAP),
         Stream::MlpInit => seed ^ 0x5eed_1417,
         Stream::Sketch { layer } => seed ^ layer_key(layer),
         // Streams drawn from directly are seeded by the user's seed itself.

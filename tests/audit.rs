@@ -380,7 +380,10 @@ fn record(layer: &str, target: &str, family: &str, bits: f64, ci95: [f64; 2]) ->
         n_train: 6,
         n_test: 2,
         constant_fits: 0,
+        upper_bits: None,
+        bound: None,
         warnings: Vec::new(),
+        pvi: Vec::new(),
     }
 }
 

@@ -405,3 +405,52 @@ fn latent_sensitivity_on_shared_updates_and_a_store() {
     .to_string();
     assert!(err.contains("no layer 'fc9'") && err.contains("conv1"), "{err}");
 }
+
+/// dFIL = ||J||_F^2 / (s^2 d) (Guo et al. 2022) from the Hutchinson estimate against the exact Jacobian, f64, under
+/// DP-SGD clipping (whose derivative enters J): every layer and all layers together within 5%.
+#[test]
+fn the_fisher_bound_from_hutchinson_agrees_with_the_exact_jacobian_within_five_percent() {
+    use gradleak::measure::bounds::{fisher_bound, ReleaseNoise};
+    let defenses = [Defense::Dp { clip: 1.0, noise_multiplier: 1.0 }];
+    let noise = ReleaseNoise::of(&defenses, 1).unwrap().unwrap();
+    assert_eq!(noise.std, 1.0);
+    for (arch, input) in [(Arch::Mlp, InputShape::Tabular { features: 8 }), (Arch::Lenet, image(1, 12))] {
+        let model = f64_model(arch, input, 3);
+        let (x, y) = batch(input, 6, 8);
+        let base =
+            InputSensitivityConfig { defenses: defenses.to_vec(), train: false, bootstrap: 10, ..Default::default() };
+        let hutch = input_sensitivity(
+            &model,
+            &x,
+            &y,
+            &InputSensitivityConfig { probes: 256, ..base.clone() },
+            Progress::HIDDEN,
+        )
+        .unwrap();
+        let exact =
+            input_sensitivity(&model, &x, &y, &InputSensitivityConfig { exact: true, ..base }, Progress::HIDDEN)
+                .unwrap();
+        // Mean dFIL over the samples, per layer and for all layers (the sum of the layers' squared norms).
+        let dfil = |report: &gradleak::measure::sensitivity::InputSensitivityReport, layer: Option<usize>| -> f64 {
+            (0..report.samples as usize)
+                .map(|n| {
+                    let squared: f64 = report
+                        .layers
+                        .iter()
+                        .enumerate()
+                        .filter(|(l, _)| layer.is_none_or(|k| k == *l))
+                        .map(|(_, l)| l.per_sample_jacobian_norm[n].powi(2))
+                        .sum();
+                    fisher_bound(squared, noise.std, report.input_dim).dfil
+                })
+                .sum::<f64>()
+                / report.samples as f64
+        };
+        let layers = (0..exact.layers.len()).map(Some).chain([None]);
+        for layer in layers {
+            let (h, e) = (dfil(&hutch, layer), dfil(&exact, layer));
+            assert!(e > 0.0, "{arch:?} {layer:?}: the exact dFIL is {e}");
+            assert!((h / e - 1.0).abs() < 0.05, "{arch:?} layer {layer:?}: Hutchinson {h:e}, exact {e:e}");
+        }
+    }
+}

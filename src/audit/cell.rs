@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use tch::Tensor;
 
-use super::config::{AuditConfig, Cell, ATTACK_KEYS, UPDATE_KEYS};
+use super::config::{AuditConfig, Cell, ATTACK_KEYS, SENSITIVITY_KEYS, UPDATE_KEYS};
 use super::{add_best, AttackRecord, CellKeys, CellResult, LocalisationRecord, Record, BEST};
 use crate::data::{Dataset, Split};
 use crate::defenses;
@@ -16,6 +16,7 @@ use crate::error::rename_params;
 use crate::gradients::sketch::SketchKind;
 use crate::gradients::updates::{compute_updates, UpdateConfig};
 use crate::measure::attack_families::AnalyticFeatures;
+use crate::measure::bounds::{excess, fisher_bound, upper_bound, ReleaseNoise};
 use crate::measure::layerwise::{layer_groups, layerwise, resolve_targets, NamedTarget};
 use crate::measure::localisation::localise;
 use crate::measure::vinfo::{EstimateOptions, Family};
@@ -148,10 +149,24 @@ pub fn run_cell(
             n_test: row.estimate.n_test,
             constant_fits: row.estimate.constant_fits,
             source: None,
+            upper_bits: None,
+            bound: None,
             warnings: row.estimate.warnings.clone(),
+            pvi: row.estimate.pvi_by_sample(num_updates as usize),
         })
         .collect::<Vec<_>>();
-    let records = add_best(records);
+    let mut records = add_best(records);
+    let noise = ReleaseNoise::of(&update_config.defenses, cell.batch_size)?;
+    for t in &targets {
+        let classes = target_classes(dataset, &t.name)?;
+        if let Some(b) = upper_bound(noise.as_ref(), classes) {
+            for r in records.iter_mut().filter(|r| r.target == t.name) {
+                r.upper_bits = Some(b.bits);
+                r.bound = Some(b.bound.to_string());
+            }
+        }
+    }
+    flag_excesses(&mut records);
 
     let mut localisation = Vec::new();
     if updates.layers.len() >= 2 {
@@ -186,7 +201,7 @@ pub fn run_cell(
             localisation.push(LocalisationRecord { keys: keys.clone(), localisation: found });
         }
     }
-    let (sensitivity, agreement, sensitivity_notes) = super::sensitivity::measure(
+    let sensitivity = super::sensitivity::measure(
         config,
         dataset,
         &model,
@@ -197,14 +212,15 @@ pub fn run_cell(
         &keys,
         &targets_names(&targets),
     )?;
-    notes.extend(sensitivity_notes);
+    notes.extend(sensitivity.notes);
     attacks.extend(run_attack(config, &model, split, cell, &keys, out, progress)?);
     Ok(CellResult {
         keys,
         cell: cell.clone(),
         records,
-        sensitivity,
-        agreement,
+        sensitivity: sensitivity.rows,
+        agreement: sensitivity.agreement,
+        layer_order: sensitivity.layer_order,
         localisation,
         attacks,
         notes,
@@ -214,6 +230,36 @@ pub fn run_cell(
 
 fn targets_names(targets: &[NamedTarget]) -> Vec<String> {
     targets.iter().map(|t| t.name.clone()).collect()
+}
+
+/// The number of values a categorical target can take in the dataset (the label's classes; an attribute's distinct
+/// values over both splits), None for the input.
+fn target_classes(dataset: &Dataset, target: &str) -> Result<Option<usize>> {
+    if target == "label" {
+        return Ok(Some(dataset.num_classes() as usize));
+    }
+    let Some(name) = target.strip_prefix("attribute:") else { return Ok(None) };
+    let column = dataset.attribute_index(name)? as i64;
+    let values =
+        Tensor::cat(&[dataset.train.attributes.select(1, column), dataset.test.attributes.select(1, column)], 0);
+    Ok(Some(values.unique_dim(0, false, false, false).0.size()[0] as usize))
+}
+
+/// Warns on every record whose lower confidence bound lies above its upper bound: an estimator error, or a null
+/// model that misfits the targets by at least the excess (`docs/bounds.md`).
+pub fn flag_excesses(records: &mut [Record]) {
+    for r in records.iter_mut() {
+        let Some(upper) = r.upper_bits else { continue };
+        if let Some(over) = excess(r.ci95[0], upper) {
+            r.warnings.push(format!(
+                "inconsistent with the {} bound: the lower 95% bound {:.3} bits exceeds the most any attacker can \
+                 get, {upper:.3} bits, by {over:.3} bits (an estimator error, or a null model that misfits the \
+                 targets by at least that much; see docs/bounds.md)",
+                r.bound.as_deref().unwrap_or("upper"),
+                r.ci95[0],
+            ));
+        }
+    }
 }
 
 /// Victims shown per analytic gallery.
@@ -252,6 +298,8 @@ fn analytic_galleries(
             ssim: s.ssim,
             label_accuracy: None,
             image: format!("cells/{}-attack/{file}", keys.cell),
+            psnr_bound: None,
+            beats_bound: None,
         });
     }
     Ok(records)
@@ -284,6 +332,7 @@ fn run_attack(
         .map_err(|e| rename_params(e, ATTACK_KEYS))?;
     let dir = super::cache::attack_dir(out, &keys.cell);
     attacks::write_outputs(&report, &dir)?;
+    let fisher = attack_against_fisher(config, model, split, &share, &report)?;
     Ok(vec![AttackRecord {
         keys: keys.clone(),
         method: method.to_string(),
@@ -293,5 +342,49 @@ fn run_attack(
         ssim: report.mean.ssim,
         label_accuracy: Some(report.mean.label_accuracy),
         image: format!("cells/{}-attack/reconstructions.png", keys.cell),
+        psnr_bound: fisher.map(|f| f.0),
+        beats_bound: fisher.map(|f| f.1),
     }])
+}
+
+/// Under noise: the Fisher bound on the PSNR of each attacked victim from the layers the attack matched (mean over
+/// victims), and how many reconstructions beat their own victim's bound. None without noise.
+fn attack_against_fisher(
+    config: &AuditConfig,
+    model: &Model,
+    split: &Split,
+    share: &crate::measure::attacks::ShareConfig,
+    report: &crate::measure::attacks::AttackReport,
+) -> Result<Option<(f64, usize)>> {
+    use crate::measure::sensitivity::{input_sensitivity, InputSensitivityConfig};
+    let Some(noise) = ReleaseNoise::of(&share.defenses, share.batch_size)? else { return Ok(None) };
+    if noise.fisher_caveat.is_some() {
+        return Ok(None);
+    }
+    // (split index of the victim, PSNR of its reconstruction)
+    let scored: Vec<(i64, f64)> =
+        report.updates.iter().flat_map(|u| u.images.iter().map(move |im| (u.indices[im.original], im.psnr))).collect();
+    if scored.is_empty() {
+        return Ok(None);
+    }
+    let index = Tensor::from_slice(&scored.iter().map(|s| s.0).collect::<Vec<i64>>());
+    let x = split.inputs.index_select(0, &index).to_kind(model.kind());
+    let y = split.labels.index_select(0, &index);
+    let sens_config = InputSensitivityConfig {
+        probes: config.measure.probes,
+        layers: Some(report.matched_layers.iter().map(|l| l.name.clone()).collect()),
+        defenses: share.defenses.clone(),
+        seed: config.seed,
+        ..Default::default()
+    };
+    let sens = input_sensitivity(model, &x, &y, &sens_config, Progress::HIDDEN)
+        .map_err(|e| rename_params(e, SENSITIVITY_KEYS))?;
+    let bounds: Vec<f64> = (0..scored.len())
+        .map(|n| {
+            let squared: f64 = sens.layers.iter().map(|l| l.per_sample_jacobian_norm[n].powi(2)).sum();
+            fisher_bound(squared, noise.std, sens.input_dim).psnr_bound
+        })
+        .collect();
+    let beats = scored.iter().zip(&bounds).filter(|((_, psnr), bound)| psnr > bound).count();
+    Ok(Some((bounds.iter().sum::<f64>() / bounds.len() as f64, beats)))
 }

@@ -29,7 +29,7 @@ mod training;
 /// The pseudo-family of the largest estimate per layer (or group) and target.
 pub use crate::measure::layerwise::BEST;
 pub use cache::{cell_key, collect_cells, merge, AuditManifest, MANIFEST};
-pub use cell::{describe_cell, run_cell};
+pub use cell::{describe_cell, flag_excesses, run_cell};
 pub use config::{AuditConfig, Cell};
 pub use run::{run_audit, AuditOptions, AuditOutcome, AuditSummary};
 
@@ -83,9 +83,20 @@ pub struct Record {
     /// Fits in which the family's constant predictor won on validation (the layer then measures 0 bits there).
     #[serde(default)]
     pub constant_fits: usize,
-    /// What a user should know about the fits (an optimiser at its iteration cap, ...).
+    /// An upper bound on the bits any attacker can get about the target from this update, where one applies
+    /// (see `bound` and `docs/bounds.md`).
+    #[serde(default)]
+    pub upper_bits: Option<f64>,
+    /// Which bound `upper_bits` is: `dp_capacity` (DP-SGD's Gaussian channel) or `log2_classes`.
+    #[serde(default)]
+    pub bound: Option<String>,
+    /// What a user should know about the fits (an optimiser at its iteration cap, a lower confidence bound above
+    /// `upper_bits`, ...).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// PVI (bits) of each victim of the cell, NaN where it was not scored: for the rank agreement's interval.
+    #[serde(skip)]
+    pub pvi: Vec<f64>,
 }
 
 /// `records` with one `best` record after the records of each (cell, layer, target): a copy of the record with the
@@ -139,7 +150,26 @@ pub struct Agreement {
     /// The family whose bits are ranked: `best` in an audit.
     pub family: String,
     pub spearman: Option<f64>,
+    /// Percentile bootstrap 95% interval of `spearman`, resampling the sensitivity samples and the scored victims.
+    #[serde(default)]
+    pub spearman_ci95: Option<[f64; 2]>,
+    /// `agree` (interval above 0), `disagree` (below 0) or `indistinguishable` (the interval covers 0).
+    #[serde(default)]
+    pub verdict: Option<String>,
     pub layers: usize,
+}
+
+/// A paired comparison of two layers' sensitivity over the same samples: which is larger, or neither.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerOrderRecord {
+    #[serde(flatten)]
+    pub keys: CellKeys,
+    /// `input` or `attribute:NAME`.
+    pub target: String,
+    /// The sensitivity kind compared (`relative`, `subspace_distance`, ...).
+    pub kind: String,
+    #[serde(flatten)]
+    pub comparison: crate::measure::sensitivity::PairComparison,
 }
 
 /// Where a target's usable information sits in a cell, and what protecting its top layers leaves.
@@ -165,6 +195,14 @@ pub struct AttackRecord {
     pub label_accuracy: Option<f64>,
     /// PNG grid of originals and reconstructions, relative to the out folder.
     pub image: String,
+    /// Under noise: the mean over the attacked victims of the PSNR that the Fisher bound allows an unbiased
+    /// reconstruction of each, from the layers the attack read (see `docs/bounds.md`).
+    #[serde(default)]
+    pub psnr_bound: Option<f64>,
+    /// Victims whose reconstruction beat their own bound (priors such as clamping and total variation make an
+    /// attack biased, which the bound does not cover).
+    #[serde(default)]
+    pub beats_bound: Option<usize>,
 }
 
 /// Everything measured in one cell: `cells/<key>.json`.
@@ -175,6 +213,9 @@ pub struct CellResult {
     pub records: Vec<Record>,
     pub sensitivity: Vec<SensitivityRecord>,
     pub agreement: Vec<Agreement>,
+    /// Layer pairs ordered by sensitivity, from paired bootstrap intervals of their difference.
+    #[serde(default)]
+    pub layer_order: Vec<LayerOrderRecord>,
     pub localisation: Vec<LocalisationRecord>,
     pub attacks: Vec<AttackRecord>,
     /// What the sensitivity analysis applied of the defences, and what it could not.

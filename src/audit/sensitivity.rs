@@ -1,15 +1,18 @@
-//! The sensitivity part of a cell: input sensitivity per layer, latent-attribute sensitivity per layer, and their
-//! rank agreement with the cell's V-information.
+//! The sensitivity part of a cell: input sensitivity per layer (with the Fisher bound on reconstruction where the
+//! update is noised), latent-attribute sensitivity per layer, the layers' order from paired comparisons, and the
+//! rank agreement with the cell's V-information, with its interval.
 
 use anyhow::Result;
 
 use super::config::{AuditConfig, Cell, SENSITIVITY_KEYS};
-use super::{Agreement, CellKeys, Record, SensitivityRecord, BEST};
+use super::{Agreement, CellKeys, LayerOrderRecord, Record, SensitivityRecord, BEST};
 use crate::data::{Dataset, Split};
 use crate::error::rename_params;
 use crate::gradients::updates::SharedUpdates;
+use crate::measure::bounds::{fisher_bound, ReleaseNoise};
 use crate::measure::sensitivity::{
-    input_sensitivity, latent_sensitivity, rank_agreement, InputSensitivityConfig, LatentConfig,
+    agreement_verdict, input_sensitivity, latent_sensitivity, paired_comparisons, rank_agreement, spearman_interval,
+    InputSensitivityConfig, LatentConfig, PerSample,
 };
 use crate::models::Model;
 use crate::progress::Progress;
@@ -23,6 +26,24 @@ fn bits_column(records: &[Record], target: &str, family: &str, layers: &[String]
         .collect()
 }
 
+/// Per-victim PVI per single layer for one target and family, for the rank agreement's interval.
+fn pvi_columns(records: &[Record], target: &str, family: &str, layers: &[String]) -> Vec<PerSample> {
+    records
+        .iter()
+        .filter(|r| r.target == target && r.family == family && layers.contains(&r.layer) && !r.pvi.is_empty())
+        .map(|r| (r.layer.clone(), r.pvi.clone()))
+        .collect()
+}
+
+/// What the sensitivity part of a cell measured.
+#[derive(Default)]
+pub struct SensitivityOutcome {
+    pub rows: Vec<SensitivityRecord>,
+    pub agreement: Vec<Agreement>,
+    pub layer_order: Vec<LayerOrderRecord>,
+    pub notes: Vec<String>,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub fn measure(
     config: &AuditConfig,
@@ -34,11 +55,12 @@ pub fn measure(
     records: &[Record],
     keys: &CellKeys,
     targets: &[String],
-) -> Result<(Vec<SensitivityRecord>, Vec<Agreement>, Vec<String>)> {
-    let (mut rows, mut agreement, mut notes) = (Vec::new(), Vec::new(), Vec::new());
+) -> Result<SensitivityOutcome> {
+    let mut outcome = SensitivityOutcome::default();
     if !config.measure.sensitivity {
-        return Ok((rows, agreement, notes));
+        return Ok(outcome);
     }
+    let SensitivityOutcome { rows, agreement, layer_order, notes } = &mut outcome;
     // The layers' bits are the `best` family's: the most any family found in each layer.
     let family = BEST.to_string();
     let shared: Vec<String> = updates.layers.iter().map(|l| l.name.clone()).collect();
@@ -76,18 +98,74 @@ pub fn measure(
             rows.push(row(&l.name, "input", "relative", l.relative.value, l.relative.ci));
             rows.push(row(&l.name, "input", "per_parameter", l.per_parameter.value, l.per_parameter.ci));
         }
+        // The Fisher bound needs noise on the release; its Jacobian is the one just estimated.
+        match ReleaseNoise::of(&cell.update_defenses(), cell.batch_size)? {
+            Some(noise) if noise.fisher_caveat.is_none() => {
+                let squared = |l: &crate::measure::sensitivity::LayerInputSensitivity| -> Vec<f64> {
+                    l.per_sample_jacobian_norm.iter().map(|v| v * v).collect()
+                };
+                let mut all = vec![0.0; report.samples as usize];
+                let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
+                for l in &report.layers {
+                    let sq = squared(l);
+                    all.iter_mut().zip(&sq).for_each(|(a, v)| *a += v);
+                    columns.push((l.name.clone(), sq));
+                }
+                if report.layers.len() > 1 {
+                    columns.push(("all".to_string(), all));
+                }
+                let images = model.spec.arch.needs_images();
+                for (layer, sq) in &columns {
+                    let bounds: Vec<_> = sq.iter().map(|&q| fisher_bound(q, noise.std, report.input_dim)).collect();
+                    let dfil: Vec<f64> = bounds.iter().map(|b| b.dfil).collect();
+                    let mse: Vec<f64> = bounds.iter().map(|b| b.mse_bound).collect();
+                    let psnr: Vec<f64> = bounds.iter().map(|b| b.psnr_bound).collect();
+                    let seed = crate::rng::derive(
+                        config.seed,
+                        crate::rng::Stream::SensitivityBootstrap { layer: crate::rng::layer_key(layer) },
+                    );
+                    let means = crate::stats::bootstrap_means(&[&dfil, &mse, &psnr], config.measure.bootstrap, seed);
+                    rows.push(row(layer, "input", "dfil", means[0].0, means[0].1));
+                    rows.push(row(layer, "input", "mse_bound", means[1].0, means[1].1));
+                    if images {
+                        rows.push(row(layer, "input", "psnr_bound", means[2].0, means[2].1));
+                    }
+                }
+            }
+            Some(noise) => {
+                notes.push(format!("Fisher bound not reported: {}", noise.fisher_caveat.unwrap_or_default()))
+            }
+            None => {}
+        }
         let bits = bits_column(records, "input", &family, &shared);
+        let pvi = pvi_columns(records, "input", &family, &shared);
         for kind in ["relative", "jacobian_norm"] {
             let column: Vec<(String, f64)> = report.column(kind)?;
+            let per_sample: Vec<PerSample> = report
+                .layers
+                .iter()
+                .map(|l| Ok((l.name.clone(), l.per_sample(kind)?.to_vec())))
+                .collect::<Result<_>>()?;
             let a = rank_agreement(&column, &bits).ok();
+            let ci = spearman_interval(&per_sample, &pvi, config.measure.bootstrap, config.seed);
             agreement.push(Agreement {
                 keys: keys.clone(),
                 target: "input".into(),
                 kind: kind.into(),
                 family: family.clone(),
                 spearman: a.as_ref().map(|a| a.spearman).filter(|s| s.is_finite()),
+                spearman_ci95: ci,
+                verdict: ci.map(|ci| agreement_verdict(ci).to_string()),
                 layers: a.map(|a| a.layers.len()).unwrap_or(0),
             });
+            for comparison in paired_comparisons(&per_sample, config.measure.bootstrap, config.seed)? {
+                layer_order.push(LayerOrderRecord {
+                    keys: keys.clone(),
+                    target: "input".into(),
+                    kind: kind.into(),
+                    comparison,
+                });
+            }
         }
     }
 
@@ -110,15 +188,19 @@ pub fn measure(
         let bits = bits_column(records, target, &family, &shared);
         for kind in ["subspace_distance", "spread_ratio"] {
             let a = rank_agreement(&report.column(kind)?, &bits).ok();
+            // Latent sensitivity is a statistic of two groups of victims, not of single samples: no paired
+            // resampling, so no interval.
             agreement.push(Agreement {
                 keys: keys.clone(),
                 target: target.clone(),
                 kind: kind.into(),
                 family: family.clone(),
                 spearman: a.as_ref().map(|a| a.spearman).filter(|s| s.is_finite()),
+                spearman_ci95: None,
+                verdict: None,
                 layers: a.map(|a| a.layers.len()).unwrap_or(0),
             });
         }
     }
-    Ok((rows, agreement, notes))
+    Ok(outcome)
 }

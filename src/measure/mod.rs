@@ -2,6 +2,7 @@
 
 pub mod attack_families;
 pub mod attacks;
+pub mod bounds;
 pub mod image_metrics;
 pub mod layerwise;
 pub mod localisation;

@@ -13,12 +13,19 @@ fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// A horizontal bar chart of bits per layer with 95% CI whiskers.
+/// The upper bound of a record, when it has a finite one.
+fn upper(r: &Record) -> Option<f64> {
+    r.upper_bits.filter(|u| u.is_finite())
+}
+
+/// A horizontal bar chart of bits per layer with 95% CI whiskers and, where one applies, the bracket up to the
+/// upper bound (a red tick: no attacker can get more).
 fn bars(title: &str, rows: &[&Record]) -> String {
     let (w, row_h, left) = (760.0, 22.0, 170.0);
     let h = 40.0 + row_h * rows.len() as f64;
     let lo = rows.iter().map(|r| r.ci95[0].min(r.bits)).fold(0.0f64, f64::min);
-    let hi = rows.iter().map(|r| r.ci95[1].max(r.bits)).fold(0.0f64, f64::max).max(lo + 1e-9);
+    let hi =
+        rows.iter().map(|r| r.ci95[1].max(r.bits).max(upper(r).unwrap_or(0.0))).fold(0.0f64, f64::max).max(lo + 1e-9);
     let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - 80.0);
     let mut s =
         format!("<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\">", esc(title));
@@ -45,6 +52,23 @@ fn bars(title: &str, rows: &[&Record]) -> String {
             y + 13.0,
             r.bits
         );
+        if let Some(u) = upper(r) {
+            let _ = write!(
+                s,
+                "<line class=\"bracket\" x1=\"{:.1}\" y1=\"{}\" x2=\"{:.1}\" y2=\"{}\" stroke=\"#c33\" \
+                 stroke-dasharray=\"3,2\"/><line class=\"upper\" x1=\"{:.1}\" y1=\"{}\" x2=\"{:.1}\" y2=\"{}\" \
+                 stroke=\"#c33\" stroke-width=\"2\"><title>upper bound {u:.3} bits ({})</title></line>",
+                x(r.ci95[1]),
+                y + 8.0,
+                x(u),
+                y + 8.0,
+                x(u),
+                y + 1.0,
+                x(u),
+                y + row_h - 5.0,
+                esc(r.bound.as_deref().unwrap_or_default())
+            );
+        }
     }
     s.push_str("</svg></figure>");
     s
@@ -262,8 +286,9 @@ fn pair_plots(
             .filter(|r| r.keys.cell == first.keys.cell && &r.target == t && r.family == family)
             .collect();
         if !rows.is_empty() {
+            let bracket = if rows.iter().any(|r| upper(r).is_some()) { "; red: the upper bound" } else { "" };
             s.push_str(&bars(
-                &format!("{t}: bits per layer ({label}; cell {})", cell_label(&first.keys, false)),
+                &format!("{t}: bits per layer ({label}; cell {}){bracket}", cell_label(&first.keys, false)),
                 &rows,
             ));
         }
@@ -405,13 +430,21 @@ pub fn page(report: &Report, out: &Path) -> String {
     if !report.attacks.is_empty() {
         s.push_str("<h2>Reconstructions</h2>");
         for a in &report.attacks {
+            let bound = match (a.psnr_bound, a.beats_bound) {
+                (Some(b), Some(n)) => format!(
+                    "; Fisher bound {b:.1} dB, beaten by {n} of {} (biased by the attack's priors)",
+                    a.samples as i64 * a.keys.batch_size
+                ),
+                _ => String::new(),
+            };
             let _ = write!(
                 s,
-                "<p>{} on cell {}: PSNR {:.1} dB{}</p>",
+                "<p>{} on cell {}: PSNR {:.1} dB{}{}</p>",
                 esc(&a.method),
                 esc(&cell_label(&a.keys, several_pairs)),
                 a.psnr,
-                a.label_accuracy.map(|l| format!(", label accuracy {:.0}%", 100.0 * l)).unwrap_or_default()
+                a.label_accuracy.map(|l| format!(", label accuracy {:.0}%", 100.0 * l)).unwrap_or_default(),
+                esc(&bound)
             );
             if let Ok(bytes) = std::fs::read(out.join(&a.image)) {
                 let _ = write!(
@@ -420,6 +453,40 @@ pub fn page(report: &Report, out: &Path) -> String {
                     base64::engine::general_purpose::STANDARD.encode(bytes)
                 );
             }
+        }
+    }
+
+    let bounded = report.records.iter().filter(|r| r.family != BEST && r.upper_bits.is_some()).count();
+    if bounded > 0 {
+        let over: Vec<String> = report
+            .records
+            .iter()
+            .filter(|r| r.family != BEST)
+            .filter_map(|r| {
+                let e = crate::measure::bounds::excess(r.ci95[0], r.upper_bits?)?;
+                Some(format!(
+                    "{} / {} / {} / {}: {e:.3} bits",
+                    cell_label(&r.keys, several_pairs),
+                    r.layer,
+                    r.target,
+                    r.family
+                ))
+            })
+            .collect();
+        s.push_str("<h2>Bound check</h2>");
+        if over.is_empty() {
+            let _ = write!(
+                s,
+                "<p id=\"bound-check\">No lower 95% bound of the {bounded} estimates with an upper bound exceeds it.</p>"
+            );
+        } else {
+            let _ = write!(
+                s,
+                "<p id=\"bound-check\" class=\"warning\">{} of {bounded} estimates exceed their upper bound (an \
+                 estimator error, or a null model that misfits the targets by at least the excess): {}.</p>",
+                over.len(),
+                esc(&over.join("; "))
+            );
         }
     }
 

@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::audit::AuditManifest;
 use crate::audit::{
-    Agreement, AttackRecord, CellKeys, CellResult, LocalisationRecord, Record, SensitivityRecord, BEST,
+    Agreement, AttackRecord, CellKeys, CellResult, LayerOrderRecord, LocalisationRecord, Record, SensitivityRecord,
+    BEST,
 };
 
 /// The whole report, as `report.json`.
@@ -31,6 +32,8 @@ pub struct Report<'a> {
     pub records: Vec<&'a Record>,
     pub sensitivity: Vec<&'a SensitivityRecord>,
     pub agreement: Vec<&'a Agreement>,
+    /// Pairs of layers ordered by sensitivity (paired bootstrap), or found indistinguishable.
+    pub layer_order: Vec<&'a LayerOrderRecord>,
     pub localisation: Vec<&'a LocalisationRecord>,
     pub attacks: Vec<&'a AttackRecord>,
 }
@@ -59,6 +62,7 @@ pub fn build<'a>(manifest: &'a AuditManifest, results: &'a [CellResult]) -> Repo
         records: results.iter().flat_map(|r| &r.records).collect(),
         sensitivity: results.iter().flat_map(|r| &r.sensitivity).collect(),
         agreement: results.iter().flat_map(|r| &r.agreement).collect(),
+        layer_order: results.iter().flat_map(|r| &r.layer_order).collect(),
         localisation: results.iter().flat_map(|r| &r.localisation).collect(),
         attacks: results.iter().flat_map(|r| &r.attacks).collect(),
     }
@@ -90,13 +94,13 @@ fn opt(v: Option<f64>) -> String {
 pub fn records_csv(records: &[&Record]) -> String {
     let mut s = String::from(
         "cell,dataset,model,batch_size,epoch,dropout,defense,epsilon,test_accuracy,layer,num_params,features,feature_dim,target,family,\
-         source,bits,ci95_low,ci95_high,bits_per_dim,r2,accuracy,n_train,n_test,constant_fits,warnings\n",
+         source,bits,ci95_low,ci95_high,bits_per_dim,r2,accuracy,n_train,n_test,constant_fits,upper_bits,bound,warnings\n",
     );
     for r in records {
         let k = &r.keys;
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             k.cell,
             csv_field(&k.dataset),
             csv_field(&k.model),
@@ -122,6 +126,8 @@ pub fn records_csv(records: &[&Record]) -> String {
             r.n_train,
             r.n_test,
             r.constant_fits,
+            opt(r.upper_bits),
+            r.bound.as_deref().unwrap_or_default(),
             csv_field(&r.warnings.join("; "))
         );
     }
@@ -365,13 +371,19 @@ fn fit_quality(r: &Record) -> String {
 /// repeat every row). Several: a row per layer and target with each family's bits and interval side by side,
 /// then `best`, its `source`, and the best estimate's R^2 / accuracy.
 fn markdown_layer_table(s: &mut String, records: &[&Record], families: &[String]) {
+    // An upper-bound column where any record of the cell has a bound.
+    let bounded = records.iter().any(|r| r.upper_bits.is_some());
+    let (bound_head, bound_rule) = if bounded { (" upper bound |", "---:|") } else { ("", "") };
     if families.len() <= 1 {
-        let _ = writeln!(s, "| layer | parameters | features | target | family | bits | 95% CI | R^2 / accuracy |");
-        let _ = writeln!(s, "|---|---:|---|---|---|---:|---|---:|");
+        let _ = writeln!(
+            s,
+            "| layer | parameters | features | target | family | bits | 95% CI | R^2 / accuracy |{bound_head}"
+        );
+        let _ = writeln!(s, "|---|---:|---|---|---|---:|---|---:|{bound_rule}");
         for r in records.iter().filter(|r| r.family != BEST) {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {:.2} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {:.2} | {} | {} |{}",
                 r.layer,
                 r.num_params,
                 r.features,
@@ -379,7 +391,8 @@ fn markdown_layer_table(s: &mut String, records: &[&Record], families: &[String]
                 r.family,
                 r.bits,
                 fmt_ci(r.ci95),
-                fit_quality(r)
+                fit_quality(r),
+                if bounded { format!(" {} |", fmt_bound(r)) } else { String::new() }
             );
         }
         return;
@@ -390,7 +403,8 @@ fn markdown_layer_table(s: &mut String, records: &[&Record], families: &[String]
         let _ = write!(header, " {f}: bits [95% CI] |");
         rule.push_str("---:|");
     }
-    let _ = writeln!(s, "{header} best | source | R^2 / accuracy (best) |\n{rule}---:|---|---:|");
+    let _ =
+        writeln!(s, "{header} best | source | R^2 / accuracy (best) |{bound_head}\n{rule}---:|---|---:|{bound_rule}");
     for row in layer_rows(records, families) {
         let _ = write!(s, "| {} | {} | {} | {} |", row.layer, row.num_params, row.features, row.target);
         for r in &row.by_family {
@@ -405,10 +419,92 @@ fn markdown_layer_table(s: &mut String, records: &[&Record], families: &[String]
         match row.best {
             Some(b) => {
                 let source = b.source.as_deref().unwrap_or_default();
-                let _ = writeln!(s, " {:.2} | {source} | {} |", b.bits, fit_quality(b));
+                let _ = write!(s, " {:.2} | {source} | {} |", b.bits, fit_quality(b));
             }
-            None => s.push_str(" | | |\n"),
+            None => s.push_str(" | | |"),
         }
+        if bounded {
+            let _ = write!(s, " {} |", row.best.map(fmt_bound).unwrap_or_default());
+        }
+        s.push('\n');
+    }
+}
+
+/// `0.72 (dp_capacity)`, or `-` where no bound applies.
+fn fmt_bound(r: &Record) -> String {
+    match (r.upper_bits, &r.bound) {
+        (Some(b), Some(name)) => format!("{b:.2} ({name})"),
+        _ => "-".into(),
+    }
+}
+
+/// The bound check of one cell's records: how many have an upper bound and which lower confidence bounds exceed
+/// theirs.
+fn markdown_bound_check(s: &mut String, records: &[&Record]) {
+    let bounded: Vec<&&Record> = records.iter().filter(|r| r.family != BEST && r.upper_bits.is_some()).collect();
+    if bounded.is_empty() {
+        return;
+    }
+    let over: Vec<String> = bounded
+        .iter()
+        .filter_map(|r| {
+            let upper = r.upper_bits?;
+            crate::measure::bounds::excess(r.ci95[0], upper)
+                .map(|e| format!("{} / {} / {} by {e:.3} bits", r.layer, r.target, r.family))
+        })
+        .collect();
+    if over.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n**Bound check**: no lower 95% bound of the {} estimates with an upper bound exceeds it.",
+            bounded.len()
+        );
+    } else {
+        let _ = writeln!(
+            s,
+            "\n**Bound check: {} of {} estimates exceed their upper bound** (an estimator error, or a null model that \
+             misfits the targets by at least the excess; see docs/bounds.md): {}.",
+            over.len(),
+            bounded.len(),
+            over.join("; ")
+        );
+    }
+}
+
+/// The cell's Fisher bounds per layer (`dfil`, `mse_bound`, `psnr_bound` sensitivity rows), as a table.
+fn markdown_fisher_table(s: &mut String, rows: &[&SensitivityRecord]) {
+    let layers: Vec<&str> = {
+        let mut out: Vec<&str> = Vec::new();
+        for r in rows.iter().filter(|r| r.kind == "dfil") {
+            if !out.contains(&r.layer.as_str()) {
+                out.push(&r.layer);
+            }
+        }
+        out
+    };
+    if layers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\n**Fisher bound on reconstruction** (dFIL, Guo et al. 2022; mean over victims with a 95% interval: an \
+         unbiased reconstruction has a mean squared error per input value of at least 1/dFIL, hence at most the PSNR \
+         shown):\n"
+    );
+    let _ = writeln!(s, "| layer | dFIL | MSE bound | PSNR bound (dB) |\n|---|---:|---:|---:|");
+    for layer in layers {
+        let cell = |kind: &str| {
+            rows.iter()
+                .find(|r| r.layer == layer && r.kind == kind)
+                .map(|r| format!("{:.3e} [{:.3e}, {:.3e}]", r.value, r.ci95[0], r.ci95[1]))
+                .unwrap_or_else(|| "-".into())
+        };
+        let psnr = rows
+            .iter()
+            .find(|r| r.layer == layer && r.kind == "psnr_bound")
+            .map(|r| format!("{:.1} {}", r.value, fmt_ci(r.ci95)))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(s, "| {layer} | {} | {} | {psnr} |", cell("dfil"), cell("mse_bound"));
     }
 }
 
@@ -529,6 +625,7 @@ pub fn markdown(report: &Report) -> String {
                 }
             }
         }
+        markdown_bound_check(&mut s, &records);
         let fit_notes: Vec<String> = records
             .iter()
             .filter(|r| r.family != BEST)
@@ -580,13 +677,57 @@ pub fn markdown(report: &Report) -> String {
             let _ = writeln!(s, "\n**Sensitivity vs V-information** (Spearman over layers{of}):\n");
             for a in agree {
                 let rho = a.spearman.map(|r| format!("{r:.2}")).unwrap_or_else(|| "n/a".into());
-                let _ = writeln!(s, "- {} / {}: {rho} ({} layers)", a.target, a.kind, a.layers);
+                let ci = match (a.spearman_ci95, &a.verdict) {
+                    (Some(ci), Some(v)) => format!(" {}: {v}", fmt_ci(ci)),
+                    _ => String::new(),
+                };
+                let _ = writeln!(s, "- {} / {}: {rho}{ci} ({} layers)", a.target, a.kind, a.layers);
             }
         }
-        for a in report.attacks.iter().filter(|a| a.keys.cell == k.cell) {
+        let sensitivity: Vec<&SensitivityRecord> =
+            report.sensitivity.iter().copied().filter(|r| r.keys.cell == k.cell).collect();
+        let order: Vec<&LayerOrderRecord> =
+            report.layer_order.iter().copied().filter(|r| r.keys.cell == k.cell).collect();
+        let mut kinds: Vec<(&str, &str)> = Vec::new();
+        for o in &order {
+            if !kinds.contains(&(o.target.as_str(), o.kind.as_str())) {
+                kinds.push((&o.target, &o.kind));
+            }
+        }
+        if !kinds.is_empty() {
             let _ = writeln!(
                 s,
-                "\n**Attack {}** on {} updates: PSNR {:.1} dB, MSE {:.4}{}.",
+                "\n**Layer order by sensitivity** (`>`: the paired 95% interval of the difference over the same \
+                 samples excludes 0; `~`: indistinguishable):\n"
+            );
+            for (target, kind) in kinds {
+                let means: Vec<(String, f64)> = sensitivity
+                    .iter()
+                    .filter(|r| r.target == target && r.kind == kind)
+                    .map(|r| (r.layer.clone(), r.value))
+                    .collect();
+                let pairs: Vec<_> = order
+                    .iter()
+                    .filter(|o| o.target == target && o.kind == kind)
+                    .map(|o| o.comparison.clone())
+                    .collect();
+                let text = crate::measure::sensitivity::order_text(&means, &pairs);
+                let _ = writeln!(s, "- {target} / {kind}: {text}");
+            }
+        }
+        markdown_fisher_table(&mut s, &sensitivity);
+        for a in report.attacks.iter().filter(|a| a.keys.cell == k.cell) {
+            let bound = match (a.psnr_bound, a.beats_bound) {
+                (Some(b), Some(n)) => format!(
+                    "; Fisher bound {b:.1} dB (mean over the victims), beaten by {n} of {} reconstructions (the \
+                     attack's priors make it biased; the bound holds for unbiased ones)",
+                    a.samples as i64 * a.keys.batch_size
+                ),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                s,
+                "\n**Attack {}** on {} updates: PSNR {:.1} dB, MSE {:.4}{}{bound}.",
                 a.method,
                 a.samples,
                 a.psnr,

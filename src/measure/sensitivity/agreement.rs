@@ -5,7 +5,11 @@
 //! measurements order the layers alike.
 
 use anyhow::{bail, Result};
+use rand::Rng;
 use serde::{Deserialize, Serialize};
+
+use crate::rng::{self, Stream};
+use crate::stats::{bootstrap_means, percentile_interval};
 
 /// Ranks 1..=n of `values`; tied values share the average of the ranks they span.
 pub fn average_ranks(values: &[f64]) -> Vec<f64> {
@@ -100,6 +104,139 @@ pub fn rank_agreement(first: &[(String, f64)], second: &[(String, f64)]) -> Resu
     Ok(RankAgreement { spearman: spearman(&a, &b)?, layers, unmatched })
 }
 
+/// One layer's per-sample values of a measurement (NaN where a sample has none), every layer over the same samples
+/// in the same order, so layers can be compared sample by sample.
+pub type PerSample = (String, Vec<f64>);
+
+/// A paired comparison of two layers over the same samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairComparison {
+    pub first: String,
+    pub second: String,
+    /// Mean over samples of first - second.
+    pub difference: f64,
+    /// Percentile bootstrap 95% interval of `difference`, resampling samples (pairs stay together).
+    pub difference_ci95: [f64; 2],
+    /// `greater` (first > second), `less`, or `indistinguishable` (the interval covers 0).
+    pub verdict: String,
+}
+
+/// The sign of an interval: `above` 0, `below` 0, or None when it covers 0 (or is not finite).
+fn sign_of(ci: [f64; 2]) -> Option<bool> {
+    if ci[0] > 0.0 {
+        Some(true)
+    } else if ci[1] < 0.0 {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// Every pair of layers compared on the same samples: the mean difference of their per-sample values and its
+/// bootstrap interval. The samples are shared, so most of what varies between samples cancels in the difference,
+/// and layers whose intervals overlap can still be ordered.
+pub fn paired_comparisons(columns: &[PerSample], resamples: usize, seed: u64) -> Result<Vec<PairComparison>> {
+    let n = columns.first().map(|(_, v)| v.len()).unwrap_or(0);
+    if let Some((layer, v)) = columns.iter().find(|(_, v)| v.len() != n) {
+        bail!("paired comparison: layer '{layer}' has {} samples, the first layer {n}", v.len());
+    }
+    let mut differences = Vec::new();
+    let mut pairs = Vec::new();
+    for i in 0..columns.len() {
+        for j in i + 1..columns.len() {
+            let (a, b) = (&columns[i].1, &columns[j].1);
+            differences.push(a.iter().zip(b).map(|(x, y)| x - y).collect::<Vec<f64>>());
+            pairs.push((i, j));
+        }
+    }
+    let refs: Vec<&[f64]> = differences.iter().map(Vec::as_slice).collect();
+    let means = bootstrap_means(&refs, resamples, rng::derive(seed, Stream::RankBootstrap));
+    Ok(pairs
+        .into_iter()
+        .zip(means)
+        .map(|((i, j), (difference, ci))| PairComparison {
+            first: columns[i].0.clone(),
+            second: columns[j].0.clone(),
+            difference,
+            difference_ci95: ci,
+            verdict: match sign_of(ci) {
+                Some(true) => "greater",
+                Some(false) => "less",
+                None => "indistinguishable",
+            }
+            .to_string(),
+        })
+        .collect())
+}
+
+/// The layers from the largest mean to the smallest, `>` between neighbours that the paired comparison orders and
+/// `~` between neighbours it cannot tell apart: `fc1 > conv2 ~ conv1 > fc3`.
+pub fn order_text(means: &[(String, f64)], pairs: &[PairComparison]) -> String {
+    let mut sorted: Vec<&(String, f64)> = means.iter().collect();
+    sorted.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let mut text = String::new();
+    for (k, (layer, _)) in sorted.iter().enumerate() {
+        if k > 0 {
+            let above = &sorted[k - 1].0;
+            let decided = pairs.iter().any(|p| {
+                (&p.first == above && &p.second == layer && p.verdict == "greater")
+                    || (&p.first == layer && &p.second == above && p.verdict == "less")
+            });
+            text.push_str(if decided { " > " } else { " ~ " });
+        }
+        text.push_str(layer);
+    }
+    text
+}
+
+/// The verdict of a rank correlation's interval: `agree` (above 0), `disagree` (below 0) or `indistinguishable`.
+pub fn agreement_verdict(ci: [f64; 2]) -> &'static str {
+    match sign_of(ci) {
+        Some(true) => "agree",
+        Some(false) => "disagree",
+        None => "indistinguishable",
+    }
+}
+
+/// A percentile bootstrap 95% interval of Spearman's rho between the layer means of two per-sample measurements
+/// taken on different samples (sensitivity samples; victims scored by V-information), resampling each set of
+/// samples independently. Layers are matched by name; victims are kept where every matched layer has a value.
+/// None with fewer than two matched layers or when fewer than half of the resamples give a defined correlation.
+pub fn spearman_interval(first: &[PerSample], second: &[PerSample], resamples: usize, seed: u64) -> Option<[f64; 2]> {
+    let matched: Vec<(&Vec<f64>, &Vec<f64>)> = first
+        .iter()
+        .filter_map(|(layer, a)| second.iter().find(|(other, _)| other == layer).map(|(_, b)| (a, b)))
+        .collect();
+    if matched.len() < 2 || resamples == 0 {
+        return None;
+    }
+    // Samples (of each side) where every matched layer has a value.
+    let complete = |cols: Vec<&Vec<f64>>| -> Vec<Vec<f64>> {
+        let n = cols.iter().map(|c| c.len()).min().unwrap_or(0);
+        let keep: Vec<usize> = (0..n).filter(|&i| cols.iter().all(|c| c[i].is_finite())).collect();
+        cols.iter().map(|c| keep.iter().map(|&i| c[i]).collect()).collect()
+    };
+    let a = complete(matched.iter().map(|(a, _)| *a).collect());
+    let b = complete(matched.iter().map(|(_, b)| *b).collect());
+    let (na, nb) = (a[0].len(), b[0].len());
+    if na == 0 || nb == 0 {
+        return None;
+    }
+    let mut rng = rng::rng(seed, Stream::RankBootstrap);
+    let mean_of = |col: &[f64], idx: &[usize]| idx.iter().map(|&i| col[i]).sum::<f64>() / idx.len() as f64;
+    let mut draws = Vec::with_capacity(resamples);
+    for _ in 0..resamples {
+        let ia: Vec<usize> = (0..na).map(|_| rng.random_range(0..na)).collect();
+        let ib: Vec<usize> = (0..nb).map(|_| rng.random_range(0..nb)).collect();
+        let ma: Vec<f64> = a.iter().map(|c| mean_of(c, &ia)).collect();
+        let mb: Vec<f64> = b.iter().map(|c| mean_of(c, &ib)).collect();
+        if let Ok(rho) = spearman(&ma, &mb) {
+            draws.push(rho);
+        }
+    }
+    (draws.len() * 2 >= resamples).then(|| percentile_interval(draws))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +289,51 @@ mod tests {
         assert!(err.contains("twice"), "{err}");
         let err = rank_agreement(&s(&[("a", 1.0)]), &sens).unwrap_err().to_string();
         assert!(err.contains("at least two layers"), "{err}");
+    }
+
+    #[test]
+    fn paired_differences_order_layers_whose_own_intervals_overlap() {
+        // Two layers share a large per-sample spread; the second is always 1% above the first.
+        let base: Vec<f64> = (0..64).map(|i| 1.0 + (i % 7) as f64).collect();
+        let higher: Vec<f64> = base.iter().map(|v| v * 1.01).collect();
+        let noisy: Vec<f64> = base.iter().enumerate().map(|(i, v)| v * if i % 2 == 0 { 1.05 } else { 0.95 }).collect();
+        let cols = vec![("a".to_string(), base), ("b".to_string(), higher), ("c".to_string(), noisy)];
+        let pairs = paired_comparisons(&cols, 500, 1).unwrap();
+        assert_eq!(pairs.len(), 3);
+        assert_eq!((pairs[0].first.as_str(), pairs[0].second.as_str()), ("a", "b"));
+        assert_eq!(pairs[0].verdict, "less");
+        assert!(pairs[0].difference_ci95[1] < 0.0);
+        let means: Vec<(String, f64)> =
+            cols.iter().map(|(l, v)| (l.clone(), v.iter().sum::<f64>() / v.len() as f64)).collect();
+        let text = order_text(&means, &pairs);
+        assert!(text.starts_with("b > "), "{text}");
+        assert!(text.contains(" ~ "), "a and c cannot be told apart: {text}");
+        // Same seed, same intervals.
+        assert_eq!(paired_comparisons(&cols, 500, 1).unwrap(), pairs);
+    }
+
+    #[test]
+    fn the_spearman_interval_is_narrow_for_clear_rankings_and_covers_zero_for_ties() {
+        let col = |scale: f64, spread: f64, n: usize| -> Vec<f64> {
+            (0..n).map(|i| scale + spread * ((i * 13 % 17) as f64 / 17.0 - 0.5)).collect()
+        };
+        let layers = ["l1", "l2", "l3", "l4"];
+        let clear_a: Vec<PerSample> =
+            layers.iter().enumerate().map(|(k, l)| (l.to_string(), col(k as f64, 0.1, 40))).collect();
+        let clear_b: Vec<PerSample> =
+            layers.iter().enumerate().map(|(k, l)| (l.to_string(), col(10.0 * k as f64, 0.5, 60))).collect();
+        let ci = spearman_interval(&clear_a, &clear_b, 400, 3).unwrap();
+        assert_eq!(ci, [1.0, 1.0]);
+        assert_eq!(agreement_verdict(ci), "agree");
+        // Every layer the same up to noise: the ranks are a coin toss.
+        let tied: Vec<PerSample> = layers
+            .iter()
+            .enumerate()
+            .map(|(k, l)| (l.to_string(), (0..40).map(|i| ((i * 7 + k * 11) % 13) as f64).collect()))
+            .collect();
+        let ci = spearman_interval(&tied, &clear_b, 400, 3).unwrap();
+        assert!(ci[0] < 0.0 && ci[1] > 0.0, "{ci:?}");
+        assert_eq!(agreement_verdict(ci), "indistinguishable");
+        assert_eq!(spearman_interval(&clear_a[..1], &clear_b, 400, 3), None);
     }
 }

@@ -366,6 +366,20 @@ pub struct LayerInputSensitivity {
     /// Per-sample ||J_l(x_n)||_F, in sample order.
     #[serde(skip)]
     pub per_sample_jacobian_norm: Vec<f64>,
+    /// Per-sample ||J_l(x_n)||_F / ||g_l(x_n)|| (NaN for a zero gradient), in sample order.
+    #[serde(skip)]
+    pub per_sample_relative: Vec<f64>,
+}
+
+impl LayerInputSensitivity {
+    /// Per-sample values of a column (`jacobian_norm` or `relative`), for paired comparisons between layers.
+    pub fn per_sample(&self, name: &str) -> Result<&[f64]> {
+        match name {
+            "jacobian_norm" => Ok(&self.per_sample_jacobian_norm),
+            "relative" => Ok(&self.per_sample_relative),
+            other => bail!("no per-sample values of sensitivity column '{other}'; expected jacobian_norm or relative"),
+        }
+    }
 }
 
 /// Input sensitivity of every measured layer.
@@ -528,6 +542,7 @@ pub fn input_sensitivity(
                 gradient_norm: est(3, None),
                 zero_gradient_samples,
                 per_sample_jacobian_norm: norm,
+                per_sample_relative: relative,
             }
         })
         .collect();

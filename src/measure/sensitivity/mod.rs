@@ -19,7 +19,10 @@ pub mod agreement;
 pub mod input;
 pub mod latent;
 
-pub use agreement::{rank_agreement, spearman, RankAgreement};
+pub use agreement::{
+    agreement_verdict, order_text, paired_comparisons, rank_agreement, spearman, spearman_interval, PairComparison,
+    PerSample, RankAgreement,
+};
 pub use input::{input_sensitivity, InputSensitivityConfig, InputSensitivityReport, LayerInputSensitivity};
 pub use latent::{latent_sensitivity, latent_sensitivity_of_store, LatentConfig, LatentLayer, LatentReport};
 
