@@ -65,6 +65,8 @@ pub enum Stream<'a> {
     Resamples,
     /// Bootstrap resamples of layer rankings: paired layer comparisons and the rank agreement's interval.
     RankBootstrap,
+    /// Bootstrap resamples of one layer's (or `all` layers') Fisher bounds over victims.
+    FisherBootstrap { layer: &'a str },
 }
 
 /// The golden-ratio increment of SplitMix64, used to spread purposes apart.
@@ -111,6 +113,7 @@ const SENSITIVITY_NOISE: u64 = 0x5e45_0003;
 const SENSITIVITY_DROPOUT: u64 = 0x5e45_0004;
 const LATENT_BOOTSTRAP: u64 = 0x5e45_1001;
 const RANK_BOOTSTRAP: u64 = 0x5e45_2001;
+const FISHER_BOOTSTRAP: u64 = 0x5e45_3001;
 
 /// The generator of `stream` under the user's `seed`.
 pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
@@ -146,7 +149,8 @@ pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
         | Stream::VinfoBootstrap
         | Stream::FoldFit { .. }
         | Stream::Repeat { .. }
-        | Stream::RankBootstrap => ChaCha8Rng::seed_from_u64(derive(seed, stream)),
+        | Stream::RankBootstrap
+        | Stream::FisherBootstrap { .. } => ChaCha8Rng::seed_from_u64(derive(seed, stream)),
     }
 }
 
@@ -161,6 +165,7 @@ pub fn derive(seed: u64, stream: Stream) -> u64 {
         Stream::FoldFit { fold } => estimator(seed, 100 + fold),
         Stream::Repeat { repeat } => estimator(seed, 0x7e9e_a700 + repeat),
         Stream::RankBootstrap => measurement(seed, RANK_BOOTSTRAP),
+        Stream::FisherBootstrap { layer } => measurement(measurement(seed, FISHER_BOOTSTRAP), layer_key(layer)),
         Stream::MlpInit => seed ^ 0x5eed_1417,
         Stream::Sketch { layer } => seed ^ layer_key(layer),
         // Streams drawn from directly are seeded by the user's seed itself.

@@ -9,7 +9,7 @@ use super::{Agreement, CellKeys, LayerOrderRecord, Record, SensitivityRecord, BE
 use crate::data::{Dataset, Split};
 use crate::error::rename_params;
 use crate::gradients::updates::SharedUpdates;
-use crate::measure::bounds::{fisher_bound, ReleaseNoise};
+use crate::measure::bounds::{fisher_per_layer, ReleaseNoise};
 use crate::measure::sensitivity::{
     agreement_verdict, input_sensitivity, latent_sensitivity, paired_comparisons, rank_agreement, spearman_interval,
     InputSensitivityConfig, LatentConfig, PerSample,
@@ -101,34 +101,12 @@ pub fn measure(
         // The Fisher bound needs noise on the release; its Jacobian is the one just estimated.
         match ReleaseNoise::of(&cell.update_defenses(), cell.batch_size)? {
             Some(noise) if noise.fisher_caveat.is_none() => {
-                let squared = |l: &crate::measure::sensitivity::LayerInputSensitivity| -> Vec<f64> {
-                    l.per_sample_jacobian_norm.iter().map(|v| v * v).collect()
-                };
-                let mut all = vec![0.0; report.samples as usize];
-                let mut columns: Vec<(String, Vec<f64>)> = Vec::new();
-                for l in &report.layers {
-                    let sq = squared(l);
-                    all.iter_mut().zip(&sq).for_each(|(a, v)| *a += v);
-                    columns.push((l.name.clone(), sq));
-                }
-                if report.layers.len() > 1 {
-                    columns.push(("all".to_string(), all));
-                }
                 let images = model.spec.arch.needs_images();
-                for (layer, sq) in &columns {
-                    let bounds: Vec<_> = sq.iter().map(|&q| fisher_bound(q, noise.std, report.input_dim)).collect();
-                    let dfil: Vec<f64> = bounds.iter().map(|b| b.dfil).collect();
-                    let mse: Vec<f64> = bounds.iter().map(|b| b.mse_bound).collect();
-                    let psnr: Vec<f64> = bounds.iter().map(|b| b.psnr_bound).collect();
-                    let seed = crate::rng::derive(
-                        config.seed,
-                        crate::rng::Stream::SensitivityBootstrap { layer: crate::rng::layer_key(layer) },
-                    );
-                    let means = crate::stats::bootstrap_means(&[&dfil, &mse, &psnr], config.measure.bootstrap, seed);
-                    rows.push(row(layer, "input", "dfil", means[0].0, means[0].1));
-                    rows.push(row(layer, "input", "mse_bound", means[1].0, means[1].1));
+                for f in fisher_per_layer(&report, noise.std, config.measure.bootstrap, config.seed) {
+                    rows.push(row(&f.layer, "input", "dfil", f.dfil.value, f.dfil.ci));
+                    rows.push(row(&f.layer, "input", "mse_bound", f.mse_bound.value, f.mse_bound.ci));
                     if images {
-                        rows.push(row(layer, "input", "psnr_bound", means[2].0, means[2].1));
+                        rows.push(row(&f.layer, "input", "psnr_bound", f.psnr_bound.value, f.psnr_bound.ci));
                     }
                 }
             }

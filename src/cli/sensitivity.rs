@@ -12,6 +12,7 @@ use tch::Tensor;
 use gradleak::data;
 use gradleak::defenses::{describe, Defense};
 use gradleak::gradients::store::GradientStore;
+use gradleak::measure::bounds::{fisher_per_layer, LayerFisher, ReleaseNoise};
 use gradleak::measure::sensitivity::{
     input_sensitivity, latent_sensitivity_of_store, Estimate, InputSensitivityConfig, InputSensitivityReport,
     LatentConfig, LatentReport,
@@ -80,6 +81,8 @@ struct InputRun {
     arch: String,
     dataset: String,
     report: InputSensitivityReport,
+    /// Under Gaussian noise (`dp`, `noise`): the Fisher bound on reconstruction per layer and victim.
+    fisher: Option<(ReleaseNoise, Vec<LayerFisher>)>,
 }
 
 /// The flag of each library parameter this command sets.
@@ -117,6 +120,7 @@ pub fn run(global: &Global, args: SensitivityArgs) -> Result<()> {
                 "split": args.split,
                 "defense": describe(&args.defenses),
                 "report": i.report,
+                "fisher": i.fisher.as_ref().map(|(noise, layers)| json!({ "noise": noise, "layers": layers })),
             })),
             "latent": latent.as_ref().map(|l| json!({ "store": args.store, "report": l })),
         });
@@ -169,12 +173,18 @@ fn input_part(global: &Global, args: &SensitivityArgs, dir: &std::path::Path, pr
         &config,
         progress,
     )?;
+    // The shared update of one victim (batch size 1), so the noise is DP's sigma*C plus any `noise`.
+    let fisher = ReleaseNoise::of(&args.defenses, 1)?.filter(|noise| noise.fisher_caveat.is_none()).map(|noise| {
+        let layers = fisher_per_layer(&report, noise.std, args.bootstrap, args.seed);
+        (noise, layers)
+    });
     Ok(InputRun {
         run: dir.to_path_buf(),
         epoch,
         arch: model.spec.arch.to_string(),
         dataset: dataset.name.clone(),
         report,
+        fisher,
     })
 }
 
@@ -242,6 +252,24 @@ fn print_input(i: &InputRun, args: &SensitivityArgs) {
         println!("({zero} layer-samples had an exactly zero gradient and are left out of the relative column)");
     }
     println!("rank: by relative sensitivity, 1 = the layer whose gradient moves most with the input");
+    if let Some((noise, layers)) = &i.fisher {
+        println!(
+            "\nFisher bound on reconstruction (dFIL = ||J||_F^2 / (s^2 d), noise s = {:.4} per coordinate; mean over \
+             samples [95% CI]; an unbiased reconstruction has MSE per value >= 1/dFIL; see docs/bounds.md)",
+            noise.std
+        );
+        println!("{:<22} {:>36} {:>36} {:>24}", "layer", "dFIL", "MSE bound", "PSNR bound (dB)");
+        for f in layers {
+            println!(
+                "{:<22} {:>36} {:>36} {:>24}",
+                f.layer,
+                with_ci(&f.dfil),
+                with_ci(&f.mse_bound),
+                format!("{:.1} [{:.1}, {:.1}]", f.psnr_bound.value, f.psnr_bound.ci[0], f.psnr_bound.ci[1])
+            );
+        }
+        println!("per-sample values: --json (input.fisher.layers[].per_victim)");
+    }
 }
 
 fn print_latent(l: &LatentReport, args: &SensitivityArgs) {

@@ -17,6 +17,9 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::defenses::{Defense, DefensePlan};
+use crate::measure::sensitivity::{Estimate, InputSensitivityReport};
+use crate::rng::{self, Stream};
+use crate::stats::bootstrap_means;
 
 /// Names of the bounds, as written in the records' `bound` column.
 pub const DP_CAPACITY: &str = "dp_capacity";
@@ -138,6 +141,55 @@ pub struct FisherBound {
 pub fn fisher_bound(squared_jacobian_norm: f64, noise_std: f64, input_dim: i64) -> FisherBound {
     let dfil = squared_jacobian_norm / (noise_std * noise_std * input_dim as f64);
     FisherBound { dfil, mse_bound: 1.0 / dfil, psnr_bound: 10.0 * dfil.log10() }
+}
+
+/// The Fisher bound of one layer (or `all` layers together) for every victim of an input sensitivity report, with
+/// the means over victims and their percentile bootstrap intervals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerFisher {
+    /// A layer's name, or `all`.
+    pub layer: String,
+    pub dfil: Estimate,
+    pub mse_bound: Estimate,
+    pub psnr_bound: Estimate,
+    /// One bound per victim, in the report's sample order.
+    pub per_victim: Vec<FisherBound>,
+}
+
+/// The Fisher bounds of each layer of `report` and, with several layers, of all of them together (the sum of the
+/// layers' squared Jacobian norms), for a release with Gaussian noise of standard deviation `noise_std` in the
+/// units of the per-sample gradient.
+pub fn fisher_per_layer(
+    report: &InputSensitivityReport,
+    noise_std: f64,
+    bootstrap: usize,
+    seed: u64,
+) -> Vec<LayerFisher> {
+    let mut columns: Vec<(String, Vec<f64>)> = report
+        .layers
+        .iter()
+        .map(|l| (l.name.clone(), l.per_sample_jacobian_norm.iter().map(|v| v * v).collect()))
+        .collect();
+    if columns.len() > 1 {
+        let all = (0..report.samples as usize).map(|n| columns.iter().map(|(_, sq)| sq[n]).sum()).collect();
+        columns.push(("all".to_string(), all));
+    }
+    columns
+        .into_iter()
+        .map(|(layer, squared)| {
+            let per_victim: Vec<FisherBound> =
+                squared.iter().map(|&q| fisher_bound(q, noise_std, report.input_dim)).collect();
+            let column = |f: fn(&FisherBound) -> f64| per_victim.iter().map(f).collect::<Vec<f64>>();
+            let (dfil, mse, psnr) = (column(|b| b.dfil), column(|b| b.mse_bound), column(|b| b.psnr_bound));
+            let means = bootstrap_means(
+                &[&dfil, &mse, &psnr],
+                bootstrap,
+                rng::derive(seed, Stream::FisherBootstrap { layer: &layer }),
+            );
+            let est = |i: usize| Estimate { value: means[i].0, ci: means[i].1, estimator_se: None };
+            LayerFisher { dfil: est(0), mse_bound: est(1), psnr_bound: est(2), per_victim, layer }
+        })
+        .collect()
 }
 
 #[cfg(test)]
