@@ -122,7 +122,7 @@ pub fn upper_bound(noise: Option<&ReleaseNoise>, classes: Option<usize>) -> Opti
 pub fn excess(ci_low: f64, upper_bits: f64) -> Option<f64> {
     // A relative tolerance for rounding in the estimate's sums.
     let tolerance = 1e-9 * upper_bits.abs().max(1.0);
-    (ci_low.is_finite() && upper_bits.is_finite() && ci_low > upper_bits + tolerance).then(|| ci_low - upper_bits)
+    (ci_low.is_finite() && upper_bits.is_finite() && ci_low > upper_bits + tolerance).then_some(ci_low - upper_bits)
 }
 
 /// The Fisher bound of one victim and one layer (or set of layers) from ||J||_F^2 of its release.
@@ -223,7 +223,7 @@ mod tests {
     #[test]
     fn the_release_noise_adds_dp_and_batch_scaled_noise() {
         let dp = Defense::Dp { clip: 2.0, noise_multiplier: 0.5 };
-        let n = ReleaseNoise::of(&[dp.clone()], 8).unwrap().unwrap();
+        let n = ReleaseNoise::of(std::slice::from_ref(&dp), 8).unwrap().unwrap();
         assert_eq!(n.std, 1.0);
         assert_eq!(n.noise_multiplier(), Some(0.5));
         let both = ReleaseNoise::of(&[dp, Defense::Noise { std: 0.1 }], 10).unwrap().unwrap();
