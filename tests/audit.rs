@@ -763,3 +763,42 @@ fn an_existing_training_run_is_audited_and_a_mismatched_one_is_refused() {
     assert_eq!(e.lines().count(), 1, "{e}");
     assert!(e.contains("epoch-001.safetensors") && e.contains("mlp"), "{e}");
 }
+
+fn attack(method: &str, psnr: f64, guess: f64) -> gradleak::audit::AttackRecord {
+    gradleak::audit::AttackRecord {
+        keys: record("all", "input", "best", 0.0, [0.0, 0.0]).keys,
+        method: method.into(),
+        samples: 4,
+        mse: 0.01,
+        psnr,
+        ssim: None,
+        label_accuracy: None,
+        image: String::new(),
+        guess_psnr: Some(guess),
+        psnr_bound: None,
+        beats_bound: None,
+    }
+}
+
+#[test]
+fn the_report_flags_attacks_that_succeed_without_bits_and_bits_without_a_reconstruction() {
+    let records = [
+        record("all", "input", "best", 0.0, [0.0, 0.0]),
+        record("fc3", "input", "best", 300.0, [280.0, 330.0]),
+        record("fc1", "input", "best", 1000.0, [900.0, 1100.0]),
+    ];
+    let records: Vec<&gradleak::audit::Record> = records.iter().collect();
+    // IG 10 dB above the guess from all layers, where the best family finds nothing: flagged.
+    // The analytic attacker from fc3 no closer than the guess, where the families read 300 bits: flagged.
+    // From fc1 both agree: no line.
+    let attacks = [attack("ig", 20.0, 10.0), attack("analytic:fc3", 11.3, 11.0), attack("analytic:fc1", 24.0, 11.0)];
+    let attacks: Vec<&gradleak::audit::AttackRecord> = attacks.iter().collect();
+    let lines = gradleak::report::attack_reading(&records, &attacks);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].starts_with("ig: reconstructs at 20.0 dB") && lines[0].contains("understate"), "{}", lines[0]);
+    assert!(lines[1].starts_with("analytic:fc3: 300.00 bits") && lines[1].contains("does not"), "{}", lines[1]);
+    // Bits just short of the success margin, or an interval above 0, are not flagged.
+    let quiet = [attack("ig", 12.9, 10.0)];
+    let quiet: Vec<&gradleak::audit::AttackRecord> = quiet.iter().collect();
+    assert!(gradleak::report::attack_reading(&records, &quiet).is_empty());
+}

@@ -128,7 +128,13 @@ pub fn run_cell(
     let mut attacks = Vec::new();
     if let Some(a) = &analytic {
         notes.extend(a.notes());
-        attacks.extend(analytic_galleries(a, &updates.victim_input, &keys, out)?);
+        attacks.extend(analytic_galleries(
+            a,
+            &updates.victim_input,
+            &guess_psnr(split, &updates.victim_input)?,
+            &keys,
+            out,
+        )?);
     }
     let records = rows
         .into_iter()
@@ -262,6 +268,20 @@ pub fn flag_excesses(records: &mut [Record]) {
     }
 }
 
+/// The mean PSNR of the split's mean image as a guess of each of `victims` (images in [0, 1]): the score of an
+/// attacker who reads no gradient. None for non-image data or no victims.
+fn guess_psnr(split: &Split, victims: &Tensor) -> Result<Option<f64>> {
+    if victims.dim() != 4 || victims.size()[0] == 0 || split.inputs.dim() != 4 {
+        return Ok(None);
+    }
+    let victims = victims.to_kind(tch::Kind::Double);
+    let mean = split.inputs.to_kind(tch::Kind::Double).mean_dim([0i64].as_slice(), true, tch::Kind::Double);
+    let guess = mean.expand_as(&victims).contiguous();
+    let scores: Vec<f64> =
+        crate::measure::image_metrics::psnr(&guess, &victims, 1.0)?.into_iter().filter(|v| v.is_finite()).collect();
+    Ok((!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64))
+}
+
 /// Victims shown per analytic gallery.
 const GALLERY_VICTIMS: i64 = 8;
 
@@ -270,6 +290,7 @@ const GALLERY_VICTIMS: i64 = 8;
 fn analytic_galleries(
     analytic: &AnalyticFeatures,
     victims: &Tensor,
+    guess: &Option<f64>,
     keys: &CellKeys,
     out: &Path,
 ) -> Result<Vec<AttackRecord>> {
@@ -298,6 +319,7 @@ fn analytic_galleries(
             ssim: s.ssim,
             label_accuracy: None,
             image: format!("cells/{}-attack/{file}", keys.cell),
+            guess_psnr: *guess,
             psnr_bound: None,
             beats_bound: None,
         });
@@ -342,6 +364,7 @@ fn run_attack(
         ssim: report.mean.ssim,
         label_accuracy: Some(report.mean.label_accuracy),
         image: format!("cells/{}-attack/reconstructions.png", keys.cell),
+        guess_psnr: guess_psnr(split, &report.originals)?,
         psnr_bound: fisher.map(|f| f.0),
         beats_bound: fisher.map(|f| f.1),
     }])

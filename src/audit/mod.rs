@@ -199,6 +199,10 @@ pub struct AttackRecord {
     /// reconstruction of each, from the layers the attack read (see `docs/bounds.md`).
     #[serde(default)]
     pub psnr_bound: Option<f64>,
+    /// PSNR of the split's mean image taken as every attacked victim's reconstruction: what a guess that reads no
+    /// gradient scores (mean over the victims). An attack succeeds where it beats this.
+    #[serde(default)]
+    pub guess_psnr: Option<f64>,
     /// Victims whose reconstruction beat their own bound (priors such as clamping and total variation make an
     /// attack biased, which the bound does not cover).
     #[serde(default)]

@@ -296,6 +296,52 @@ pub fn reading(rows: &[LayerRow], families: &[String]) -> Vec<String> {
     lines
 }
 
+/// An attack succeeds where its PSNR beats the mean-image guess by at least this many dB.
+const ATTACK_SUCCEEDS_DB: f64 = 3.0;
+/// An attack fails where its PSNR is within this many dB of the mean-image guess.
+const ATTACK_FAILS_DB: f64 = 1.0;
+
+/// Where an attack and the families tell different stories about the input, one line each: an attack that
+/// reconstructs (its PSNR at least 3 dB above the mean-image guess, which reads no gradient) where the `best`
+/// family's interval for the layers it read reaches 0, or bits with an interval above 0 where the attack comes no
+/// closer than the guess (within 1 dB). The analytic attacker reads one layer (`analytic:LAYER`); the reference
+/// attack reads all shared layers.
+pub fn attack_reading(records: &[&Record], attacks: &[&AttackRecord]) -> Vec<String> {
+    let mut lines = Vec::new();
+    for a in attacks {
+        let Some(guess) = a.guess_psnr else { continue };
+        let layer = a.method.strip_prefix("analytic:").unwrap_or("all");
+        let Some(best) = records
+            .iter()
+            .find(|r| r.family == BEST && r.target == "input" && r.layer == layer && r.keys.cell == a.keys.cell)
+        else {
+            continue;
+        };
+        let gain = a.psnr - guess;
+        if gain >= ATTACK_SUCCEEDS_DB && best.ci95[0] <= ZERO_BITS {
+            lines.push(format!(
+                "{}: reconstructs at {:.1} dB, {gain:.1} dB above the mean-image guess, but the best family finds \
+                 {:.2} bits {} about the input from {layer}: the families understate this leak",
+                a.method,
+                a.psnr,
+                best.bits,
+                fmt_ci(best.ci95)
+            ));
+        } else if gain < ATTACK_FAILS_DB && best.ci95[0] > ZERO_BITS {
+            lines.push(format!(
+                "{}: {:.2} bits {} about the input from {layer}, but the reconstructions score {:.1} dB, within \
+                 {ATTACK_FAILS_DB} dB of the mean-image guess ({guess:.1} dB): usable information this attack does not \
+                 turn into an image",
+                a.method,
+                best.bits,
+                fmt_ci(best.ci95),
+                a.psnr
+            ));
+        }
+    }
+    lines
+}
+
 /// One target of an overview row.
 pub struct OverviewEntry {
     pub target: String,
@@ -716,7 +762,9 @@ pub fn markdown(report: &Report) -> String {
             }
         }
         markdown_fisher_table(&mut s, &sensitivity);
-        for a in report.attacks.iter().filter(|a| a.keys.cell == k.cell) {
+        let cell_attacks: Vec<&AttackRecord> =
+            report.attacks.iter().copied().filter(|a| a.keys.cell == k.cell).collect();
+        for a in &cell_attacks {
             let bound = match (a.psnr_bound, a.beats_bound) {
                 (Some(b), Some(n)) => format!(
                     "; Fisher bound {b:.1} dB (mean over the victims), beaten by {n} of {} reconstructions (the \
@@ -725,15 +773,31 @@ pub fn markdown(report: &Report) -> String {
                 ),
                 _ => String::new(),
             };
+            let guess = a.guess_psnr.map(|g| format!(" (the mean-image guess: {g:.1} dB)")).unwrap_or_default();
             let _ = writeln!(
                 s,
-                "\n**Attack {}** on {} updates: PSNR {:.1} dB, MSE {:.4}{}{bound}.",
+                "\n**Attack {}** on {} updates: PSNR {:.1} dB{guess}, MSE {:.4}{}{bound}.",
                 a.method,
                 a.samples,
                 a.psnr,
                 a.mse,
                 a.label_accuracy.map(|l| format!(", label accuracy {:.0}%", 100.0 * l)).unwrap_or_default()
             );
+        }
+        if cell_attacks.iter().any(|a| a.guess_psnr.is_some()) {
+            let lines = attack_reading(&records, &cell_attacks);
+            if lines.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\n**Attacks against the bits**: they agree (no attack reconstructs where the families find \
+                     nothing, and no family finds bits where an attack gets no closer than the mean image)."
+                );
+            } else {
+                let _ = writeln!(s, "\n**Attacks against the bits** (they disagree):\n");
+                for line in lines {
+                    let _ = writeln!(s, "- {line}");
+                }
+            }
         }
         for n in &cell.notes {
             let _ = writeln!(s, "\n_Note: {n}_");
