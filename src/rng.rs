@@ -67,6 +67,8 @@ pub enum Stream<'a> {
     RankBootstrap,
     /// Bootstrap resamples of one layer's (or `all` layers') Fisher bounds over victims.
     FisherBootstrap { layer: &'a str },
+    /// The dummies of a gradient-matching family's attack on one victim's update.
+    FamilyAttack { update: u64 },
 }
 
 /// The golden-ratio increment of SplitMix64, used to spread purposes apart.
@@ -130,6 +132,7 @@ pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
         Stream::UpdateNoise { update } => keyed(seed, 1, update),
         Stream::UpdateDropout { chunk } => keyed(seed, 2, chunk),
         Stream::AttackUpdate { update } => keyed(seed, 0xa77a, update),
+        Stream::FamilyAttack { update } => keyed(seed, 0xfa77, update),
         Stream::Sketch { layer } => ChaCha8Rng::seed_from_u64(seed ^ layer_key(layer)),
         Stream::Probe { probe, sample } => {
             let mut rng = ChaCha8Rng::seed_from_u64(measurement(seed, PROBES.wrapping_add(probe << 20)));

@@ -802,3 +802,60 @@ fn the_report_flags_attacks_that_succeed_without_bits_and_bits_without_a_reconst
     let quiet: Vec<&gradleak::audit::AttackRecord> = quiet.iter().collect();
     assert!(gradleak::report::attack_reading(&records, &quiet).is_empty());
 }
+
+/// The gradient-matching families on LeNet-5 (one epoch on the embedded data), fc3 and all layers, with and
+/// without DP.
+const MATCHING: &str = r#"
+seed = 2
+model = "lenet5"
+[training]
+epochs = 1
+[measure]
+updates = 120
+layers = ["fc3"]
+targets = ["input", "label"]
+families = ["ig:60", "idlg:10"]
+bootstrap = 200
+sensitivity = false
+[grid]
+dp = ["none", "clip=1,sigma=1"]
+"#;
+
+#[test]
+fn the_gradient_matching_families_read_what_their_attack_reconstructs_and_nothing_under_dp() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), MATCHING);
+    let out = dir.path().join("out");
+    let run = gradleak(&["audit", "--config", &config, "--out", &out.display().to_string()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let r = report(&out);
+    let records = r["records"].as_array().unwrap();
+    let find = |defense: &str, layer: &str, target: &str, family: &str| {
+        records
+            .iter()
+            .find(|x| x["defense"] == defense && x["layer"] == layer && x["target"] == target && x["family"] == family)
+            .unwrap_or_else(|| panic!("no {defense} / {layer} / {target} / {family} record"))
+    };
+    // Matching every layer of a single-sample update, Inverting Gradients reads the image (an interval above 0) and
+    // carries the label iDLG's rule reads off the last layer: every victim's label.
+    let input = find("none", "all", "input", "ig:60");
+    assert_eq!(input["features"], "reconstruction");
+    assert!(input["ci95"][0].as_f64().unwrap() > 0.0, "{input}");
+    for family in ["ig:60", "idlg:10"] {
+        for layer in ["fc3", "all"] {
+            let label = find("none", layer, "label", family);
+            assert_eq!(label["accuracy"].as_f64(), Some(1.0), "{label}");
+        }
+    }
+    // Under DP at sigma 1 the update is mostly noise: a few bits at most, and within the capacity bound.
+    for family in ["ig:60", "idlg:10"] {
+        for target in ["input", "label"] {
+            let x = find("dp:clip=1,sigma=1", "all", target, family);
+            assert!(x["bits"].as_f64().unwrap() <= 3.0, "{x}");
+            assert!(x["ci95"][0].as_f64().unwrap() <= x["upper_bits"].as_f64().unwrap(), "{x}");
+        }
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("ig:60: bits [95% CI] | idlg:10: bits [95% CI]"), "the configured order");
+    assert!(md.contains("ig: 60 iterations on each victim's update of all, fc3"), "{md}");
+}

@@ -15,7 +15,7 @@ use crate::defenses;
 use crate::error::rename_params;
 use crate::gradients::sketch::SketchKind;
 use crate::gradients::updates::{compute_updates, UpdateConfig};
-use crate::measure::attack_families::AnalyticFeatures;
+use crate::measure::attack_families::{AnalyticFeatures, AttackBackedFeatures};
 use crate::measure::bounds::{excess, fisher_bound, upper_bound, ReleaseNoise};
 use crate::measure::layerwise::{layer_groups, layerwise, resolve_targets, NamedTarget};
 use crate::measure::localisation::localise;
@@ -79,6 +79,8 @@ pub fn run_cell(
     }
     // Attack-backed families (analytic) read the full gradients of the fully connected layers and need the model.
     let attack_backed = config.measure.families.iter().any(|f| !f.reads_gradients());
+    let analytic = config.measure.families.contains(&Family::Analytic);
+    let matching = config.measure.families.iter().any(|f| matches!(f, Family::Matching { .. }));
     let update_config = UpdateConfig {
         num_updates,
         batch_size: cell.batch_size,
@@ -90,16 +92,14 @@ pub fn run_cell(
         // Large layers are measured on their sketch only: the full gradients would not be read, except the fully
         // connected layers' by the analytic family.
         full_max_params: config.measure.sketch_dim,
-        full_layers: if attack_backed {
-            model
-                .layers()
-                .iter()
-                .filter(|l| matches!(l.kind, LayerKind::Linear { .. }))
-                .map(|l| l.name.clone())
-                .collect()
-        } else {
-            Vec::new()
-        },
+        // The analytic family reads the fully connected layers' full gradients, a gradient-matching family every
+        // layer's.
+        full_layers: model
+            .layers()
+            .iter()
+            .filter(|l| matching || (analytic && matches!(l.kind, LayerKind::Linear { .. })))
+            .map(|l| l.name.clone())
+            .collect(),
     };
     let dp = defenses::dp_record(&update_config.defenses, update_config.batch_size, dataset.train.len(), 1e-5, None)?;
     let updates =
@@ -123,18 +123,16 @@ pub fn run_cell(
         .context("measure.layers")?;
     let families = &config.measure.families;
     let opts_v = estimate_options(config);
-    let mut analytic = attack_backed.then(|| AnalyticFeatures::new(&model, &updates));
-    let rows = layerwise(&updates, &groups, &targets, families, &opts_v, analytic.as_mut(), progress)?;
+    let mut attackers =
+        attack_backed.then(|| AttackBackedFeatures::new(&model, &updates, families, config.seed, progress));
+    let rows = layerwise(&updates, &groups, &targets, families, &opts_v, attackers.as_mut(), progress)?;
     let mut attacks = Vec::new();
-    if let Some(a) = &analytic {
+    if let Some(a) = &attackers {
         notes.extend(a.notes());
-        attacks.extend(analytic_galleries(
-            a,
-            &updates.victim_input,
-            &guess_psnr(split, &updates.victim_input)?,
-            &keys,
-            out,
-        )?);
+        if let Some(analytic) = &a.analytic {
+            let guess = guess_psnr(split, &updates.victim_input)?;
+            attacks.extend(analytic_galleries(analytic, &updates.victim_input, &guess, &keys, out)?);
+        }
     }
     let records = rows
         .into_iter()

@@ -14,6 +14,10 @@
 //! A group without a fully connected layer (convolutions only) has no closed form and no analytic estimate. An
 //! update that is not one clean sample (a batch, DP noise) still gets the formula applied: the calibration
 //! measures what the blend is worth, usually nothing.
+//!
+//! The gradient-matching families (`ig`, `dlg`, `idlg`) attack every victim's update of each layer group with the
+//! project's attacks ([`MatchingFeatures`]), as the update of one sample, and read the same targets off the
+//! reconstruction: the image, the label the attack carries, an attribute measured on the image.
 
 use std::collections::BTreeMap;
 
@@ -23,9 +27,12 @@ use tch::{Kind, Tensor};
 use crate::data::{attributes, InputShape};
 use crate::gradients::updates::SharedUpdates;
 use crate::measure::attacks::analytic::{self, Inversion};
-use crate::measure::attacks::{infer_labels, ssim_options};
+use crate::measure::attacks::{infer_labels, ssim_options, AttackConfig, Method, Target};
 use crate::measure::image_metrics;
+use crate::measure::vinfo::Family;
 use crate::models::{LayerKind, Model};
+use crate::progress::Progress;
+use crate::rng::{self, Stream};
 
 /// How well one layer's reconstructions match the victims' images (means over victims; PSNR over finite values).
 pub struct ReconstructionScore {
@@ -170,14 +177,11 @@ impl<'a> AnalyticFeatures<'a> {
     /// The measurement of attribute `name` on the reconstruction, for image models whose attributes are computed
     /// from the pixels.
     fn attribute(&mut self, members: &[usize], name: &str) -> Result<Option<Tensor>> {
-        let InputShape::Image { channels, .. } = self.model.spec.input else { return Ok(None) };
-        let infos = attributes::image_attribute_infos(channels);
-        let Some(column) = infos.iter().position(|a| a.name == name) else { return Ok(None) };
+        if measured_attribute_column(self.model, name).is_none() {
+            return Ok(None);
+        }
         let Some(images) = self.reconstruction(members)? else { return Ok(None) };
-        let values = attributes::image_values(&images.to_kind(Kind::Float))?;
-        let n = images.size()[0];
-        let table = Tensor::from_slice(&values).view([n, infos.len() as i64]);
-        Ok(Some(table.narrow(1, column as i64, 1).contiguous()))
+        attribute_on(self.model, &images, name)
     }
 
     /// The reconstruction from the group's fully connected layer nearest the input (N, ...), or None without one.
@@ -221,5 +225,196 @@ impl<'a> AnalyticFeatures<'a> {
             layer_inputs.to_kind(self.model.kind()).reshape(self.model.spec.input.batch(n))
         };
         Ok(LayerReconstruction { inputs, median_residual, inverted })
+    }
+}
+
+/// The column of attribute `name` among the attributes measured on a model's input images, None for tabular
+/// models or attributes that are not measured from pixels.
+fn measured_attribute_column(model: &Model, name: &str) -> Option<usize> {
+    let InputShape::Image { channels, .. } = model.spec.input else { return None };
+    attributes::image_attribute_infos(channels).iter().position(|a| a.name == name)
+}
+
+/// Attribute `name` measured on reconstructed images (N, C, H, W), as an (N, 1) feature.
+fn attribute_on(model: &Model, images: &Tensor, name: &str) -> Result<Option<Tensor>> {
+    let InputShape::Image { channels, .. } = model.spec.input else { return Ok(None) };
+    let Some(column) = measured_attribute_column(model, name) else { return Ok(None) };
+    let count = attributes::image_attribute_infos(channels).len() as i64;
+    let values = attributes::image_values(&images.to_kind(Kind::Float))?;
+    let table = Tensor::from_slice(&values).view([images.size()[0], count]);
+    Ok(Some(table.narrow(1, column as i64, 1).contiguous()))
+}
+
+/// One group's gradient-matching reconstructions of every victim.
+struct Matched {
+    /// (N, ...) in the model's input shape, in the attack's data range.
+    inputs: Tensor,
+    /// The label each reconstruction carries (inferred by iDLG's rule or optimised).
+    labels: Vec<i64>,
+}
+
+/// A gradient-matching attacker (DLG, iDLG or Inverting Gradients) of one set of shared updates: every victim's
+/// update of a layer group is attacked once (as the update of one sample: the attacker matches one dummy), all
+/// victims together where the attack batches them, and the reconstructions serve every target of the group.
+pub struct MatchingFeatures<'a> {
+    model: &'a Model,
+    updates: &'a SharedUpdates,
+    config: AttackConfig,
+    /// By group name; None where the attack could not run (the reason is in `skipped`).
+    by_group: BTreeMap<String, Option<Matched>>,
+    skipped: Vec<String>,
+    progress: Progress,
+}
+
+impl<'a> MatchingFeatures<'a> {
+    /// The attacker `method` with `iterations` per victim; its dummies are seeded from `seed`.
+    pub fn new(
+        model: &'a Model,
+        updates: &'a SharedUpdates,
+        method: Method,
+        iterations: usize,
+        seed: u64,
+        progress: Progress,
+    ) -> Self {
+        let mut config = AttackConfig::new(method);
+        config.iterations = iterations;
+        config.seed = seed;
+        if let InputShape::Tabular { .. } = model.spec.input {
+            config.data_range = (-1e6, 1e6);
+        }
+        MatchingFeatures { model, updates, config, by_group: BTreeMap::new(), skipped: Vec::new(), progress }
+    }
+
+    /// What the attacker did and could not do, for the report's notes.
+    pub fn notes(&self) -> Vec<String> {
+        let method = self.config.method;
+        let mut notes = Vec::new();
+        let done: Vec<&str> = self.by_group.iter().filter(|(_, m)| m.is_some()).map(|(g, _)| g.as_str()).collect();
+        if !done.is_empty() {
+            notes.push(format!(
+                "{method}: {} iterations on each victim's update of {}",
+                self.config.iterations,
+                done.join(", ")
+            ));
+        }
+        if !self.skipped.is_empty() {
+            notes.push(format!("{method}: not run for {}", self.skipped.join("; ")));
+        }
+        notes
+    }
+
+    /// The family's features for `target` from the stored layers `members` named `group`; None where the attack
+    /// cannot run or the target is not measured from pixels.
+    pub fn features(&mut self, group: &str, members: &[usize], target: &str) -> Result<Option<Tensor>> {
+        if !self.by_group.contains_key(group) {
+            let matched = match self.attack(members) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    self.skipped.push(format!("{group} ({e:#})"));
+                    None
+                }
+            };
+            self.by_group.insert(group.to_string(), matched);
+        }
+        let Some(m) = &self.by_group[group] else { return Ok(None) };
+        match target {
+            "input" => Ok(Some(m.inputs.flatten(1, -1).to_kind(Kind::Float))),
+            "label" => {
+                let classes = self.model.spec.num_classes;
+                Ok(Some(Tensor::from_slice(&m.labels).clamp(0, classes - 1).one_hot(classes).to_kind(Kind::Float)))
+            }
+            other => match other.strip_prefix("attribute:") {
+                Some(name) => attribute_on(self.model, &m.inputs, name),
+                None => bail!("{} family: unknown target '{other}'", self.config.method),
+            },
+        }
+    }
+
+    /// Attacks every victim's update of the group's layers.
+    fn attack(&self, members: &[usize]) -> Result<Matched> {
+        let n = self.updates.num_updates();
+        let mut shared_of = Vec::with_capacity(n as usize);
+        for u in 0..n {
+            let mut shared = Vec::with_capacity(members.len());
+            for &m in members {
+                let layer = &self.updates.layers[m];
+                let Some(full) = &layer.full else {
+                    bail!("only a sketch of layer '{}' is stored; the attack needs its full gradient", layer.name)
+                };
+                shared.push((layer.name.clone(), full.get(u).to_kind(self.model.kind())));
+            }
+            shared_of.push(shared);
+        }
+        let targets = shared_of
+            .iter()
+            .map(|shared| Target::new(self.model, shared, 1, None, &self.config))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rngs: Vec<_> =
+            (0..n as u64).map(|u| rng::rng(self.config.seed, Stream::FamilyAttack { update: u })).collect();
+        let bar = self.progress.bar(n as u64 * self.config.iterations as u64, format!("{} family", self.config.method));
+        let reconstructions = self.config.method.attack().reconstruct_all(&targets, &mut rngs, &mut || bar.inc(1))?;
+        bar.finish_and_clear();
+        let inputs: Vec<Tensor> = reconstructions.iter().map(|r| r.inputs.narrow(0, 0, 1)).collect();
+        let labels = reconstructions.iter().map(|r| r.labels.first().copied().unwrap_or(0)).collect();
+        Ok(Matched { inputs: Tensor::cat(&inputs, 0), labels })
+    }
+}
+
+/// The features of every attack-backed family of an audit cell: the analytic attacker and the gradient-matching
+/// attackers, each created once and reused by every group and target.
+pub struct AttackBackedFeatures<'a> {
+    pub analytic: Option<AnalyticFeatures<'a>>,
+    /// By family name (`ig`, `dlg:500`, ...).
+    pub matching: BTreeMap<String, MatchingFeatures<'a>>,
+}
+
+impl<'a> AttackBackedFeatures<'a> {
+    /// The attackers of the attack-backed families among `families`.
+    pub fn new(
+        model: &'a Model,
+        updates: &'a SharedUpdates,
+        families: &[Family],
+        seed: u64,
+        progress: Progress,
+    ) -> Self {
+        let analytic = families.contains(&Family::Analytic).then(|| AnalyticFeatures::new(model, updates));
+        let matching = families
+            .iter()
+            .filter_map(|f| match f {
+                Family::Matching { method, iterations } => {
+                    Some((f.to_string(), MatchingFeatures::new(model, updates, *method, *iterations, seed, progress)))
+                }
+                _ => None,
+            })
+            .collect();
+        AttackBackedFeatures { analytic, matching }
+    }
+
+    /// The features of attack-backed `family` for `target` from the group's layers; None where it has none.
+    pub fn features(
+        &mut self,
+        family: &Family,
+        group: &str,
+        members: &[usize],
+        target: &str,
+    ) -> Result<Option<Tensor>> {
+        match family {
+            Family::Analytic => match &mut self.analytic {
+                Some(a) => a.features(group, members, target),
+                None => bail!("the analytic attacker was not set up"),
+            },
+            Family::Matching { .. } => match self.matching.get_mut(&family.to_string()) {
+                Some(m) => m.features(group, members, target),
+                None => bail!("the {family} attacker was not set up"),
+            },
+            other => bail!("the {other} family reads the gradients, not an attack's reconstructions"),
+        }
+    }
+
+    /// Every attacker's notes.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes: Vec<String> = self.analytic.iter().flat_map(|a| a.notes()).collect();
+        notes.extend(self.matching.values().flat_map(|m| m.notes()));
+        notes
     }
 }

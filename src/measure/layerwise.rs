@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use crate::data::AttributeInfo;
 use crate::gradients::updates::SharedUpdates;
-use crate::measure::attack_families::AnalyticFeatures;
+use crate::measure::attack_families::AttackBackedFeatures;
 use crate::measure::vinfo::{self, EstimateOptions, Family, Target, VInfoEstimate};
 use crate::progress::Progress;
 
@@ -143,15 +143,16 @@ pub struct LayerwiseRow {
 }
 
 /// Every (group, target, family) estimate. Families that read the gradient read each group's gradients (or
-/// sketches); the analytic family reads what `analytic` reconstructs from them, and has no row where there is no
-/// closed form.
+/// sketches); the attack-backed families (analytic, ig, dlg, idlg) read what their attacker in `attackers`
+/// reconstructs from them, and have no row where their attack has nothing (no closed form, a target not measured
+/// from pixels).
 pub fn layerwise(
     updates: &SharedUpdates,
     groups: &[LayerGroup],
     targets: &[NamedTarget],
     families: &[Family],
     opts: &EstimateOptions,
-    mut analytic: Option<&mut AnalyticFeatures>,
+    mut attackers: Option<&mut AttackBackedFeatures>,
     progress: Progress,
 ) -> Result<Vec<LayerwiseRow>> {
     let bar = progress.bar((groups.len() * targets.len() * families.len()) as u64, "V-information");
@@ -164,10 +165,10 @@ pub fn layerwise(
                 let (features, features_kind) = if family.reads_gradients() {
                     (gradients.shallow_clone(), kind.clone())
                 } else {
-                    let Some(attacker) = analytic.as_deref_mut() else {
+                    let Some(attackers) = attackers.as_deref_mut() else {
                         bail!("the {family} family needs the model and the full gradients (run it in an audit)")
                     };
-                    match attacker.features(&group.name, &group.members, &t.name).with_context(context)? {
+                    match attackers.features(family, &group.name, &group.members, &t.name).with_context(context)? {
                         Some(features) => (features, "reconstruction".to_string()),
                         None => {
                             bar.inc(1);

@@ -382,7 +382,7 @@ pub fn page(report: &Report, out: &Path) -> String {
         return s;
     }
     let (family, label) = super::headline(report);
-    let families = super::families(report.records.iter().copied());
+    let families = super::configured_families(report);
     let several = families.len() > 1;
     // Targets in the configuration's order (input, label, attributes).
     let (targets, overview_rows) = super::overview(report);

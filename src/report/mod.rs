@@ -174,6 +174,16 @@ pub fn families<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<String
     out
 }
 
+/// The families of a report in the configuration's order (a family without an estimate in a layer, such as the
+/// analytic one in a convolution, would otherwise move behind the families that have one there).
+pub fn configured_families(report: &Report) -> Vec<String> {
+    let mut out = families(report.records.iter().copied());
+    let position =
+        |f: &String| report.config.measure.families.iter().position(|c| c.to_string() == *f).unwrap_or(usize::MAX);
+    out.sort_by_key(position);
+    out
+}
+
 /// Whose bits the overview and the plots show, and how to name it: `best` with several families, the family
 /// itself with one (where `best` is the same numbers).
 pub fn headline(report: &Report) -> (String, String) {
@@ -558,7 +568,7 @@ fn markdown_fisher_table(s: &mut String, rows: &[&SensitivityRecord]) {
 /// localisation and the agreement.
 pub fn markdown(report: &Report) -> String {
     let c = report.config;
-    let families = families(report.records.iter().copied());
+    let families = configured_families(report);
     let several = families.len() > 1;
     let mut s = String::new();
     let _ = writeln!(s, "# gradleak audit: {}\n", title(report));

@@ -14,6 +14,7 @@ use super::linear::{LogisticRegression, RidgeGaussian};
 use super::mlp::{Mlp, MlpOptions};
 use super::model::{ClassFrequencies, ConditionalModel, GaussianMarginal};
 use super::PreparedTarget;
+use crate::measure::attacks::Method;
 
 /// Hidden sizes of the MLP family when none are given.
 pub const DEFAULT_HIDDEN: [i64; 1] = [128];
@@ -30,7 +31,14 @@ pub enum Family {
     /// ([`AffineCalibration`]), or the recovered label or an attribute measured on the reconstruction, calibrated
     /// by logistic regression.
     Analytic,
+    /// A gradient-matching attack (DLG, iDLG or Inverting Gradients) run for `iterations` on every victim's update
+    /// of the layer group, calibrated like the analytic family (`measure::attack_families::MatchingFeatures`).
+    Matching { method: Method, iterations: usize },
 }
+
+/// Iterations of a gradient-matching family when none are given (`ig` = `ig:200`): the attacks' own defaults
+/// (4,800 for Inverting Gradients) are for one image at a time; a family attacks every victim of every group.
+pub const DEFAULT_MATCHING_ITERATIONS: usize = 200;
 
 impl Family {
     /// The MLP with the default hidden sizes and settings.
@@ -49,13 +57,18 @@ impl Family {
             Family::Linear => "linear",
             Family::Mlp(_) => "mlp",
             Family::Analytic => "analytic",
+            Family::Matching { method, .. } => match method {
+                Method::Dlg => "dlg",
+                Method::Idlg => "idlg",
+                Method::Ig => "ig",
+            },
         }
     }
 
     /// Whether the family reads the gradient itself (or its sketch). An attack-backed family reads what its attack
     /// reconstructs from the full gradient with the model's weights, which only an audit or a run can provide.
     pub fn reads_gradients(&self) -> bool {
-        !matches!(self, Family::Analytic)
+        !matches!(self, Family::Analytic | Family::Matching { .. })
     }
 
     /// Parses `linear`, `mlp`, `mlp:256,128` (hidden sizes) or `all` (linear and the default MLP).
@@ -70,6 +83,10 @@ impl Family {
     pub fn validate(&self) -> Result<()> {
         match self {
             Family::Linear | Family::Analytic => Ok(()),
+            Family::Matching { iterations, .. } if *iterations == 0 => {
+                bail!("family '{self}': the attack needs at least 1 iteration")
+            }
+            Family::Matching { .. } => Ok(()),
             Family::Mlp(options) => options.validate(),
         }
     }
@@ -87,7 +104,7 @@ impl Family {
     pub(super) fn conditional_model(&self, target: &PreparedTarget, seed: u64) -> Box<dyn ConditionalModel> {
         match (target, self) {
             // A recovered label or a measured attribute is calibrated like any other feature.
-            (PreparedTarget::Classes { classes, .. }, Family::Linear | Family::Analytic) => {
+            (PreparedTarget::Classes { classes, .. }, Family::Linear | Family::Analytic | Family::Matching { .. }) => {
                 Box::new(LogisticRegression::new(*classes))
             }
             (PreparedTarget::Classes { classes, .. }, Family::Mlp(options)) => {
@@ -97,7 +114,9 @@ impl Family {
             (PreparedTarget::Values { floor, .. }, Family::Mlp(options)) => {
                 Box::new(Mlp::gaussian(floor, options, seed))
             }
-            (PreparedTarget::Values { floor, .. }, Family::Analytic) => Box::new(AffineCalibration::new(floor)),
+            (PreparedTarget::Values { floor, .. }, Family::Analytic | Family::Matching { .. }) => {
+                Box::new(AffineCalibration::new(floor))
+            }
         }
     }
 }
@@ -107,6 +126,10 @@ impl fmt::Display for Family {
         match self {
             Family::Linear => f.write_str("linear"),
             Family::Analytic => f.write_str("analytic"),
+            Family::Matching { iterations, .. } if *iterations == DEFAULT_MATCHING_ITERATIONS => {
+                f.write_str(self.name())
+            }
+            Family::Matching { iterations, .. } => write!(f, "{}:{iterations}", self.name()),
             Family::Mlp(options) => {
                 let h: Vec<String> = options.hidden.iter().map(|h| h.to_string()).collect();
                 write!(f, "mlp:{}", h.join(","))
@@ -126,6 +149,17 @@ impl FromStr for Family {
         match (name, hidden) {
             ("linear", None) => Ok(Family::Linear),
             ("analytic", None) => Ok(Family::Analytic),
+            ("dlg" | "idlg" | "ig", iterations) => {
+                let method: Method = name.parse()?;
+                let iterations = match iterations {
+                    None => DEFAULT_MATCHING_ITERATIONS,
+                    Some(n) => match n.trim().parse::<usize>() {
+                        Ok(n) if n > 0 => n,
+                        _ => bail!("family '{s}': expected a positive number of iterations, e.g. {name}:500"),
+                    },
+                };
+                Ok(Family::Matching { method, iterations })
+            }
             ("mlp", None) => Ok(Family::mlp()),
             ("mlp", Some(h)) => {
                 let hidden: Result<Vec<i64>, _> = h.split(',').map(|x| x.trim().parse::<i64>()).collect();
@@ -136,7 +170,10 @@ impl FromStr for Family {
                     _ => bail!("family '{s}': expected hidden sizes as positive integers, e.g. mlp:256,128"),
                 }
             }
-            _ => bail!("unknown family '{s}'; expected linear, mlp, mlp:<hidden sizes>, analytic or all"),
+            _ => bail!(
+                "unknown family '{s}'; expected linear, mlp, mlp:<hidden sizes>, analytic, ig, dlg, idlg (with \
+                 :<iterations>) or all"
+            ),
         }
     }
 }
