@@ -8,10 +8,14 @@ use base64::Engine as _;
 
 use super::Report;
 use crate::audit::{Record, BEST};
+use crate::measure::bounds::DP_CAPACITY;
 
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
+
+/// DP cells whose brackets are drawn per pair, beyond the first cell.
+const MAX_BRACKET_CELLS: usize = 4;
 
 /// The upper bound of a record, when it has a finite one.
 fn upper(r: &Record) -> Option<f64> {
@@ -68,6 +72,15 @@ fn bars(title: &str, rows: &[&Record]) -> String {
                 y + row_h - 5.0,
                 esc(r.bound.as_deref().unwrap_or_default())
             );
+            // The bound's value, where it does not collide with the estimate's.
+            if x(u) - x(r.ci95[1]) > 60.0 {
+                let _ = write!(
+                    s,
+                    "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" fill=\"#c33\">&#8804; {u:.2}</text>",
+                    x(u) + 4.0,
+                    y + 13.0
+                );
+            }
         }
     }
     s.push_str("</svg></figure>");
@@ -291,6 +304,36 @@ fn pair_plots(
                 &format!("{t}: bits per layer ({label}; cell {}){bracket}", cell_label(&first.keys, false)),
                 &rows,
             ));
+        }
+    }
+
+    // The brackets of the DP cells (the first few): the estimate against the most any attacker can get.
+    let dp_cells: Vec<&super::CellSummary> = report
+        .cells
+        .iter()
+        .filter(|c| in_pair(&c.keys) && c.keys.cell != first.keys.cell)
+        .filter(|c| {
+            report.records.iter().any(|r| r.keys.cell == c.keys.cell && r.bound.as_deref() == Some(DP_CAPACITY))
+        })
+        .take(MAX_BRACKET_CELLS)
+        .collect();
+    for c in dp_cells {
+        for t in targets {
+            let rows: Vec<&Record> = report
+                .records
+                .iter()
+                .copied()
+                .filter(|r| r.keys.cell == c.keys.cell && &r.target == t && r.family == family)
+                .collect();
+            if !rows.is_empty() {
+                s.push_str(&bars(
+                    &format!(
+                        "{t}: bits per layer ({label}; cell {}) and, in red, the most any attacker can get",
+                        cell_label(&c.keys, false)
+                    ),
+                    &rows,
+                ));
+            }
         }
     }
 
