@@ -87,7 +87,10 @@ fn check_finite_rows(path: &Path, x: &Tensor) -> Result<()> {
     let bad = x.isfinite().logical_not().reshape([x.size()[0], -1]).any_dim(1, false);
     if let Some(row) = Vec::<bool>::try_from(&bad)?.iter().position(|&b| b) {
         let count = bad.sum(Kind::Int64).int64_value(&[]);
-        bail!("{}: row {row} holds a NaN or infinite value ({count} rows do); expected finite numbers", path.display());
+        bail!(
+            "{}: row {row} holds a NaN or infinite value ({count} rows in all); expected finite numbers",
+            path.display()
+        );
     }
     Ok(())
 }
