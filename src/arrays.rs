@@ -74,12 +74,12 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         bail!("missing the \\x93NUMPY magic number");
     }
-    let (header_len, start) = match bytes[6] {
+    let (header_len, start): (usize, usize) = match bytes[6] {
         1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
         2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize, 12),
         v => bail!("unsupported format version {v}"),
     };
-    let header = bytes.get(start..start + header_len).context("truncated header")?;
+    let header = start.checked_add(header_len).and_then(|end| bytes.get(start..end)).context("truncated header")?;
     let header = std::str::from_utf8(header).context("header is not text")?;
     let descr = header_field(header, "descr").context("header has no 'descr'")?;
     let descr = descr.trim_matches(|c| c == '\'' || c == '"');
@@ -97,14 +97,26 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<i64>().with_context(|| format!("bad shape entry '{s}'")))
         .collect::<Result<_>>()?;
-    let count: i64 = shape.iter().product();
     let data = &bytes[start + header_len..];
-    let expected = count as usize * size;
+    let expected = data_bytes(&shape, size)?;
+    crate::limits::check_allocation("the array", expected as u64)?;
     if data.len() != expected {
         bail!("shape {shape:?} needs {expected} bytes of data, the file has {}", data.len());
     }
     let t = Tensor::from_data_size(data, &shape, kind);
     Ok(t)
+}
+
+/// Bytes of data an array of `shape` holds, `size` bytes per element: every dimension at least 0, and checked
+/// arithmetic, so that a header cannot ask for a size that wraps around.
+fn data_bytes(shape: &[i64], size: usize) -> Result<usize> {
+    if let Some(d) = shape.iter().find(|&&d| d < 0) {
+        bail!("shape {shape:?} has a negative dimension ({d})");
+    }
+    shape
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d as usize))
+        .with_context(|| format!("shape {shape:?} holds more bytes than this machine can address"))
 }
 
 /// The text of `key`'s value in a NumPy header dict (`{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`).
@@ -228,6 +240,30 @@ mod tests {
         let at = fortran.windows(5).position(|w| w == b"False").unwrap();
         fortran[at..at + 5].copy_from_slice(b"True ");
         assert!(format!("{:#}", parse_npy(&fortran).unwrap_err()).contains("Fortran"));
+    }
+
+    /// A header with the given shape text and `data` bytes after it.
+    fn npy_with_shape(shape: &str, data: usize) -> Vec<u8> {
+        let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}\n");
+        let mut out = b"\x93NUMPY\x01\x00".to_vec();
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.resize(out.len() + data, 0);
+        out
+    }
+
+    #[test]
+    fn npy_sizes_are_checked_before_allocating() {
+        let message = |shape: &str, data: usize| format!("{:#}", parse_npy(&npy_with_shape(shape, data)).unwrap_err());
+        // (-1, -1) multiplies to 1 element: 4 bytes would match without the sign check.
+        assert!(message("(-1, -1)", 4).contains("negative dimension (-1)"), "{}", message("(-1, -1)", 4));
+        // 2^62 x 4 x 4 bytes wraps around to 0 in unchecked arithmetic.
+        let huge = message("(4611686018427387904, 4)", 0);
+        assert!(huge.contains("more bytes than this machine can address"), "{huge}");
+        let large = message("(1000000000000,)", 0);
+        assert!(large.contains("more than this machine's"), "{large}");
+        // An empty array is a valid file; whoever reads it decides whether zero rows will do.
+        assert_eq!(parse_npy(&npy_with_shape("(0, 5)", 0)).unwrap().size(), vec![0, 5]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gradients;
 pub mod io;
 pub mod keyword;
+pub mod limits;
 pub mod measure;
 pub mod models;
 pub mod optim;

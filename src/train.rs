@@ -62,7 +62,10 @@ impl TrainConfig {
         if !(1..=10_000).contains(&self.epochs) {
             crate::param_bail!("epochs", "must be in [1, 10000], got {}", self.epochs);
         }
-        if self.batch_size < 1 || self.batch_size > train_size {
+        if self.batch_size < 1 {
+            crate::param_bail!("batch_size", "must be at least 1, got {}", self.batch_size);
+        }
+        if self.batch_size > train_size {
             crate::param_bail!(
                 "batch_size",
                 "must be in [1, {train_size}] (the training split's size), got {}",

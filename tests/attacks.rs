@@ -143,9 +143,7 @@ fn inverting_gradients_recovers_an_image() {
     eprintln!("IG PSNR {:.2} dB, SSIM {:?}", report.mean.psnr, report.mean.ssim);
     assert_eq!(report.label_source, LabelSource::Inferred);
     assert_eq!(report.mean.label_accuracy, 1.0);
-    // The box: every reconstructed pixel is in [0, 1].
-    let (lo, hi) = (report.reconstructions.min().double_value(&[]), report.reconstructions.max().double_value(&[]));
-    assert!((0.0..=1.0).contains(&lo) && (0.0..=1.0).contains(&hi), "{lo}..{hi}");
+    // No check that the pixels lie in [0, 1]: `reconstruct` clamps its output, so such a check could not fail.
 }
 
 #[test]

@@ -120,7 +120,7 @@ pub fn run_cell(
 
     let targets = resolve_targets(&config.measure.targets, &dataset.attributes, &updates).context("measure.targets")?;
     let groups = layer_groups(&updates, &config.measure.layers, &config.measure.groups, config.measure.all_layers)
-        .context("measure.layers")?;
+        .map_err(|e| rename_params(e, super::config::MEASURE_KEYS))?;
     let families = &config.measure.families;
     let opts_v = estimate_options(config);
     let mut attackers =

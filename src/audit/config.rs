@@ -52,6 +52,9 @@ pub const ATTACK_KEYS: &[(&str, &str)] = &[
     ("batch_size", "grid.batch_size"),
 ];
 
+/// The TOML key of each measurement parameter named by the library.
+pub const MEASURE_KEYS: &[(&str, &str)] = &[("layers", "measure.layers"), ("groups", "measure.groups")];
+
 /// The TOML key of each sensitivity parameter.
 pub const SENSITIVITY_KEYS: &[(&str, &str)] = &[("probes", "measure.probes"), ("k", "measure.latent_k")];
 
@@ -439,6 +442,8 @@ impl AuditConfig {
         if !(m.localisation_fraction > 0.0 && m.localisation_fraction < 1.0) {
             bail!("measure.localisation_fraction must be in (0, 1), got {}", m.localisation_fraction);
         }
+        crate::measure::layerwise::check_layer_lists(&m.layers, &m.groups)
+            .map_err(|e| crate::error::rename_params(e, MEASURE_KEYS))?;
         let cells = self.cells()?;
         if cells.is_empty() {
             bail!("the grid has no cells: every grid axis needs at least one value");

@@ -88,6 +88,29 @@ fn fitting_cells(
     (fitting, skipped)
 }
 
+/// Checks the sizes that depend on a dataset before any model is trained: `training.samples` within the training
+/// split, each `grid.batch_size` within the victims' split.
+fn check_sizes(config: &AuditConfig, cells: &[Cell], datasets: &BTreeMap<String, Dataset>) -> Result<()> {
+    for cell in cells {
+        let dataset = &datasets[&cell.dataset];
+        let train = dataset.train.len();
+        let samples = config.training.samples;
+        if samples > train && config.training.run.is_none() {
+            bail!("training.samples must be in [0, {train}] ({} has {train} training samples; 0 trains on all), got {samples}", dataset.name);
+        }
+        let split = dataset.split(&config.measure.split).context("measure.split")?.len();
+        if cell.batch_size > split {
+            bail!(
+                "grid.batch_size must be in [1, {split}] (the {} split of {} has {split} samples), got {}",
+                config.measure.split,
+                dataset.name,
+                cell.batch_size
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Runs (or resumes) an audit into `opts.out`: every cell of the sweep (or of the shard) not finished there yet.
 pub fn run_audit(config: &AuditConfig, opts: &AuditOptions) -> Result<AuditOutcome> {
     let config = &with_run_epochs(config)?;
@@ -99,6 +122,7 @@ pub fn run_audit(config: &AuditConfig, opts: &AuditOptions) -> Result<AuditOutco
     if cells.is_empty() {
         bail!("no cell of the grid has a model that fits its dataset: {}", skipped.join("; "));
     }
+    check_sizes(config, &cells, &datasets)?;
     let keys: Vec<String> = cells.iter().map(|c| cache::cell_key(config, c)).collect();
     let manifest = AuditManifest {
         format: cache::FORMAT.into(),

@@ -93,27 +93,35 @@ pub(crate) fn trained_run(
             cell.model, dataset.name, cell.dropout, t.epochs
         ));
     }
-    let subset = training_subset(dataset, t.samples, config.seed);
+    let subset = training_subset(dataset, t.samples, config.seed)?;
     train::train(&mut model, subset.as_ref().unwrap_or(dataset), &train_config, Some(&dir), progress)
         .map_err(|e| crate::error::rename_params(e, super::config::TRAINING_KEYS))?;
     SavedRun::open(&dir)
 }
 
-/// The dataset with a seeded subset of `samples` training samples (None when the whole split is used).
-fn training_subset(dataset: &Dataset, samples: i64, seed: u64) -> Option<Dataset> {
-    if samples <= 0 || samples >= dataset.train.len() {
-        return None;
+/// The dataset with a seeded subset of `samples` training samples (None when the whole split is used: 0, or
+/// exactly its size). More than the split holds is an error, not a silent cut to the whole split.
+fn training_subset(dataset: &Dataset, samples: i64, seed: u64) -> Result<Option<Dataset>> {
+    let n = dataset.train.len();
+    if samples > n {
+        bail!(
+            "training.samples must be in [0, {n}] ({} has {n} training samples; 0 trains on all), got {samples}",
+            dataset.name
+        );
+    }
+    if samples <= 0 || samples == n {
+        return Ok(None);
     }
     let mut order: Vec<i64> = (0..dataset.train.len()).collect();
     order.sort_by_key(|&i| rng::order_key(seed, Order::TrainingSubset, i as u64));
     order.truncate(samples as usize);
     order.sort_unstable();
-    Some(Dataset {
+    Ok(Some(Dataset {
         name: dataset.name.clone(),
         input_shape: dataset.input_shape,
         classes: dataset.classes.clone(),
         attributes: dataset.attributes.clone(),
         train: dataset.train.select(&Tensor::from_slice(&order)),
         test: dataset.test.shallow_clone(),
-    })
+    }))
 }

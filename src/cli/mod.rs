@@ -110,7 +110,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => (train::run(&cli.global, args), train::FLAGS),
         Command::Grads(args) => (grads::run(&cli.global, args), grads::FLAGS),
         Command::DpEpsilon(args) => (dp_epsilon::run(&cli.global, args), &[][..]),
-        Command::Vinfo(args) => (vinfo::run(&cli.global, args), &[][..]),
+        Command::Vinfo(args) => (vinfo::run(&cli.global, args), vinfo::FLAGS),
         Command::Attack(args) => (attack::run(&cli.global, args), attack::FLAGS),
         Command::Sensitivity(args) => (sensitivity::run(&cli.global, args), sensitivity::FLAGS),
     };

@@ -86,7 +86,8 @@ struct InputRun {
 }
 
 /// The flag of each library parameter this command sets.
-pub const FLAGS: &[(&str, &str)] = &[("probes", "--probes"), ("k", "--k")];
+pub const FLAGS: &[(&str, &str)] =
+    &[("probes", "--probes"), ("k", "--k"), ("bootstrap", "--bootstrap"), ("permutations", "--permutations")];
 
 pub fn run(global: &Global, args: SensitivityArgs) -> Result<()> {
     let progress = Progress::new(global.quiet || args.json);
@@ -96,7 +97,15 @@ pub fn run(global: &Global, args: SensitivityArgs) -> Result<()> {
     if !args.exact && args.probes < 1 {
         bail!("--probes must be at least 1, got {}", args.probes);
     }
-    // Cheap checks of the store before the (possibly slow) input part.
+    // Cheap checks of the settings and the store before the (possibly slow) input part.
+    let latent_config =
+        LatentConfig { k: args.k, bootstrap: args.bootstrap, permutations: args.permutations, seed: args.seed };
+    if args.bootstrap < 1 {
+        bail!("--bootstrap must be at least 1, got 0");
+    }
+    if args.store.is_some() {
+        latent_config.validate()?;
+    }
     let store = args.store.as_ref().map(|dir| GradientStore::open(dir)).transpose()?;
     let input = match &args.run {
         Some(dir) => Some(input_part(global, &args, dir, progress)?),
@@ -104,9 +113,7 @@ pub fn run(global: &Global, args: SensitivityArgs) -> Result<()> {
     };
     let latent = match (&store, &args.attribute) {
         (Some(store), Some(attribute)) => {
-            let config =
-                LatentConfig { k: args.k, bootstrap: args.bootstrap, permutations: args.permutations, seed: args.seed };
-            Some(latent_sensitivity_of_store(store, attribute, args.layers.as_deref(), &config, progress)?)
+            Some(latent_sensitivity_of_store(store, attribute, args.layers.as_deref(), &latent_config, progress)?)
         }
         _ => None,
     };

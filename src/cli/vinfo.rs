@@ -78,7 +78,8 @@ pub struct VinfoArgs {
     #[arg(long)]
     pub json: bool,
     /// Write the PVI (bits) of every sample to this .npy file: (N,), or (N, F) for F families, in the order
-    /// printed; NaN for samples not scored (under --protocol split).
+    /// printed; NaN for samples not scored (under --protocol split). With --store: (N, R), a column per row of
+    /// the table (layer, target, family; `best` rows left out), in the order of the --json rows.
     #[arg(long)]
     pub pvi_out: Option<PathBuf>,
     /// Write the partition of every fit to this .npy file: int64 (F, N), F = repeats x folds in the order fitted,
@@ -87,6 +88,15 @@ pub struct VinfoArgs {
     #[arg(long)]
     pub split_out: Option<PathBuf>,
 }
+
+/// The flag of each library parameter this command sets.
+pub const FLAGS: &[(&str, &str)] = &[
+    ("layers", "--layers"),
+    ("groups", "--group"),
+    ("bootstrap", "--bootstrap"),
+    ("repeats", "--repeats"),
+    ("folds", "--folds"),
+];
 
 /// `file.safetensors:tensor` -> (file, Some(tensor)); anything else -> (path, None).
 fn split_tensor_name(spec: &str) -> (PathBuf, Option<&str>) {
@@ -250,8 +260,12 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
         .with_context(|| format!("--targets ({})", dir.display()))?;
     let groups: Vec<Vec<String>> =
         args.groups.iter().map(|g| g.split('+').map(|s| s.trim().to_string()).collect()).collect();
-    let groups = layer_groups(updates, &args.layers, &groups, !args.no_all).context("--layers / --group")?;
+    let groups = layer_groups(updates, &args.layers, &groups, !args.no_all)?;
     let rows = layerwise(updates, &groups, &targets, families, opts, None, Progress::new(global.quiet || args.json))?;
+    if let Some(path) = &args.pvi_out {
+        let estimates: Vec<VInfoEstimate> = rows.iter().map(|r| r.estimate.clone()).collect();
+        write_pvi(path, &estimates)?;
+    }
     if let Some(path) = &args.split_out {
         write_split(path, opts, updates.num_updates() as usize)?;
     }

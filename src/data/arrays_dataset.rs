@@ -58,6 +58,7 @@ fn inputs(path: &Path, desc: &Descriptor) -> Result<Tensor> {
     let what = path.display();
     let scale = desc.scale.unwrap_or(if x.kind() == Kind::Uint8 { 255.0 } else { 1.0 });
     let size = x.size();
+    check_finite_rows(path, &x)?;
     let x = match size.len() {
         2 => return Ok(x.to_kind(Kind::Float)),
         3 => x.unsqueeze(1),
@@ -78,6 +79,22 @@ fn inputs(path: &Path, desc: &Descriptor) -> Result<Tensor> {
     Ok(x)
 }
 
+/// Refuses NaN and infinite values, naming the file and the first row that holds one (rows count from 0).
+fn check_finite_rows(path: &Path, x: &Tensor) -> Result<()> {
+    if !x.is_floating_point() || x.numel() == 0 {
+        return Ok(());
+    }
+    let bad = x.isfinite().logical_not().reshape([x.size()[0], -1]).any_dim(1, false);
+    if let Some(row) = Vec::<bool>::try_from(&bad)?.iter().position(|&b| b) {
+        let count = bad.sum(Kind::Int64).int64_value(&[]);
+        bail!(
+            "{}: row {row} holds a NaN or infinite value ({count} rows in all); expected finite numbers",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Labels (N,) i64 from (N,) or (N, 1) integer values >= 0.
 fn labels(path: &Path) -> Result<Tensor> {
     let y = read(path)?;
@@ -91,12 +108,24 @@ fn labels(path: &Path) -> Result<Tensor> {
     if as_f.numel() > 0 && (as_f.frac().abs().max().double_value(&[]) > 0.0 || as_f.min().double_value(&[]) < 0.0) {
         bail!("{}: labels must be integers 0, 1, 2, ...", path.display());
     }
+    // Labels are class codes 0..K-1: the largest sets K, and with it the class names and the model's output layer.
+    if as_f.numel() > 0 {
+        let max = as_f.max().double_value(&[]);
+        if max >= crate::limits::MAX_CLASSES as f64 {
+            bail!(
+                "{}: labels go up to {max}, more than the {} classes gradleak allows; expected class codes 0..K-1",
+                path.display(),
+                crate::limits::MAX_CLASSES
+            );
+        }
+    }
     Ok(y.to_kind(Kind::Int64))
 }
 
 /// Attribute values (N, A) f32.
 fn attribute_values(path: &Path) -> Result<Tensor> {
     let a = read(path)?;
+    check_finite_rows(path, &a)?;
     let size = a.size();
     match size[..] {
         [n] => Ok(a.to_kind(Kind::Float).reshape([n, 1])),

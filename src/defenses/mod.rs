@@ -114,10 +114,14 @@ impl FromStr for Defense {
                     let (k, v) =
                         kv.split_once('=').with_context(|| format!("defence '{s}': expected key=value in '{kv}'"))?;
                     let v: f64 = v.trim().parse().with_context(|| format!("defence '{s}': '{v}' is not a number"))?;
-                    match k.trim() {
-                        "clip" | "c" => clip = Some(v),
-                        "sigma" | "noise_multiplier" => sigma = Some(v),
+                    let slot = match k.trim() {
+                        "clip" | "c" => &mut clip,
+                        "sigma" | "noise_multiplier" => &mut sigma,
                         other => bail!("defence '{s}': unknown key '{other}'; expected clip and sigma"),
+                    };
+                    // A key given twice is a typo or a merge gone wrong: which value was meant is not ours to guess.
+                    if slot.replace(v).is_some() {
+                        bail!("defence '{s}': key '{}' is given twice; give clip and sigma once each", k.trim());
                     }
                 }
                 Defense::Dp {

@@ -125,6 +125,28 @@ pub fn write_store(dir: &Path, manifest: &Manifest, updates: &SharedUpdates, ove
     crate::io::write_json(&manifest_path, manifest)
 }
 
+impl Manifest {
+    /// Every listed layer is stored in full or as a sketch (what a measurement reads), and listed once.
+    pub fn check_layers(&self) -> Result<()> {
+        if self.layers.is_empty() {
+            bail!("'layers' is empty; a store holds at least one layer");
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            let name = &l.info.name;
+            if self.layers[..i].iter().any(|m| &m.info.name == name) {
+                bail!("layer '{name}' is listed twice in 'layers'");
+            }
+            if !l.full && l.sketch_dim.is_none() {
+                bail!("layer '{name}' is stored neither in full ('full': false) nor as a sketch ('sketch_dim': null)");
+            }
+            if l.sketch_dim.is_some_and(|k| k < 1) || l.info.num_params < 1 {
+                bail!("layer '{name}': 'sketch_dim' and 'num_params' must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
 impl GradientStore {
     /// Reads and checks a store: every tensor the manifest promises, with consistent shapes.
     pub fn open(dir: &Path) -> Result<GradientStore> {
@@ -136,6 +158,7 @@ impl GradientStore {
         if manifest.format != FORMAT {
             bail!("{}: format '{}', expected '{FORMAT}'", manifest_path.display(), manifest.format);
         }
+        manifest.check_layers().with_context(|| format!("{}", manifest_path.display()))?;
         let tensors_path = dir.join(TENSORS_FILE);
         let named = Tensor::read_safetensors(&tensors_path)
             .map_err(|e| anyhow::anyhow!("{}: not a readable safetensors file ({e})", tensors_path.display()))?;

@@ -84,6 +84,24 @@ pub struct LayerGroup {
 
 /// Single layers (`layers`, or every stored one when empty), then `groups`, then `all` when asked and there are
 /// several layers.
+/// Checks the layers measured one by one (`layers`) and the groups measured together (`groups`) before anything
+/// is computed: no layer twice in either, no empty group or name.
+pub fn check_layer_lists(layers: &[String], groups: &[Vec<String>]) -> Result<()> {
+    let twice = |list: &[String]| list.iter().enumerate().find_map(|(i, l)| list[..i].contains(l).then(|| l.clone()));
+    if let Some(name) = twice(layers) {
+        crate::param_bail!("layers", "lists layer '{name}' twice");
+    }
+    for g in groups {
+        if g.is_empty() || g.iter().any(|n| n.trim().is_empty()) {
+            crate::param_bail!("groups", "has an empty group or layer name ({g:?}); a group names one or more layers");
+        }
+        if let Some(name) = twice(g) {
+            crate::param_bail!("groups", "lists layer '{name}' twice in the group {}", g.join("+"));
+        }
+    }
+    Ok(())
+}
+
 pub fn layer_groups(
     updates: &SharedUpdates,
     layers: &[String],
@@ -91,22 +109,25 @@ pub fn layer_groups(
     all: bool,
 ) -> Result<Vec<LayerGroup>> {
     let stored: Vec<&str> = updates.layers.iter().map(|l| l.name.as_str()).collect();
-    let index = |name: &str| -> Result<usize> {
-        stored
-            .iter()
-            .position(|s| *s == name)
-            .with_context(|| format!("layer '{name}' is not among the shared layers: {}", stored.join(", ")))
+    let index = |param: &'static str, name: &str| -> Result<usize> {
+        match stored.iter().position(|s| *s == name) {
+            Some(i) => Ok(i),
+            None => {
+                crate::param_bail!(param, "names layer '{name}', not among the shared layers: {}", stored.join(", "))
+            }
+        }
     };
+    check_layer_lists(layers, groups)?;
     let mut out: Vec<LayerGroup> = Vec::new();
     if layers.is_empty() {
         out.extend(stored.iter().enumerate().map(|(i, s)| LayerGroup { name: s.to_string(), members: vec![i] }));
     } else {
         for name in layers {
-            out.push(LayerGroup { name: name.clone(), members: vec![index(name)?] });
+            out.push(LayerGroup { name: name.clone(), members: vec![index("layers", name)?] });
         }
     }
     for g in groups {
-        let members = g.iter().map(|n| index(n)).collect::<Result<Vec<_>>>()?;
+        let members = g.iter().map(|n| index("groups", n)).collect::<Result<Vec<_>>>()?;
         out.push(LayerGroup { name: g.join("+"), members });
     }
     if all && stored.len() > 1 {

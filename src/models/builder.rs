@@ -79,6 +79,12 @@ pub(super) struct Builder<'a> {
     shape: (i64, i64, i64),
     flat: bool,
     dropout: DropoutSpec,
+    /// Parameters so far, counted with checked arithmetic (None once the count overflowed).
+    params: Option<i64>,
+    /// Set when the parameters would exceed the limits: later layers are then built empty (nothing is allocated)
+    /// and [`Builder::finish`] returns this error.
+    too_large: Option<anyhow::Error>,
+    arch: String,
 }
 
 impl<'a> Builder<'a> {
@@ -97,12 +103,18 @@ impl<'a> Builder<'a> {
             shape,
             flat: matches!(spec.input, InputShape::Tabular { .. }),
             dropout: spec.dropout.clone(),
+            params: Some(0),
+            too_large: None,
+            arch: format!("{} on input {} with {} classes", spec.arch, spec.input, spec.num_classes),
         }
     }
 
     /// The named layers and the program; checks that every layer named by `--dropout-at` is a linear layer.
     pub(super) fn finish(self, spec: &ModelSpec) -> Result<(Vec<ParamLayer>, Vec<Op>)> {
-        let Builder { layers, ops, .. } = self;
+        let Builder { layers, ops, too_large, .. } = self;
+        if let Some(e) = too_large {
+            return Err(e);
+        }
         for name in &spec.dropout.at {
             if !layers.iter().any(|l| l.kind.type_name() == "linear" && &l.name == name) {
                 let linear: Vec<_> =
@@ -123,6 +135,22 @@ impl<'a> Builder<'a> {
         self.shape.1
     }
 
+    /// Counts a layer of `weights` weights and `biases` biases before it is allocated; false (the layer is then
+    /// built empty) once the model is too large for the limits or this machine's memory.
+    fn budget(&mut self, weights: Option<i64>, biases: i64) -> bool {
+        if self.too_large.is_some() {
+            return false;
+        }
+        self.params = self.params.zip(weights).and_then(|(p, w)| p.checked_add(w)?.checked_add(biases));
+        match crate::limits::check_params(&self.arch, self.params) {
+            Ok(()) => true,
+            Err(e) => {
+                self.too_large = Some(e);
+                false
+            }
+        }
+    }
+
     fn push_layer(&mut self, layer: ParamLayer) -> usize {
         self.layers.push(layer);
         self.layers.len() - 1
@@ -132,7 +160,12 @@ impl<'a> Builder<'a> {
     fn conv_layer(&mut self, name: &str, out_channels: i64, kernel: i64, stride: i64) -> usize {
         let (c, h, w) = self.shape;
         let padding = kernel / 2;
-        let g = ConvGeometry { in_channels: c, out_channels, kernel, stride, padding };
+        let weights = out_channels.checked_mul(c).and_then(|n| n.checked_mul(kernel * kernel));
+        let g = if self.budget(weights, out_channels) {
+            ConvGeometry { in_channels: c, out_channels, kernel, stride, padding }
+        } else {
+            ConvGeometry { in_channels: 0, out_channels: 0, kernel, stride, padding }
+        };
         let layer = ParamLayer::conv2d(&self.root, name, g, &mut self.rng);
         let index = self.push_layer(layer);
         let out = |n: i64| (n + 2 * padding - kernel) / stride + 1;
@@ -187,7 +220,8 @@ impl<'a> Builder<'a> {
         if !self.flat {
             let (c, h, w) = self.shape;
             self.ops.push(Op::Flatten);
-            self.shape = (c * h * w, 1, 1);
+            // Saturating: a product beyond i64 is refused by the next layer's budget.
+            self.shape = (c.saturating_mul(h).saturating_mul(w), 1, 1);
             self.flat = true;
         }
     }
@@ -204,7 +238,9 @@ impl<'a> Builder<'a> {
             self.ops.push(Op::Dropout(d.rate));
         }
         let i = {
-            let layer = ParamLayer::linear(&self.root, name, in_features, out_features, &mut self.rng);
+            let fits = self.budget(in_features.checked_mul(out_features), out_features);
+            let (i, o) = if fits { (in_features, out_features) } else { (0, 0) };
+            let layer = ParamLayer::linear(&self.root, name, i, o, &mut self.rng);
             self.push_layer(layer)
         };
         self.ops.push(Op::Layer(i));

@@ -453,6 +453,9 @@ pub fn input_sensitivity(
     if !config.exact && config.probes < 1 {
         crate::param_bail!("probes", "must be at least 1, got {}", config.probes);
     }
+    if config.bootstrap < 1 {
+        crate::param_bail!("bootstrap", "must be at least 1, got 0");
+    }
     let chunk = match config.chunk_size {
         Some(c) if c < 1 => bail!("the chunk size must be at least 1, got {c}"),
         Some(c) => c,

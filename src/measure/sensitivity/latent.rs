@@ -57,6 +57,18 @@ impl Default for LatentConfig {
     }
 }
 
+impl LatentConfig {
+    /// Every count at least 1: no resamples would give a zero-width interval, no relabellings a NaN null.
+    pub fn validate(&self) -> Result<()> {
+        for (param, value) in [("k", self.k), ("bootstrap", self.bootstrap), ("permutations", self.permutations)] {
+            if value < 1 {
+                crate::param_bail!(param, "must be at least 1, got {value}");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The two measures on one layer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LatentLayer {
@@ -283,6 +295,7 @@ pub fn latent_sensitivity(
     config: &LatentConfig,
     progress: Progress,
 ) -> Result<LatentReport> {
+    config.validate()?;
     let columns = updates.victim_attributes.size().get(1).copied().unwrap_or(0);
     if column as i64 >= columns {
         bail!("attribute column {column} does not exist: the updates carry {columns} attributes");

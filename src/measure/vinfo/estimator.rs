@@ -41,6 +41,9 @@ fn prepare_features(features: &Tensor) -> Result<Tensor> {
         bail!("features: expected an (N, D) array, got a scalar");
     }
     let n = size[0];
+    if n == 0 {
+        bail!("features: no samples (shape {size:?}); expected one row per sample");
+    }
     let x = features.to_kind(Kind::Double).reshape([n, -1]).contiguous();
     if x.size()[1] == 0 {
         bail!("features: no columns (shape {size:?})");

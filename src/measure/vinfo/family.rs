@@ -138,6 +138,10 @@ impl fmt::Display for Family {
     }
 }
 
+/// The widest hidden layer of the MLP family: wider layers add nothing on the few thousand victims an estimate
+/// fits on, and a typo (`mlp:100000000`) would exhaust memory.
+pub const MAX_HIDDEN: i64 = 1 << 16;
+
 impl FromStr for Family {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -164,10 +168,12 @@ impl FromStr for Family {
             ("mlp", Some(h)) => {
                 let hidden: Result<Vec<i64>, _> = h.split(',').map(|x| x.trim().parse::<i64>()).collect();
                 match hidden {
-                    Ok(hidden) if !hidden.is_empty() && hidden.iter().all(|&x| x > 0) => {
+                    Ok(hidden) if !hidden.is_empty() && hidden.iter().all(|&x| (1..=MAX_HIDDEN).contains(&x)) => {
                         Ok(Family::mlp_hidden(&hidden))
                     }
-                    _ => bail!("family '{s}': expected hidden sizes as positive integers, e.g. mlp:256,128"),
+                    _ => {
+                        bail!("family '{s}': expected hidden sizes as integers in [1, {MAX_HIDDEN}], e.g. mlp:256,128")
+                    }
                 }
             }
             _ => bail!(

@@ -48,8 +48,9 @@ impl Default for MlpOptions {
 
 impl MlpOptions {
     pub fn validate(&self) -> Result<()> {
-        if self.hidden.is_empty() || self.hidden.iter().any(|&h| h < 1) {
-            bail!("MLP hidden sizes must be positive, got {:?}", self.hidden);
+        let max = super::family::MAX_HIDDEN;
+        if self.hidden.is_empty() || self.hidden.iter().any(|&h| !(1..=max).contains(&h)) {
+            bail!("MLP hidden sizes must be in [1, {max}], got {:?}", self.hidden);
         }
         if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
             bail!("the MLP learning rate must be positive, got {}", self.learning_rate);
@@ -146,6 +147,13 @@ impl ConditionalModel for Mlp {
             Task::Classes(_) => train.y.shallow_clone(),
             Task::Gaussian(_) => ((train.y - &y_mean) / &y_scale).to_kind(Kind::Float),
         };
+        // Counted before any weight is allocated: wide inputs times wide hidden layers can exceed memory.
+        let outputs = self.outputs(train.y);
+        let widths: Vec<i64> =
+            std::iter::once(x.size()[1]).chain(self.opts.hidden.iter().copied()).chain([outputs]).collect();
+        let params =
+            widths.windows(2).try_fold(0i64, |acc, w| acc.checked_add(w[0].checked_mul(w[1])?)?.checked_add(w[1]));
+        crate::limits::check_params("the MLP family's network", params)?;
         let vs = nn::VarStore::new(Device::Cpu);
         let mut net = nn::seq();
         let mut width = x.size()[1];

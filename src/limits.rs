@@ -1,0 +1,63 @@
+//! Sizes checked before allocating: a shape, a label or an option that asks for more memory than the machine has
+//! gets a one-line error instead of an abort in the allocator.
+
+use anyhow::{bail, Result};
+
+/// The most parameters a model or a predictor may have: far above every architecture gradleak builds on its
+/// datasets (VGG-16 on 32x32 images has 15 million), far below what would exhaust memory when trained.
+pub const MAX_PARAMS: i64 = 1 << 31;
+
+/// The most classes a dataset's labels may span (labels are class codes 0..K-1, so the largest label sets K).
+pub const MAX_CLASSES: i64 = 1 << 20;
+
+/// The machine's physical memory in bytes (None when the system does not say).
+pub fn physical_memory() -> Option<u64> {
+    // SAFETY: sysconf only reads system configuration.
+    let (pages, page_size) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    (pages > 0 && page_size > 0).then(|| pages as u64 * page_size as u64)
+}
+
+/// Gigabytes, for messages.
+fn gb(bytes: u64) -> String {
+    format!("{:.1} GB", bytes as f64 / 1e9)
+}
+
+/// Refuses an allocation of `bytes` for `what` that exceeds the machine's physical memory.
+pub fn check_allocation(what: &str, bytes: u64) -> Result<()> {
+    if let Some(memory) = physical_memory() {
+        if bytes > memory {
+            bail!("{what} needs {}, more than this machine's {} of memory", gb(bytes), gb(memory));
+        }
+    }
+    Ok(())
+}
+
+/// Refuses `params` f32 parameters (counted with checked arithmetic; None when the count overflowed) for `what`:
+/// at most [`MAX_PARAMS`], and training needs about four copies of them (weights, gradients, two optimiser
+/// moments) in memory.
+pub fn check_params(what: &str, params: Option<i64>) -> Result<()> {
+    match params {
+        Some(p) if (0..=MAX_PARAMS).contains(&p) => check_allocation(what, p as u64 * 16),
+        Some(p) => bail!("{what} would have {p} parameters, more than the {MAX_PARAMS} gradleak allows"),
+        None => bail!("{what} would have more parameters than can be counted"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_beyond_memory_or_the_limits_are_refused() {
+        assert!(check_allocation("x", 1024).is_ok());
+        let e = check_allocation("the array", u64::MAX).unwrap_err().to_string();
+        assert!(e.starts_with("the array needs ") && e.contains("more than this machine's"), "{e}");
+        assert!(check_params("m", Some(1000)).is_ok());
+        let e = check_params("lenet5", Some(MAX_PARAMS + 1)).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("lenet5 would have {} parameters, more than the {MAX_PARAMS} gradleak allows", MAX_PARAMS + 1)
+        );
+        assert!(check_params("m", None).unwrap_err().to_string().contains("more parameters than can be counted"));
+    }
+}
