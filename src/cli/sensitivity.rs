@@ -169,13 +169,7 @@ fn input_part(global: &Global, args: &SensitivityArgs, dir: &std::path::Path, pr
         &config,
         progress,
     )?;
-    Ok(InputRun {
-        run: dir.to_path_buf(),
-        epoch,
-        arch: model.spec.arch.to_string(),
-        dataset: dataset.name.clone(),
-        report,
-    })
+    Ok(InputRun { run: dir.to_path_buf(), epoch, arch: model.spec.name(), dataset: dataset.name.clone(), report })
 }
 
 /// `value [lo, hi]` with 4 significant digits.

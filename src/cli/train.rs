@@ -77,10 +77,9 @@ pub const FLAGS: &[(&str, &str)] = &[
 
 pub fn run(global: &Global, args: TrainArgs) -> Result<()> {
     ModelSpec::check_name(&args.model)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runs/{}-{}-seed{}", slug(&args.model), slug(&args.dataset), args.seed)));
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("runs/{}-{}-seed{}", slug(&args.model), slug(&args.dataset), args.seed))
+    });
     if out.join(METADATA_FILE).exists() && !args.force {
         bail!("{}: already holds a training run; choose another --out or pass --force to replace it", out.display());
     }

@@ -80,9 +80,12 @@ pub fn per_sample_by_loop(model: &Model, inputs: &Tensor, labels: &Tensor, creat
     let params: Vec<&Tensor> = model.layers().iter().flat_map(|l| l.tensors()).collect();
     let mut per_layer: Vec<Vec<Tensor>> = model.layers().iter().map(|_| Vec::new()).collect();
     for i in 0..inputs.size()[0] {
-        let logits = model.forward(&inputs.narrow(0, i, 1), &mut Forward::eval());
-        let loss = summed_loss(&logits, &labels.narrow(0, i, 1));
-        let grads = Tensor::run_backward(&[&loss], &params, create_graph, create_graph);
+        // Backpropagation needs the forward graph, even when the caller computes without one.
+        let grads = tch::with_grad(|| {
+            let logits = model.forward(&inputs.narrow(0, i, 1), &mut Forward::eval());
+            let loss = summed_loss(&logits, &labels.narrow(0, i, 1));
+            Tensor::run_backward(&[&loss], &params, create_graph, create_graph)
+        });
         for (rows, g) in per_layer.iter_mut().zip(split_by_layer(model, &grads)) {
             rows.push(g);
         }

@@ -23,9 +23,16 @@ pub struct ConvGeometry {
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LayerKind {
-    Linear { in_features: i64, out_features: i64 },
+    Linear {
+        in_features: i64,
+        out_features: i64,
+    },
     Conv2d(ConvGeometry),
-    GroupNorm { groups: i64, channels: i64, eps: f64 },
+    GroupNorm {
+        groups: i64,
+        channels: i64,
+        eps: f64,
+    },
     /// A module of an exported model (e.g. TorchScript) that owns parameters: gradleak sees its parameters, not
     /// its computation, so it has no closed-form per-sample gradient.
     Module,
@@ -144,6 +151,22 @@ impl ParamLayer {
     fn with_weight_and_bias(name: &str, kind: LayerKind, weight: Tensor, bias: Tensor) -> Self {
         let params = vec![(format!("{name}.weight"), weight), (format!("{name}.bias"), bias)];
         ParamLayer { name: name.to_string(), kind, params }
+    }
+
+    /// (in, out) features of a fully connected layer: a built-in linear layer, or a module that owns exactly a
+    /// (out, in) weight and an (out) bias (the shape of `nn.Linear`; what it computes is the module's).
+    pub fn linear_shape(&self) -> Option<(i64, i64)> {
+        match self.kind {
+            LayerKind::Linear { in_features, out_features } => Some((in_features, out_features)),
+            LayerKind::Module => match (&self.params[..], self.bias()) {
+                ([(_, w), (_, b)], Some(_)) => match (w.size().as_slice(), b.size().as_slice()) {
+                    (&[out, inp], &[out_b]) if out == out_b => Some((inp, out)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// The first parameter: the weight of a built-in layer.

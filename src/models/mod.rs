@@ -131,6 +131,12 @@ impl ModelSpec {
         Ok(spec)
     }
 
+    /// Whether the model works on images (what the reconstruction attacks need): a built-in image architecture,
+    /// or a model from a file on image inputs.
+    pub fn takes_images(&self) -> bool {
+        self.arch.needs_images() || (self.arch.from_file() && matches!(self.input, InputShape::Image { .. }))
+    }
+
     /// Checks a model name without loading anything but the file's bytes: a built-in architecture, or a known
     /// format with a readable file.
     pub fn check_name(name: &str) -> Result<()> {

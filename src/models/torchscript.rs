@@ -79,7 +79,11 @@ fn group_layers(vs: &nn::VarStore, named: Vec<(String, Tensor)>) -> Vec<ParamLay
         let tensor = path.add(param, tensor, true);
         match layers.iter_mut().find(|l| l.name == owner) {
             Some(l) => l.params.push((var.clone(), tensor)),
-            None => layers.push(ParamLayer { name: owner.to_string(), kind: LayerKind::Module, params: vec![(var, tensor)] }),
+            None => layers.push(ParamLayer {
+                name: owner.to_string(),
+                kind: LayerKind::Module,
+                params: vec![(var, tensor)],
+            }),
         }
     }
     for l in &mut layers {
