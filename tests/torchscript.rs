@@ -93,7 +93,7 @@ fn gradients_are_differentiated_through_the_module_twice() {
     let labels = get(&reference, "labels").narrow(0, 0, 2);
     tch::manual_seed(5);
     let grads = per_sample_gradients(&model, &x0, &labels, false, false);
-    let directions: Vec<Tensor> = grads.iter().map(|g| Tensor::randn_like(g)).collect();
+    let directions: Vec<Tensor> = grads.iter().map(Tensor::randn_like).collect();
     let s = |x: &Tensor, create_graph: bool| -> Tensor {
         let g = per_sample_gradients(&model, x, &labels, false, create_graph);
         g.iter().zip(&directions).map(|(g, r)| (g * r).sum(Kind::Double)).reduce(|a, b| a + b).unwrap()
