@@ -23,6 +23,7 @@ then `cargo test --release --test torchscript` to check gradleak against the new
 
 import os
 import sys
+import zipfile
 
 import torch
 import torch.nn as nn
@@ -77,6 +78,17 @@ class DlgLeNet(nn.Module):
         return self.fc(x.flatten(1))
 
 
+def save_without_debug(module: torch.jit.ScriptModule, path: str) -> None:
+    """Saves a TorchScript module without its `.debug_pkl` records: they hold the source file paths of the
+    machine that exported it, and loading does not need them."""
+    module.save(path)
+    with zipfile.ZipFile(path) as z:
+        members = [(info, z.read(info)) for info in z.infolist() if not info.filename.endswith(".debug_pkl")]
+    with zipfile.ZipFile(path, "w") as z:
+        for info, data in members:
+            z.writestr(info, data)
+
+
 def main(out_dir: str) -> None:
     torch.manual_seed(0)
     model = ExampleCNN()
@@ -93,8 +105,8 @@ def main(out_dir: str) -> None:
 
     os.makedirs(out_dir, exist_ok=True)
     example = torch.rand(2, *SHAPE)
-    torch.jit.script(model).save(os.path.join(out_dir, "example_cnn.pt"))
-    torch.jit.trace(model, example).save(os.path.join(out_dir, "example_cnn_traced.pt"))
+    save_without_debug(torch.jit.script(model), os.path.join(out_dir, "example_cnn.pt"))
+    save_without_debug(torch.jit.trace(model, example), os.path.join(out_dir, "example_cnn_traced.pt"))
 
     gen = torch.Generator().manual_seed(1)
     inputs = torch.rand(SAMPLES, *SHAPE, generator=gen)
@@ -111,7 +123,7 @@ def main(out_dir: str) -> None:
     tensors.update({f"grad.{k}": v.contiguous() for k, v in grads.items()})
     save_file(tensors, os.path.join(out_dir, "example_cnn_reference.safetensors"))
     print(f"wrote {len(tensors)} tensors; parameters: {sum(p.numel() for p in params.values())}")
-    torch.jit.script(DlgLeNet().eval()).save(os.path.join(out_dir, "lenet_dlg.pt"))
+    save_without_debug(torch.jit.script(DlgLeNet().eval()), os.path.join(out_dir, "lenet_dlg.pt"))
 
 
 if __name__ == "__main__":
