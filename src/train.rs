@@ -1,7 +1,8 @@
 //! Training: SGD or Adam over a dataset's training split, a checkpoint per epoch, accuracy per epoch.
 //!
 //! A training run lives in one folder: `epoch-000.safetensors` (the initialisation), `epoch-001.safetensors`, ...
-//! and `training.json` ([`TrainingRun`]: dataset, model, hyperparameters, seed, metrics per epoch). The metadata is
+//! (for a TorchScript model also `epoch-000.pt`, ...: the trained module with its buffers, e.g. BatchNorm's
+//! running statistics, which the safetensors checkpoint of the parameters does not hold) and `training.json` ([`TrainingRun`]: dataset, model, hyperparameters, seed, metrics per epoch). The metadata is
 //! rewritten atomically after each epoch, so an interrupted run leaves a consistent folder. Everything random (the
 //! initial weights, the batch order, dropout masks) follows from the seed.
 
@@ -122,6 +123,11 @@ pub fn checkpoint_name(epoch: usize) -> String {
     format!("epoch-{epoch:03}.safetensors")
 }
 
+/// The TorchScript file saved beside a checkpoint of a TorchScript model.
+pub fn torchscript_checkpoint_name(epoch: usize) -> String {
+    format!("epoch-{epoch:03}.pt")
+}
+
 /// Mean loss (nats) and accuracy of the model on a split, in evaluation mode.
 pub fn evaluate(model: &Model, split: &Split) -> (f64, f64) {
     let n = split.len();
@@ -173,6 +179,9 @@ pub fn train(
     let save = |run: &TrainingRun, model: &Model, epoch: usize| -> Result<()> {
         if let Some(dir) = out_dir {
             model.save_weights(&dir.join(checkpoint_name(epoch)))?;
+            if model.script().is_some() {
+                model.save_torchscript(&dir.join(torchscript_checkpoint_name(epoch)))?;
+            }
             crate::io::write_json(&dir.join(METADATA_FILE), run)?;
         }
         Ok(())
@@ -201,6 +210,10 @@ pub fn train(
     // The batch order and the dropout masks come from generators seeded by the run's seed.
     let mut fwd = Forward::train().with_dropout_rng(rng::rng(config.seed, Stream::TrainingDropout));
     let mut rng = rng::rng(config.seed, Stream::TrainingOrder);
+    if model.script().is_some() {
+        // A TorchScript module's own dropout draws from libtorch's global generator.
+        tch::manual_seed(config.seed as i64);
+    }
     let n = data.train.len();
     let steps_per_epoch = (n + config.batch_size - 1) / config.batch_size;
     let kind = model.kind();
@@ -214,7 +227,7 @@ pub fn train(
             let idx = Tensor::from_slice(batch);
             let x = data.train.inputs.index_select(0, &idx).to_kind(kind);
             let y = data.train.labels.index_select(0, &idx);
-            let logits = model.forward(&x, &mut fwd);
+            let logits = model.try_forward(&x, &mut fwd)?;
             let loss = Model::loss(&logits, &y);
             optimizer.backward_step(&loss);
             let batch_loss = loss.double_value(&[]);
@@ -275,7 +288,18 @@ impl SavedRun {
             let saved: Vec<String> = self.run.epochs.iter().map(|m| m.epoch.to_string()).collect();
             bail!("{}: no checkpoint for epoch {epoch}; saved epochs: {}", self.dir.display(), saved.join(", "));
         };
-        let mut model = Model::new(&self.run.model, self.run.config.seed)?;
+        let spec = &self.run.model;
+        let module = self.dir.join(torchscript_checkpoint_name(epoch));
+        let mut model = if spec.file.is_some() && module.is_file() {
+            // The module saved at that epoch, with its trained buffers; the specification stays the run's.
+            let mut at_epoch = spec.clone();
+            at_epoch.file = Some(crate::models::ModelFile::of(&module)?);
+            let mut model = Model::new(&at_epoch, self.run.config.seed)?;
+            model.spec = spec.clone();
+            model
+        } else {
+            Model::new(spec, self.run.config.seed)?
+        };
         model.load_weights(&self.dir.join(&m.checkpoint))?;
         Ok(model)
     }

@@ -329,7 +329,7 @@ fn uniform_initialisation_is_seeded_and_bounded() {
     let b = dlg_lenet(11);
     let c = dlg_lenet(12);
     for ((la, lb), lc) in a.layers().iter().zip(b.layers()).zip(c.layers()) {
-        for (pa, pb, pc) in [(&la.weight, &lb.weight, &lc.weight), (&la.bias, &lb.bias, &lc.bias)] {
+        for ((pa, pb), pc) in la.tensors().zip(lb.tensors()).zip(lc.tensors()) {
             assert!(pa.equal(pb));
             assert!(!pa.equal(pc));
             assert!(pa.abs().max().double_value(&[]) <= 0.5);

@@ -169,14 +169,14 @@ fn every_model_trains_a_step_on_every_dataset_it_fits() {
             let mut spec = ModelSpec::new(arch, d.input_shape, d.num_classes());
             spec.width = 0.125; // a narrow AlexNet/VGG: the step, not the size, is under test
             let model = Model::new(&spec, 1).unwrap();
-            let before: Vec<tch::Tensor> = model.layers().iter().map(|l| l.weight.copy()).collect();
+            let before: Vec<tch::Tensor> = model.layers().iter().map(|l| l.weight().copy()).collect();
             let mut opt = tch::nn::Sgd::default().build(&model.vs, 0.1).unwrap();
             let logits = model.forward(&batch.inputs, &mut Forward::train());
             let loss = Model::loss(&logits, &batch.labels);
             assert!(loss.double_value(&[]).is_finite(), "{arch} on {name}: loss");
             opt.backward_step(&loss);
             for (layer, w) in model.layers().iter().zip(&before) {
-                assert!(!layer.weight.equal(w), "{arch} on {name}: {} did not move", layer.name);
+                assert!(!layer.weight().equal(w), "{arch} on {name}: {} did not move", layer.name);
             }
         }
     }

@@ -172,9 +172,9 @@ fn a_layer_whose_gradient_ignores_the_input_ranks_last() {
     tch::no_grad(|| {
         let fc1 = &model.layers()[0];
         let fc2 = &model.layers()[1];
-        let _ = fc1.weight.narrow(0, 6, 6).fill_(0.0);
-        let _ = fc1.bias.narrow(0, 6, 6).fill_(0.5);
-        let _ = fc2.weight.narrow(1, 0, 6).fill_(0.0);
+        let _ = fc1.weight().narrow(0, 6, 6).fill_(0.0);
+        let _ = fc1.bias().unwrap().narrow(0, 6, 6).fill_(0.5);
+        let _ = fc2.weight().narrow(1, 0, 6).fill_(0.0);
     });
     let (x, y) = batch(input, 16, 8);
     let config = InputSensitivityConfig { probes: 8, train: false, bootstrap: 100, ..Default::default() };

@@ -67,7 +67,7 @@ pub fn run_cell(
     let split = dataset.split(&config.measure.split).context("measure.split")?;
     // A split smaller than `measure.updates` (LFW crops has 160 training faces) gives each of its samples once.
     let num_updates = config.measure.updates.min(split.len());
-    let mut notes = Vec::new();
+    let mut notes = model.gradient_notes();
     if num_updates < config.measure.updates {
         notes.push(format!(
             "measure.updates is {}, but the {} split of {} has {} samples: {num_updates} updates (one per victim)",
@@ -337,7 +337,7 @@ fn run_attack(
 ) -> Result<Vec<AttackRecord>> {
     use crate::measure::attacks::{self, AttackConfig, ShareConfig};
     let Some(method) = config.measure.attack else { return Ok(Vec::new()) };
-    if !model.spec.arch.needs_images() {
+    if !model.spec.takes_images() {
         return Ok(Vec::new());
     }
     let mut attack_config = AttackConfig::new(method);

@@ -65,7 +65,7 @@ pub struct AuditConfig {
     pub seed: u64,
     /// Dataset name or path spec (see `gradleak data list`).
     pub dataset: String,
-    /// Model architecture (see `gradleak models`).
+    /// Model architecture (see `gradleak models`), or a model file `torchscript:PATH`.
     pub model: String,
     /// Channel multiplier (AlexNet, VGG).
     pub width: f64,
@@ -480,7 +480,7 @@ impl AuditConfig {
         let datasets = or_top(&g.dataset, &self.dataset);
         let models = or_top(&g.model, &self.model);
         for m in &models {
-            m.parse::<crate::models::Arch>().context("model")?;
+            crate::models::ModelSpec::check_name(m).context("model")?;
         }
         let epochs = if g.epoch.is_empty() { vec![self.training.epochs] } else { g.epoch.clone() };
         for &b in &g.batch_size {

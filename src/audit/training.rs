@@ -9,15 +9,14 @@ use tch::Tensor;
 use super::cache::hash_json;
 use super::config::{AuditConfig, Cell};
 use crate::data::Dataset;
-use crate::models::{Arch, DropoutSpec, ModelSpec};
+use crate::models::{DropoutSpec, ModelSpec};
 use crate::progress::Progress;
 use crate::rng::{self, Order};
 use crate::train::{self, SavedRun, TrainConfig};
 
 /// The model specification of a cell, checked against its dataset (an error when the model does not fit).
 pub(crate) fn model_spec(config: &AuditConfig, dataset: &Dataset, model: &str, dropout: f64) -> Result<ModelSpec> {
-    let arch: Arch = model.parse()?;
-    let mut spec = ModelSpec::new(arch, dataset.input_shape, dataset.num_classes());
+    let mut spec = ModelSpec::from_name(model, dataset.input_shape, dataset.num_classes())?;
     spec.width = config.width;
     spec.hidden = config.hidden;
     spec.dropout = DropoutSpec { rate: dropout, at: Vec::new() };
@@ -56,11 +55,11 @@ pub(crate) fn trained_run(
                 dataset.name
             );
         }
-        if saved.run.model.arch.name() != cell.model {
+        if saved.run.model.name() != cell.model {
             bail!(
                 "training.run {}: a {} run, the audit's model is {}",
                 run.display(),
-                saved.run.model.arch,
+                saved.run.model.name(),
                 cell.model
             );
         }

@@ -1,4 +1,4 @@
-//! `gradleak models`: the architectures, or the named layers of one for a given input.
+//! `gradleak models`: the architectures, or the named layers of one (or of a TorchScript file) for a given input.
 
 use anyhow::Result;
 
@@ -11,6 +11,9 @@ use super::Global;
 pub struct ModelsArgs {
     /// Show the named layers of this architecture.
     pub model: Option<String>,
+    /// Show the named layers of this TorchScript file (the modules that own parameters) instead.
+    #[arg(long, conflicts_with = "model")]
+    pub torchscript: Option<std::path::PathBuf>,
     /// Input as CxHxW (images) or F (tabular features).
     #[arg(long, default_value = "1x28x28")]
     pub input: String,
@@ -39,7 +42,8 @@ pub fn parse_input_shape(s: &str) -> Result<InputShape> {
 pub const FLAGS: &[(&str, &str)] = &[("arch", "model"), ("width", "--width"), ("hidden", "--hidden")];
 
 pub fn run(_global: &Global, args: ModelsArgs) -> Result<()> {
-    let Some(name) = args.model else {
+    let file = args.torchscript.as_ref().map(|p| format!("torchscript:{}", p.display()));
+    let Some(name) = args.model.or(file) else {
         if args.json {
             let rows: Vec<_> = Arch::ALL
                 .iter()
@@ -53,7 +57,7 @@ pub fn run(_global: &Global, args: ModelsArgs) -> Result<()> {
         }
         return Ok(());
     };
-    let mut spec = ModelSpec::new(name.parse::<Arch>()?, parse_input_shape(&args.input)?, args.classes);
+    let mut spec = ModelSpec::from_name(&name, parse_input_shape(&args.input)?, args.classes)?;
     spec.width = args.width;
     let model = Model::new(&spec, 0)?;
     let layers = model.layer_infos();
@@ -61,10 +65,19 @@ pub fn run(_global: &Global, args: ModelsArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&serde_json::json!({"spec": spec, "layers": layers}))?);
         return Ok(());
     }
-    println!("{} on {}: {} named layers, {} parameters", spec.arch, spec.input, layers.len(), model.num_params());
-    println!("{:<24} {:<10} {:>12}  weight shape", "layer", "type", "parameters");
+    println!("{} on {}: {} named layers, {} parameters", spec.name(), spec.input, layers.len(), model.num_params());
+    let header = if model.script().is_some() { "parameter shapes" } else { "weight shape" };
+    println!("{:<24} {:<10} {:>12}  {header}", "layer", "type", "parameters");
     for l in layers {
-        println!("{:<24} {:<10} {:>12}  {:?}", l.name, l.kind.type_name(), l.num_params, l.weight_shape);
+        // A module's every parameter; a built-in layer's weight (its bias follows from it).
+        let shapes = if l.parameters.is_empty() {
+            format!("{:?}", l.weight_shape)
+        } else {
+            let named: Vec<String> =
+                l.parameters.iter().map(|(n, s)| format!("{} {s:?}", n.rsplit('.').next().unwrap_or(n))).collect();
+            named.join(", ")
+        };
+        println!("{:<24} {:<10} {:>12}  {shapes}", l.name, l.kind.type_name(), l.num_params);
     }
     Ok(())
 }

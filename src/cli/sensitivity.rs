@@ -188,7 +188,7 @@ fn input_part(global: &Global, args: &SensitivityArgs, dir: &std::path::Path, pr
     Ok(InputRun {
         run: dir.to_path_buf(),
         epoch,
-        arch: model.spec.arch.to_string(),
+        arch: model.spec.name(),
         dataset: dataset.name.clone(),
         report,
         fisher,

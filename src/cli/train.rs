@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use gradleak::data;
-use gradleak::models::{Arch, DropoutSpec, ModelSpec};
+use gradleak::models::{DropoutSpec, ModelSpec};
 use gradleak::progress::Progress;
 use gradleak::train::{self, OptimizerKind, TrainConfig, METADATA_FILE};
 
@@ -16,7 +16,7 @@ pub struct TrainArgs {
     /// Dataset name (see `gradleak data list`).
     #[arg(long, default_value = "embedded")]
     pub dataset: String,
-    /// Model architecture (see `gradleak models`).
+    /// Model architecture (see `gradleak models`), or a model file: torchscript:PATH.
     #[arg(long, default_value = "lenet5")]
     pub model: String,
     #[arg(long, value_parser = keywords::<OptimizerKind>(OptimizerKind::KEYWORDS), default_value = "adam")]
@@ -76,9 +76,10 @@ pub const FLAGS: &[(&str, &str)] = &[
 ];
 
 pub fn run(global: &Global, args: TrainArgs) -> Result<()> {
-    let arch: Arch = args.model.parse()?;
-    let out =
-        args.out.clone().unwrap_or_else(|| PathBuf::from(format!("runs/{arch}-{}-seed{}", args.dataset, args.seed)));
+    ModelSpec::check_name(&args.model)?;
+    let out = args.out.clone().unwrap_or_else(|| {
+        PathBuf::from(format!("runs/{}-{}-seed{}", slug(&args.model), slug(&args.dataset), args.seed))
+    });
     if out.join(METADATA_FILE).exists() && !args.force {
         bail!("{}: already holds a training run; choose another --out or pass --force to replace it", out.display());
     }
@@ -94,14 +95,15 @@ pub fn run(global: &Global, args: TrainArgs) -> Result<()> {
     // Check the hyperparameters before the (possibly slow) data load.
     config.validate(i64::MAX)?;
     let dataset = data::load(&args.dataset, &global.data_dir)?;
-    let mut spec = ModelSpec::new(arch, dataset.input_shape, dataset.num_classes());
+    let mut spec = ModelSpec::from_name(&args.model, dataset.input_shape, dataset.num_classes())?;
     spec.width = args.width;
     spec.hidden = args.hidden;
     spec.dropout = DropoutSpec { rate: args.dropout, at: args.dropout_at.clone() };
     let mut model = train::init_model(&spec, args.seed)?;
     if !args.json && !global.quiet {
         eprintln!(
-            "training {arch} ({} parameters) on {} ({} train / {} test), {} epochs, writing to {}",
+            "training {} ({} parameters) on {} ({} train / {} test), {} epochs, writing to {}",
+            spec.name(),
             model.num_params(),
             dataset.name,
             dataset.train.len(),
@@ -143,4 +145,9 @@ pub fn run(global: &Global, args: TrainArgs) -> Result<()> {
     }
     println!("checkpoints and training.json in {}", out.display());
     Ok(())
+}
+
+/// A model or dataset name as a folder name: `torchscript:models/net.pt` -> `torchscript-models-net.pt`.
+fn slug(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect()
 }

@@ -12,7 +12,8 @@
 //! test files, a seeded stratified 80/20 split of the training files is used. Images are expected in [0, 1]
 //! after dividing by `scale` (default 255 for uint8 arrays, else 1); tabular rows are used as they are. An
 //! attribute column whose values are all 0 or 1 is used as it is; any other column is binarised at its training
-//! median (1 = above), keeping the raw values. Without attribute files, images get the attributes computed from
+//! median (1 = above), keeping the raw values. Attributes are named by `dataset.json`, else by the header row of a
+//! CSV attribute file, else `a0`, `a1`, .... Without attribute files, images get the attributes computed from
 //! their pixels (see [`super::attributes`]) and tabular data gets none.
 //!
 //! `dataset.json` (every field optional):
@@ -223,7 +224,11 @@ pub fn load(dir: &Path, name: &str) -> Result<Dataset> {
             let infos = match desc.attributes {
                 Some(i) if i.len() as i64 == k => i,
                 Some(i) => bail!("{}: {} attribute names for {k} attribute columns", desc_path.display(), i.len()),
-                None => (0..k).map(|j| AttributeInfo { name: format!("a{j}"), description: String::new() }).collect(),
+                None => {
+                    let header = ap.as_deref().and_then(csv_header).filter(|h| h.len() as i64 == k);
+                    let name = |j: usize| header.as_ref().map_or(format!("a{j}"), |h| h[j].clone());
+                    (0..k as usize).map(|j| AttributeInfo { name: name(j), description: String::new() }).collect()
+                }
             };
             let (tb, eb, infos) = binarise_columns(&a, &at, infos)?;
             (infos, tb, eb, a, at)
@@ -242,6 +247,17 @@ pub fn load(dir: &Path, name: &str) -> Result<Dataset> {
         train: Split { inputs: train.0, labels: train.1, attributes: tr_bin, attribute_values: tr_raw },
         test: Split { inputs: test.0, labels: test.1, attributes: te_bin, attribute_values: te_raw },
     })
+}
+
+/// The column names of a CSV file's header row (a first line that is not all numbers), if it has one.
+fn csv_header(path: &Path) -> Option<Vec<String>> {
+    if path.extension().is_none_or(|e| e != "csv") {
+        return None;
+    }
+    let text = fs::read_to_string(path).ok()?;
+    let first = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let fields: Vec<String> = first.split(',').map(|f| f.trim().to_string()).collect();
+    fields.iter().any(|f| f.parse::<f64>().is_err()).then_some(fields)
 }
 
 fn x_shape(x: &Tensor) -> Result<InputShape> {
@@ -325,6 +341,15 @@ mod tests {
         write_npy(&d.join("a_train.npy"), &Tensor::from_slice(&a).reshape([10, 2])).unwrap();
         let ds = load(d, "arrays:t").unwrap();
         assert_eq!(ds.input_shape, InputShape::Tabular { features: 3 });
+        // The same columns in a CSV file with a header row: named by it.
+        let csv: String =
+            std::iter::once("odd,index\n".to_string()).chain((0..10).map(|i| format!("{},{i}\n", i % 2))).collect();
+        fs::remove_file(d.join("a_train.npy")).unwrap();
+        fs::write(d.join("a_train.csv"), csv).unwrap();
+        let named = load(d, "arrays:t").unwrap();
+        let names: Vec<&str> = named.attributes.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["odd", "index"]);
+        assert!(named.train.attributes.equal(&ds.train.attributes));
         assert_eq!((ds.train.len(), ds.test.len()), (8, 2));
         assert_eq!(ds.attributes[0].name, "a0");
         assert!(ds.attributes[1].description.contains("median"));

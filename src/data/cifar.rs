@@ -148,6 +148,23 @@ pub fn load_cifar100(dir: &Path, name: &str) -> Result<Dataset> {
     super::image_dataset(name, classes, read_files(&train, CIFAR100)?, read_files(&test, CIFAR100)?)
 }
 
+/// `cifar:PATH`: CIFAR-10 or CIFAR-100, whichever binary version the folder (or its official subfolder) holds.
+pub fn load_any(dir: &Path, name: &str) -> Result<Dataset> {
+    let ten = resolve(dir, "cifar-10-batches-bin", "test_batch.bin").join("test_batch.bin");
+    let hundred = resolve(dir, "cifar-100-binary", "test.bin").join("test.bin");
+    match (ten.is_file(), hundred.is_file()) {
+        (true, false) => load_cifar10(dir, name),
+        (false, true) => load_cifar100(dir, name),
+        (true, true) => {
+            bail!("{}: holds both CIFAR-10 and CIFAR-100 files; use cifar10:PATH or cifar100:PATH", dir.display())
+        }
+        (false, false) => bail!(
+            "{}: no CIFAR binary version (expected test_batch.bin and data_batch_N.bin, or test.bin and train.bin)",
+            dir.display()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ pub mod dogs_cats;
 pub mod embedded;
 pub mod fetch;
 pub mod idx;
+pub mod image_folder;
 pub mod lfw;
 pub mod mnist;
 pub mod registry;

@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use super::fetch::{fetch_package, missing_files, verify, FetchReport, Package};
-use super::{adult, arrays_dataset, celeba, cifar, digits, dogs_cats, embedded, idx, lfw, mnist};
+use super::{adult, arrays_dataset, celeba, cifar, digits, dogs_cats, embedded, idx, image_folder, lfw, mnist};
 use super::{AttributeInfo, Dataset, InputShape};
 
 /// Loads a dataset from its folder (`DATA/NAME`, or `PATH` of a path spec `NAME:PATH`); the second argument is
@@ -60,7 +60,12 @@ pub static DATASETS: &[&DatasetEntry] = &[
 ];
 
 /// Formats reachable only through a path spec `KIND:PATH`; the [`Source::OwnFiles`] datasets also take one.
-const PATH_FORMATS: [(&str, Loader); 2] = [("idx", idx::load_folder), ("arrays", arrays_dataset::load)];
+const PATH_FORMATS: [(&str, Loader); 4] = [
+    ("idx", idx::load_folder),
+    ("arrays", arrays_dataset::load),
+    ("folder", image_folder::load),
+    ("cifar", cifar::load_any),
+];
 
 /// What the registry knows about a dataset, without loading it.
 #[derive(Debug, Clone, Serialize)]
@@ -153,7 +158,7 @@ pub fn fetch(name: &str, data_dir: &Path, progress: &mut dyn FnMut(&str)) -> Res
 }
 
 /// Loads a dataset by registry name (`mnist`, `embedded`, ...) or path spec (`cifar10:PATH`, `cifar100:PATH`,
-/// `celeba:PATH`, `idx:PATH`, `arrays:PATH`). Registry datasets are read from `data_dir/NAME`; those from a
+/// `cifar:PATH`, `celeba:PATH`, `idx:PATH`, `arrays:PATH`, `folder:PATH`). Registry datasets are read from `data_dir/NAME`; those from a
 /// package are first verified against their recorded checksums.
 pub fn load(name: &str, data_dir: &Path) -> Result<Dataset> {
     if let Some((kind, path)) = name.split_once(':') {

@@ -12,11 +12,16 @@
 //! | group norm | `sum over positions of g[n] * normalise(a[n])`       | `g[n]` summed        |
 //!
 //! A layer's gradient is a flat vector: the weight gradient (in the weight's row-major order) then the bias
-//! gradient. With `create_graph` the result stays differentiable (for sensitivity and gradient-matching attacks).
+//! gradient (then, for a module of a loaded model, every parameter in [`crate::models::ParamLayer::params`]
+//! order). With `create_graph` the result stays differentiable (for sensitivity and gradient-matching attacks).
+//!
+//! A model loaded from TorchScript records nothing inside its graph, so there is no layer input to combine: its
+//! per-sample gradients come from one backward pass per sample ([`per_sample_by_loop`]), in evaluation mode so
+//! that BatchNorm uses its running statistics and no sample's gradient depends on the others in its batch.
 
 use tch::{Kind, Tensor};
 
-use crate::models::{ConvGeometry, Forward, LayerKind, Model};
+use crate::models::{flat_gradient, ConvGeometry, Forward, LayerKind, Model};
 
 /// Sum of the per-sample cross-entropy losses (nats), in the logits' precision.
 fn summed_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -46,6 +51,9 @@ pub fn per_sample_gradients_with(
     mut fwd: Forward,
     create_graph: bool,
 ) -> Vec<Tensor> {
+    if model.script().is_some() {
+        return per_sample_by_loop(model, inputs, labels, create_graph);
+    }
     if fwd.records.is_none() {
         fwd.records = Some(Vec::new());
     }
@@ -66,12 +74,47 @@ pub fn per_sample_gradients_with(
         .collect()
 }
 
+/// Per-sample gradients by ordinary backpropagation of each sample's loss alone, in evaluation mode: correct for
+/// any model, at the cost of one forward and one backward pass per sample (see the README for the measured cost).
+pub fn per_sample_by_loop(model: &Model, inputs: &Tensor, labels: &Tensor, create_graph: bool) -> Vec<Tensor> {
+    let params: Vec<&Tensor> = model.layers().iter().flat_map(|l| l.tensors()).collect();
+    let mut per_layer: Vec<Vec<Tensor>> = model.layers().iter().map(|_| Vec::new()).collect();
+    for i in 0..inputs.size()[0] {
+        // Backpropagation needs the forward graph, even when the caller computes without one.
+        let grads = tch::with_grad(|| {
+            let logits = model.forward(&inputs.narrow(0, i, 1), &mut Forward::eval());
+            let loss = summed_loss(&logits, &labels.narrow(0, i, 1));
+            Tensor::run_backward(&[&loss], &params, create_graph, create_graph)
+        });
+        for (rows, g) in per_layer.iter_mut().zip(split_by_layer(model, &grads)) {
+            rows.push(g);
+        }
+    }
+    per_layer.into_iter().map(|rows| Tensor::stack(&rows, 0)).collect()
+}
+
+/// One flat gradient per layer from the gradients of all parameters in layer order.
+fn split_by_layer(model: &Model, grads: &[Tensor]) -> Vec<Tensor> {
+    let mut start = 0;
+    model
+        .layers()
+        .iter()
+        .map(|l| {
+            let end = start + l.params.len();
+            let flat = flat_gradient(&grads[start..end]);
+            start = end;
+            flat
+        })
+        .collect()
+}
+
 /// The grad sampler of one layer kind: per-sample gradient (N, P) from the layer input and output gradient.
 fn sample_layer(kind: LayerKind, input: &Tensor, output_grad: &Tensor) -> Tensor {
     match kind {
         LayerKind::Linear { .. } => sample_linear(input, output_grad),
         LayerKind::Conv2d(g) => sample_conv2d(input, output_grad, g),
         LayerKind::GroupNorm { groups, eps, .. } => sample_group_norm(input, output_grad, groups, eps),
+        LayerKind::Module => unreachable!("modules of loaded models take the per-sample loop"),
     }
 }
 
@@ -134,11 +177,13 @@ pub fn batch_gradients(
     train: bool,
     create_graph: bool,
 ) -> Vec<Tensor> {
+    // A loaded module's update is computed in evaluation mode, as its per-sample gradients are.
+    let train = train && model.script().is_none();
     let logits = model.forward(inputs, &mut Forward { train, ..Default::default() });
     let loss = Model::loss(&logits, labels);
-    let params: Vec<&Tensor> = model.layers().iter().flat_map(|l| [&l.weight, &l.bias]).collect();
+    let params: Vec<&Tensor> = model.layers().iter().flat_map(|l| l.tensors()).collect();
     let grads = Tensor::run_backward(&[&loss], &params, create_graph, create_graph);
-    grads.chunks(2).map(|wb| Tensor::cat(&[wb[0].flatten(0, -1), wb[1].flatten(0, -1)], 0)).collect()
+    split_by_layer(model, &grads)
 }
 
 /// Concatenation of the chosen layers' gradients along the last axis.

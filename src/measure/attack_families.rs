@@ -98,7 +98,14 @@ impl<'a> AnalyticFeatures<'a> {
                 )
             })
             .collect();
-        if !self.skipped.is_empty() {
+        if self.model.script().is_some() {
+            // Every layer of a loaded module is skipped: one line says why instead of the list.
+            notes.push(
+                "analytic: the closed form reads the inputs that gradleak's own layers record in the forward pass; a \
+                 TorchScript model's graph records none, so the analytic family has no estimate for it"
+                    .to_string(),
+            );
+        } else if !self.skipped.is_empty() {
             notes.push(format!(
                 "analytic: no closed form (no fully connected layer, or for the label not the last layer) for {}",
                 self.skipped.join(", ")

@@ -23,9 +23,19 @@ pub struct ConvGeometry {
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum LayerKind {
-    Linear { in_features: i64, out_features: i64 },
+    Linear {
+        in_features: i64,
+        out_features: i64,
+    },
     Conv2d(ConvGeometry),
-    GroupNorm { groups: i64, channels: i64, eps: f64 },
+    GroupNorm {
+        groups: i64,
+        channels: i64,
+        eps: f64,
+    },
+    /// A module of an exported model (e.g. TorchScript) that owns parameters: gradleak sees its parameters, not
+    /// its computation, so it has no closed-form per-sample gradient.
+    Module,
 }
 
 impl LayerKind {
@@ -34,18 +44,21 @@ impl LayerKind {
             LayerKind::Linear { .. } => "linear",
             LayerKind::Conv2d(_) => "conv2d",
             LayerKind::GroupNorm { .. } => "group_norm",
+            LayerKind::Module => "module",
         }
     }
 }
 
-/// A layer with trainable parameters: a weight and a bias, both stored in the model's `VarStore` under
-/// `<name>.weight` and `<name>.bias`.
+/// A layer with trainable parameters, stored in the model's `VarStore` under `<name>.<parameter>`. A built-in
+/// layer has a weight and a bias; a module of an exported model has whatever it owns (no bias, several weights).
 #[derive(Debug)]
 pub struct ParamLayer {
     pub name: String,
     pub kind: LayerKind,
-    pub weight: Tensor,
-    pub bias: Tensor,
+    /// (variable name, tensor) in gradient order: `<name>.weight` first and `<name>.bias` last when present, the
+    /// others in between in the module's order. A layer's gradient is these parameters' gradients, flattened, in
+    /// this order. The variable name is the parameter's name in the `VarStore` and in checkpoints.
+    pub params: Vec<(String, Tensor)>,
 }
 
 /// What one layer's forward pass recorded for per-sample gradients.
@@ -114,7 +127,7 @@ impl ParamLayer {
         let bound = 1.0 / (in_features as f64).sqrt();
         let weight = p.var_copy("weight", &uniform(rng, &[out_features, in_features], bound));
         let bias = p.var_copy("bias", &uniform(rng, &[out_features], bound));
-        ParamLayer { name: name.to_string(), kind: LayerKind::Linear { in_features, out_features }, weight, bias }
+        ParamLayer::with_weight_and_bias(name, LayerKind::Linear { in_features, out_features }, weight, bias)
     }
 
     pub fn conv2d(vs: &nn::Path, name: &str, g: ConvGeometry, rng: &mut impl Rng) -> Self {
@@ -124,7 +137,7 @@ impl ParamLayer {
         let bound = 1.0 / (fan_in as f64).sqrt();
         let weight = p.var_copy("weight", &uniform(rng, &[g.out_channels, g.in_channels, g.kernel, g.kernel], bound));
         let bias = p.var_copy("bias", &uniform(rng, &[g.out_channels], bound));
-        ParamLayer { name: name.to_string(), kind: LayerKind::Conv2d(g), weight, bias }
+        ParamLayer::with_weight_and_bias(name, LayerKind::Conv2d(g), weight, bias)
     }
 
     pub fn group_norm(vs: &nn::Path, name: &str, channels: i64) -> Self {
@@ -132,22 +145,59 @@ impl ParamLayer {
         let weight = p.var("weight", &[channels], nn::Init::Const(1.0));
         let bias = p.var("bias", &[channels], nn::Init::Const(0.0));
         let groups = group_count(channels);
-        ParamLayer { name: name.to_string(), kind: LayerKind::GroupNorm { groups, channels, eps: 1e-5 }, weight, bias }
+        ParamLayer::with_weight_and_bias(name, LayerKind::GroupNorm { groups, channels, eps: 1e-5 }, weight, bias)
     }
 
-    /// Number of trainable scalars (weight and bias).
-    pub fn num_params(&self) -> i64 {
-        self.weight.numel() as i64 + self.bias.numel() as i64
+    fn with_weight_and_bias(name: &str, kind: LayerKind, weight: Tensor, bias: Tensor) -> Self {
+        let params = vec![(format!("{name}.weight"), weight), (format!("{name}.bias"), bias)];
+        ParamLayer { name: name.to_string(), kind, params }
     }
 
-    /// The layer's own computation, without recording.
-    pub fn apply(&self, x: &Tensor) -> Tensor {
+    /// (in, out) features of a fully connected layer: a built-in linear layer, or a module that owns exactly a
+    /// (out, in) weight and an (out) bias (the shape of `nn.Linear`; what it computes is the module's).
+    pub fn linear_shape(&self) -> Option<(i64, i64)> {
         match self.kind {
-            LayerKind::Linear { .. } => x.linear(&self.weight, Some(&self.bias)),
-            LayerKind::Conv2d(g) => x.conv2d(&self.weight, Some(&self.bias), [g.stride; 2], [g.padding; 2], [1, 1], 1),
-            LayerKind::GroupNorm { groups, eps, .. } => {
-                x.group_norm(groups, Some(&self.weight), Some(&self.bias), eps, false)
-            }
+            LayerKind::Linear { in_features, out_features } => Some((in_features, out_features)),
+            LayerKind::Module => match (&self.params[..], self.bias()) {
+                ([(_, w), (_, b)], Some(_)) => match (w.size().as_slice(), b.size().as_slice()) {
+                    (&[out, inp], &[out_b]) if out == out_b => Some((inp, out)),
+                    _ => None,
+                },
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The first parameter: the weight of a built-in layer.
+    pub fn weight(&self) -> &Tensor {
+        &self.params[0].1
+    }
+
+    /// The bias, when the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.params.iter().find(|(n, _)| short_name(n) == "bias").map(|(_, t)| t)
+    }
+
+    /// The parameter tensors, in gradient order.
+    pub fn tensors(&self) -> impl Iterator<Item = &Tensor> {
+        self.params.iter().map(|(_, t)| t)
+    }
+
+    /// Number of trainable scalars (all parameters).
+    pub fn num_params(&self) -> i64 {
+        self.tensors().map(|t| t.numel() as i64).sum()
+    }
+
+    /// The layer's own computation, without recording (built-in layers only: a module's computation lives in its
+    /// model's graph).
+    pub fn apply(&self, x: &Tensor) -> Tensor {
+        let (w, b) = (self.weight(), self.bias());
+        match self.kind {
+            LayerKind::Linear { .. } => x.linear(w, b),
+            LayerKind::Conv2d(g) => x.conv2d(w, b, [g.stride; 2], [g.padding; 2], [1, 1], 1),
+            LayerKind::GroupNorm { groups, eps, .. } => x.group_norm(groups, Some(w), b, eps, false),
+            LayerKind::Module => unreachable!("module '{}' runs inside its model's graph", self.name),
         }
     }
 
@@ -166,6 +216,17 @@ impl ParamLayer {
     }
 }
 
+/// A parameter's own name (`bias`) from its variable name (`features.0.bias`).
+pub fn short_name(var: &str) -> &str {
+    var.rsplit_once('.').map_or(var, |(_, p)| p)
+}
+
+/// A layer's gradient as one flat vector from its parameters' gradients (in [`ParamLayer::params`] order).
+pub fn flat_gradient(grads: &[Tensor]) -> Tensor {
+    let parts: Vec<Tensor> = grads.iter().map(|g| g.flatten(0, -1)).collect();
+    Tensor::cat(&parts, 0)
+}
+
 /// Uniform(-bound, bound) values from our own seeded generator: initial weights then depend only on the model's
 /// seed, not on libtorch's global generator (shared by every thread of the process).
 fn uniform(rng: &mut impl Rng, shape: &[i64], bound: f64) -> Tensor {
@@ -176,7 +237,7 @@ fn uniform(rng: &mut impl Rng, shape: &[i64], bound: f64) -> Tensor {
 }
 
 /// The `VarStore` path of a dotted layer name (`layer1.0.conv1` -> `layer1` / `0` / `conv1`).
-fn sub_path<'a>(vs: &nn::Path<'a>, name: &str) -> nn::Path<'a> {
+pub(super) fn sub_path<'a>(vs: &nn::Path<'a>, name: &str) -> nn::Path<'a> {
     let mut parts = name.split('.');
     let first = parts.next().unwrap_or(name);
     parts.fold(vs / first, |p, part| &p / part)

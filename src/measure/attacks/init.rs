@@ -17,7 +17,7 @@ pub fn reinit_uniform(model: &Model, bound: f64, seed: u64) -> Result<()> {
     let mut rng = rng::rng(seed, Stream::UniformReinit);
     tch::no_grad(|| {
         for layer in model.layers() {
-            for p in [&layer.weight, &layer.bias] {
+            for p in layer.tensors() {
                 let values: Vec<f64> = (0..p.numel()).map(|_| rng.random_range(-bound..bound)).collect();
                 let mut target = p.shallow_clone();
                 target.copy_(&tensor(&values, &p.size(), p.kind()));

@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 use super::config::{invalid, LabelMode, Setting};
 use super::objective::{self, DummyLabels};
 use super::target::Target;
-use crate::models::{LayerKind, Model};
+use crate::models::Model;
 
 /// Which labels an attack used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,7 +29,7 @@ pub enum LabelSource {
 /// probabilities).
 pub fn infer_labels(model: &Model, last_gradient: &Tensor, batch_size: i64) -> Result<Vec<i64>> {
     let last = model.layers().last().context("the model has no layers")?;
-    let LayerKind::Linear { in_features, out_features } = last.kind else {
+    let Some((in_features, out_features)) = last.linear_shape() else {
         bail!("label inference needs a linear last layer; layer '{}' is a {}", last.name, last.kind.type_name());
     };
     ensure!(

@@ -3,7 +3,7 @@
 
 use tch::{Kind, Tensor};
 
-use crate::models::{Forward, Model};
+use crate::models::{flat_gradient, Forward, Model};
 
 /// Labels of the dummy batch: fixed classes, or free logits whose softmax is the (soft) target.
 pub enum DummyLabels<'a> {
@@ -27,9 +27,18 @@ pub fn layer_gradients(model: &Model, x: &Tensor, labels: &DummyLabels, layers: 
         }
     };
     let all = model.layers();
-    let params: Vec<&Tensor> = layers.iter().flat_map(|&l| [&all[l].weight, &all[l].bias]).collect();
+    let params: Vec<&Tensor> = layers.iter().flat_map(|&l| all[l].tensors()).collect();
     let grads = Tensor::run_backward(&[&loss], &params, true, true);
-    grads.chunks(2).map(|wb| Tensor::cat(&[wb[0].flatten(0, -1), wb[1].flatten(0, -1)], 0)).collect()
+    let mut start = 0;
+    layers
+        .iter()
+        .map(|&l| {
+            let end = start + all[l].params.len();
+            let flat = flat_gradient(&grads[start..end]);
+            start = end;
+            flat
+        })
+        .collect()
 }
 
 /// The matched layers, their shared gradients (targets) and weights.

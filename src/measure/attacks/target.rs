@@ -69,8 +69,8 @@ fn matcher<'a>(model: &'a Model, shared: &[(String, Tensor)], config: &AttackCon
                  (weight {:?}, bias {:?}); the update does not come from this model",
                 model.spec.arch,
                 layer.num_params(),
-                layer.weight.size(),
-                layer.bias.size()
+                layer.weight().size(),
+                layer.bias().map(|b| b.size()).unwrap_or_default()
             );
         }
         let values = objective::to_vec(g);

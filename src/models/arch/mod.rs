@@ -38,6 +38,8 @@ pub enum Arch {
     Resnet18,
     /// Multi-layer perceptron: two ReLU hidden layers of `hidden` units.
     Mlp,
+    /// A TorchScript module loaded from a file (`torchscript:PATH`, see `models/torchscript.rs`); not built here.
+    Torchscript,
 }
 
 /// What defines an architecture.
@@ -56,9 +58,17 @@ impl Arch {
     pub const ALL: [Arch; 7] =
         [Arch::Lenet, Arch::Lenet5, Arch::Alexnet, Arch::Vgg11, Arch::Resnet20, Arch::Resnet18, Arch::Mlp];
 
-    /// The architecture's definition.
-    pub(in crate::models) fn def(self) -> &'static ArchDef {
-        match self {
+    /// Formats of models loaded from a file, named `FORMAT:PATH`: the one place to add another format.
+    pub const FILE_FORMATS: [Arch; 1] = [Arch::Torchscript];
+
+    /// Whether the model is loaded from a file (`FORMAT:PATH`) rather than built.
+    pub fn from_file(self) -> bool {
+        Arch::FILE_FORMATS.contains(&self)
+    }
+
+    /// The definition of a built-in architecture (None for a file format).
+    pub(in crate::models) fn def(self) -> Option<&'static ArchDef> {
+        Some(match self {
             Arch::Lenet => &lenet::LENET,
             Arch::Lenet5 => &lenet::LENET5,
             Arch::Alexnet => &alexnet::ALEXNET,
@@ -66,20 +76,28 @@ impl Arch {
             Arch::Resnet20 => &resnet::RESNET20,
             Arch::Resnet18 => &resnet::RESNET18,
             Arch::Mlp => &mlp::MLP,
-        }
+            Arch::Torchscript => return None,
+        })
     }
 
     pub fn name(self) -> &'static str {
-        self.def().name
+        match self {
+            Arch::Torchscript => "torchscript",
+            _ => self.def().map_or("", |d| d.name),
+        }
     }
 
     pub fn description(self) -> &'static str {
-        self.def().description
+        match self {
+            Arch::Torchscript => "a module exported with torch.jit.script or torch.jit.trace (torchscript:PATH)",
+            _ => self.def().map_or("", |d| d.description),
+        }
     }
 
-    /// Whether the architecture needs image inputs (everything except the MLP).
+    /// Whether the architecture needs image inputs (the built-ins except the MLP; a file's module takes the
+    /// dataset's inputs as they are, checked when it is loaded).
     pub fn needs_images(self) -> bool {
-        self.def().needs_images
+        self.def().is_some_and(|d| d.needs_images)
     }
 }
 
@@ -94,7 +112,8 @@ impl FromStr for Arch {
     fn from_str(s: &str) -> Result<Self> {
         Arch::ALL.into_iter().find(|a| a.name() == s.to_ascii_lowercase()).with_context(|| {
             let names: Vec<_> = Arch::ALL.iter().map(|a| a.name()).collect();
-            format!("unknown model '{s}'; expected one of: {}", names.join(", "))
+            let files: Vec<_> = Arch::FILE_FORMATS.iter().map(|a| format!("{}:PATH", a.name())).collect();
+            format!("unknown model '{s}'; expected one of: {}, or {}", names.join(", "), files.join(", "))
         })
     }
 }
