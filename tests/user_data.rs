@@ -255,3 +255,78 @@ fn bad_input_gives_one_line_errors() {
     );
     assert!(!d.join("run").exists(), "nothing written after an error");
 }
+
+/// `grads`, `attack` and `sensitivity` take a model as it is (`--model torchscript:PATH --dataset ...`), with the
+/// file's own weights, as `train` and `audit` do.
+#[test]
+fn grads_attack_and_sensitivity_take_a_torchscript_model_as_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("arrays");
+    std::fs::create_dir(&data).unwrap();
+    arrays_dataset(&data);
+    let dataset = format!("arrays:{}", data.display());
+    let model = model();
+    let store = dir.path().join("grads");
+    let g = gradleak(&[
+        "grads",
+        "--model",
+        &model,
+        "--dataset",
+        &dataset,
+        "--updates",
+        "6",
+        "--out",
+        &store.display().to_string(),
+        "--json",
+    ]);
+    assert!(g.status.success(), "{}", stderr(&g));
+    let manifest: serde_json::Value = serde_json::from_slice(&g.stdout).unwrap();
+    assert_eq!(manifest["num_updates"], 6);
+    assert_eq!(manifest["checkpoint"]["epoch"], 0);
+    assert!(manifest["checkpoint"]["run"].as_str().unwrap().starts_with("torchscript:"), "{manifest}");
+
+    let a = gradleak(&[
+        "attack",
+        "--model",
+        &model,
+        "--dataset",
+        &dataset,
+        "--method",
+        "ig",
+        "--samples",
+        "2",
+        "--iterations",
+        "5",
+        "--json",
+    ]);
+    assert!(a.status.success(), "{}", stderr(&a));
+    let report: serde_json::Value = serde_json::from_slice(&a.stdout).unwrap();
+    assert_eq!(report["updates"].as_array().unwrap().len(), 2);
+
+    let s = gradleak(&[
+        "sensitivity",
+        "--model",
+        &model,
+        "--dataset",
+        &dataset,
+        "--samples",
+        "4",
+        "--probes",
+        "2",
+        "--json",
+    ]);
+    assert!(s.status.success(), "{}", stderr(&s));
+    let sens: serde_json::Value = serde_json::from_slice(&s.stdout).unwrap();
+    assert_eq!(sens["input"]["report"]["layers"].as_array().unwrap().len(), 6, "every module with parameters");
+
+    // A model without its data, or both a run and a model, is refused before anything runs.
+    for args in [
+        vec!["grads", "--model", model.as_str(), "--out", "never"],
+        vec!["grads", "--run", "r", "--model", model.as_str(), "--dataset", dataset.as_str(), "--out", "never"],
+    ] {
+        let out = gradleak(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains("--dataset") || stderr(&out).contains("--model"), "{}", stderr(&out));
+    }
+    assert!(!Path::new("never").exists());
+}

@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 
-use gradleak::data;
 use gradleak::defenses::Defense;
 use gradleak::measure::attacks::{self, AttackConfig, LabelMode, Method, ShareConfig};
 use gradleak::progress::Progress;
@@ -88,8 +87,8 @@ pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
         // times slower when another process keeps a core busy). --threads N overrides this for large models.
         tch::set_num_threads(1);
     }
-    let (saved, epoch) = args.checkpoint.open()?;
-    let mut model = saved.model_at(epoch)?;
+    let loaded = args.checkpoint.load(&global.data_dir)?;
+    let (mut model, dataset, epoch) = (loaded.model, loaded.dataset, loaded.epoch);
     if !args.f32 {
         model.to_double();
     }
@@ -115,7 +114,6 @@ pub fn run(global: &Global, args: AttackArgs) -> Result<()> {
     config.layer_weights = args.layer_weights.clone();
     config.seed = args.seed;
     config.validate()?;
-    let dataset = data::load(&saved.run.dataset, &global.data_dir)?;
     let split = dataset.split(&args.checkpoint.split)?;
     let share = ShareConfig { samples: args.samples, batch_size: args.batch_size, defenses: args.defenses.clone() };
     let report = attacks::run_attacks(&model, split, &share, &config, Progress::new(global.quiet || args.json))?;

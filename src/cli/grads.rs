@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
-use gradleak::data;
 use gradleak::defenses::Defense;
 use gradleak::gradients::sketch::SketchKind;
 use gradleak::gradients::store::{self, CheckpointRef};
@@ -68,9 +67,8 @@ pub const FLAGS: &[(&str, &str)] = &[
 ];
 
 pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
-    let (saved, epoch) = args.checkpoint.open()?;
-    let model = saved.model_at(epoch)?;
-    let dataset = data::load(&saved.run.dataset, &global.data_dir)?;
+    let loaded = args.checkpoint.load(&global.data_dir)?;
+    let (model, dataset, epoch) = (&loaded.model, &loaded.dataset, loaded.epoch);
     let split = dataset.split(&args.checkpoint.split)?;
     let config = UpdateConfig {
         num_updates: args.updates,
@@ -91,8 +89,8 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
         args.steps,
     )?;
     let updates = compute_updates(&model, split, &config, Progress::new(global.quiet || args.json))?;
-    let test_accuracy = saved.run.epochs.iter().find(|e| e.epoch == epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);
-    let checkpoint = CheckpointRef { run: args.checkpoint.run.display().to_string(), epoch, test_accuracy };
+    let test_accuracy = loaded.test_accuracy.unwrap_or(f64::NAN);
+    let checkpoint = CheckpointRef { run: loaded.source.clone(), epoch, test_accuracy };
     let manifest = gradleak::gradients::manifest(
         &model,
         &dataset,

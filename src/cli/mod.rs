@@ -12,7 +12,7 @@ mod vinfo;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 /// Measure, layer by layer, how much usable information neural-network gradients leak.
@@ -25,27 +25,65 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Which checkpoint of which training run, and which of its splits the victims come from: shared by the commands
-/// that work on a training run.
+/// Which model, and which of its dataset's splits the victims come from: a checkpoint of a training run (`--run`,
+/// `--epoch`), or a model as it is (`--model torchscript:PATH` with its own weights, or a built-in architecture
+/// at its seeded initialisation) on a dataset (`--dataset`). Shared by the commands that work on a model.
 #[derive(Debug, clap::Args)]
 pub struct CheckpointArgs {
     /// Training run folder (from `gradleak train`).
-    #[arg(long)]
-    pub run: PathBuf,
-    /// Checkpoint epoch (0 = initialisation; default: the last saved).
-    #[arg(long)]
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    pub run: Option<PathBuf>,
+    /// Checkpoint epoch of --run (0 = initialisation; default: the last saved).
+    #[arg(long, conflicts_with = "model")]
     pub epoch: Option<usize>,
+    /// A model as it is instead of a run: `torchscript:PATH` (the file's weights) or a built-in architecture (its
+    /// initialisation from --model-seed). Needs --dataset.
+    #[arg(long, requires = "dataset")]
+    pub model: Option<String>,
+    /// The dataset of --model (see `gradleak data list`; also folder:PATH, arrays:PATH, ...).
+    #[arg(long, requires = "model")]
+    pub dataset: Option<String>,
+    /// Seed of a built-in --model's initial weights.
+    #[arg(long, default_value_t = 0, requires = "model")]
+    pub model_seed: u64,
     /// Split the victims come from.
     #[arg(long, default_value = "train", value_parser = ["train", "test"])]
     pub split: String,
 }
 
+/// A model ready to be measured, with its dataset and where it came from.
+pub struct LoadedModel {
+    pub model: gradleak::models::Model,
+    pub dataset: gradleak::data::Dataset,
+    /// The checkpoint's epoch (0 for a model as it is).
+    pub epoch: usize,
+    /// The checkpoint's test accuracy, when the run recorded it.
+    pub test_accuracy: Option<f64>,
+    /// The run folder, or the model's name.
+    pub source: String,
+}
+
 impl CheckpointArgs {
-    /// The training run and the epoch to use.
-    pub fn open(&self) -> Result<(gradleak::train::SavedRun, usize)> {
-        let saved = gradleak::train::SavedRun::open(&self.run)?;
-        let epoch = self.epoch.unwrap_or_else(|| saved.last_epoch());
-        Ok((saved, epoch))
+    /// The model (a checkpoint of the run, or the named model as it is) and its dataset.
+    pub fn load(&self, data_dir: &std::path::Path) -> Result<LoadedModel> {
+        match (&self.run, &self.model, &self.dataset) {
+            (Some(run), _, _) => {
+                let saved = gradleak::train::SavedRun::open(run)?;
+                let epoch = self.epoch.unwrap_or_else(|| saved.last_epoch());
+                let model = saved.model_at(epoch)?;
+                let dataset = gradleak::data::load(&saved.run.dataset, data_dir)?;
+                let test_accuracy = saved.run.epochs.iter().find(|e| e.epoch == epoch).map(|e| e.test_accuracy);
+                Ok(LoadedModel { model, dataset, epoch, test_accuracy, source: run.display().to_string() })
+            }
+            (None, Some(name), Some(dataset)) => {
+                let dataset = gradleak::data::load(dataset, data_dir).context("--dataset")?;
+                let spec = gradleak::models::ModelSpec::from_name(name, dataset.input_shape, dataset.num_classes())
+                    .context("--model")?;
+                let model = gradleak::models::Model::new(&spec, self.model_seed).context("--model")?;
+                Ok(LoadedModel { model, dataset, epoch: 0, test_accuracy: None, source: name.clone() })
+            }
+            _ => bail!("name a training run (--run DIR) or a model and its data (--model NAME --dataset NAME)"),
+        }
     }
 }
 

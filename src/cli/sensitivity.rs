@@ -9,7 +9,6 @@ use rand::seq::SliceRandom;
 use serde_json::json;
 use tch::Tensor;
 
-use gradleak::data;
 use gradleak::defenses::{describe, Defense};
 use gradleak::gradients::store::GradientStore;
 use gradleak::measure::bounds::{fisher_per_layer, LayerFisher, ReleaseNoise};
@@ -18,7 +17,6 @@ use gradleak::measure::sensitivity::{
     LatentConfig, LatentReport,
 };
 use gradleak::progress::Progress;
-use gradleak::train::SavedRun;
 
 use super::Global;
 use gradleak::rng::{self, Stream};
@@ -26,11 +24,21 @@ use gradleak::rng::{self, Stream};
 #[derive(Debug, clap::Args)]
 pub struct SensitivityArgs {
     /// Training run folder (from `gradleak train`): input sensitivity of its checkpoint.
-    #[arg(long, required_unless_present = "store")]
+    #[arg(long, required_unless_present_any = ["store", "model"], conflicts_with = "model")]
     pub run: Option<PathBuf>,
     /// Checkpoint epoch (0 = initialisation; default: the last saved).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "model")]
     pub epoch: Option<usize>,
+    /// A model as it is instead of a run: `torchscript:PATH` (the file's weights) or a built-in architecture (its
+    /// initialisation from --model-seed). Needs --dataset.
+    #[arg(long, requires = "dataset")]
+    pub model: Option<String>,
+    /// The dataset of --model.
+    #[arg(long, requires = "model")]
+    pub dataset: Option<String>,
+    /// Seed of a built-in --model's initial weights.
+    #[arg(long, default_value_t = 0, requires = "model")]
+    pub model_seed: u64,
     /// Split the samples come from.
     #[arg(long, default_value = "train", value_parser = ["train", "test"])]
     pub split: String,
@@ -76,7 +84,8 @@ pub struct SensitivityArgs {
 
 /// What the input part measured on.
 struct InputRun {
-    run: PathBuf,
+    /// The run folder, or the model's name.
+    run: String,
     epoch: usize,
     arch: String,
     dataset: String,
@@ -107,9 +116,9 @@ pub fn run(global: &Global, args: SensitivityArgs) -> Result<()> {
         latent_config.validate()?;
     }
     let store = args.store.as_ref().map(|dir| GradientStore::open(dir)).transpose()?;
-    let input = match &args.run {
-        Some(dir) => Some(input_part(global, &args, dir, progress)?),
-        None => None,
+    let input = match args.run.is_some() || args.model.is_some() {
+        true => Some(input_part(global, &args, progress)?),
+        false => None,
     };
     let latent = match (&store, &args.attribute) {
         (Some(store), Some(attribute)) => {
@@ -146,16 +155,22 @@ pub fn run(global: &Global, args: SensitivityArgs) -> Result<()> {
     Ok(())
 }
 
-fn input_part(global: &Global, args: &SensitivityArgs, dir: &std::path::Path, progress: Progress) -> Result<InputRun> {
-    let saved = SavedRun::open(dir)?;
-    let epoch = args.epoch.unwrap_or_else(|| saved.last_epoch());
-    let model = saved.model_at(epoch)?;
+fn input_part(global: &Global, args: &SensitivityArgs, progress: Progress) -> Result<InputRun> {
+    let checkpoint = super::CheckpointArgs {
+        run: args.run.clone(),
+        epoch: args.epoch,
+        model: args.model.clone(),
+        dataset: args.dataset.clone(),
+        model_seed: args.model_seed,
+        split: args.split.clone(),
+    };
+    let loaded = checkpoint.load(&global.data_dir)?;
+    let (model, dataset, epoch) = (loaded.model, loaded.dataset, loaded.epoch);
     if let Some(names) = &args.layers {
         for name in names {
             model.layer_index(name)?;
         }
     }
-    let dataset = data::load(&saved.run.dataset, &global.data_dir)?;
     let split = dataset.split(&args.split)?;
     if args.samples > split.len() {
         bail!("--samples {} is larger than the {} split ({} samples)", args.samples, args.split, split.len());
@@ -186,7 +201,7 @@ fn input_part(global: &Global, args: &SensitivityArgs, dir: &std::path::Path, pr
         (noise, layers)
     });
     Ok(InputRun {
-        run: dir.to_path_buf(),
+        run: loaded.source.clone(),
         epoch,
         arch: model.spec.name(),
         dataset: dataset.name.clone(),
