@@ -88,12 +88,12 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
         args.delta,
         args.steps,
     )?;
-    let updates = compute_updates(&model, split, &config, Progress::new(global.quiet || args.json))?;
+    let updates = compute_updates(model, split, &config, Progress::new(global.quiet || args.json))?;
     let test_accuracy = loaded.test_accuracy.unwrap_or(f64::NAN);
     let checkpoint = CheckpointRef { run: loaded.source.clone(), epoch, test_accuracy };
     let manifest = gradleak::gradients::manifest(
-        &model,
-        &dataset,
+        model,
+        dataset,
         &args.checkpoint.split,
         Some(checkpoint),
         &config,
