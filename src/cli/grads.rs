@@ -91,15 +91,8 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
     let updates = compute_updates(model, split, &config, Progress::new(global.quiet || args.json))?;
     let test_accuracy = loaded.test_accuracy.unwrap_or(f64::NAN);
     let checkpoint = CheckpointRef { run: loaded.source.clone(), epoch, test_accuracy };
-    let manifest = gradleak::gradients::manifest(
-        model,
-        dataset,
-        &args.checkpoint.split,
-        Some(checkpoint),
-        &config,
-        &updates,
-        dp,
-    );
+    let manifest =
+        gradleak::gradients::manifest(model, dataset, &args.checkpoint.split, Some(checkpoint), &config, &updates, dp);
     store::write_store(&args.out, &manifest, &updates, args.force)
         .with_context(|| format!("gradient store {}", args.out.display()))?;
     if args.json {
