@@ -861,3 +861,53 @@ fn the_gradient_matching_families_read_what_their_attack_reconstructs_and_nothin
     assert!(md.contains("ig:60: bits [95% CI] | idlg:10: bits [95% CI]"), "the configured order");
     assert!(md.contains("ig: 60 iterations on each victim's update of all, fc3"), "{md}");
 }
+
+/// The decoder family on LeNet-5 (one epoch on the embedded data), conv1 only, with and without DP.
+const DECODER: &str = r#"
+seed = 4
+model = "lenet5"
+[training]
+epochs = 1
+[measure]
+updates = 120
+layers = ["conv1"]
+all_layers = false
+targets = ["input", "label"]
+families = ["linear", "decoder:400"]
+bootstrap = 200
+sensitivity = false
+[grid]
+dp = ["none", "clip=1,sigma=1"]
+"#;
+
+#[test]
+fn the_decoder_family_learns_from_auxiliary_updates_what_a_probe_on_the_victims_cannot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), DECODER);
+    let out = dir.path().join("out");
+    let run = gradleak(&["audit", "--config", &config, "--out", &out.display().to_string()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    let r = report(&out);
+    let records = r["records"].as_array().unwrap();
+    let find = |defense: &str, target: &str, family: &str| {
+        records
+            .iter()
+            .find(|x| {
+                x["defense"] == defense && x["layer"] == "conv1" && x["target"] == target && x["family"] == family
+            })
+            .unwrap_or_else(|| panic!("no {defense} / {target} / {family} record"))
+    };
+    // 400 simulated updates teach the decoder more of the image than the 72 fitting victims teach a linear probe.
+    let (decoder, linear) = (find("none", "input", "decoder:400"), find("none", "input", "linear"));
+    assert_eq!(decoder["features"], "reconstruction");
+    assert!(decoder["ci95"][0].as_f64().unwrap() > linear["bits"].as_f64().unwrap(), "{decoder} vs {linear}");
+    assert!(find("none", "label", "decoder:400")["ci95"][0].as_f64().unwrap() > 1.0);
+    // Under DP at sigma 1: nothing, within the capacity bound.
+    for target in ["input", "label"] {
+        let x = find("dp:clip=1,sigma=1", target, "decoder:400");
+        assert!(x["bits"].as_f64().unwrap() <= 3.0, "{x}");
+        assert!(x["ci95"][0].as_f64().unwrap() <= x["upper_bits"].as_f64().unwrap(), "{x}");
+    }
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("trained on 400 auxiliary updates from samples that are not victims"), "{md}");
+}

@@ -80,6 +80,7 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
         sketch_dim: args.sketch_dim,
         full_max_params: args.full_max_params,
         full_layers: Vec::new(),
+        stream_offset: 0,
     };
     let dp = gradleak::defenses::dp_record(
         &config.defenses,

@@ -37,6 +37,14 @@ pub struct UpdateConfig {
     /// Layers stored in full whatever their size (beside their sketch): what the analytic family reads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub full_layers: Vec<String>,
+    /// Offset of these updates' noise and dropout streams: a second set of updates under the same seed (the
+    /// decoder's auxiliary updates) starts beyond the first so that no draw repeats, while sketches stay the same.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stream_offset: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 impl Default for UpdateConfig {
@@ -51,6 +59,7 @@ impl Default for UpdateConfig {
             sketch_dim: 4096,
             full_max_params: 1 << 18,
             full_layers: Vec::new(),
+            stream_offset: 0,
         }
     }
 }
@@ -218,8 +227,10 @@ pub fn compute_updates(
         let idx = Tensor::from_slice(&flat);
         let x = split.inputs.index_select(0, &idx).to_kind(model.kind());
         let y = split.labels.index_select(0, &idx);
-        let fwd = Forward::recording(true)
-            .with_dropout_rng(rng::rng(config.seed, Stream::UpdateDropout { chunk: chunk_index as u64 }));
+        let fwd = Forward::recording(true).with_dropout_rng(rng::rng(
+            config.seed,
+            Stream::UpdateDropout { chunk: config.stream_offset + chunk_index as u64 },
+        ));
         let per_sample = per_sample_gradients_with(model, &x, &y, fwd, false);
         let per_sample: Vec<Tensor> = shared.iter().map(|&l| per_sample[l].detach()).collect();
         let updates: Vec<Tensor> = if simple && plan.post.is_empty() {
@@ -228,7 +239,7 @@ pub fn compute_updates(
             // One update per batch: rows of each layer, stacked.
             let mut rows: Vec<Vec<Tensor>> = shared.iter().map(|_| Vec::new()).collect();
             for (j, _) in chunk.iter().enumerate() {
-                let update_index = (chunk_index * updates_per_chunk + j) as u64;
+                let update_index = config.stream_offset + (chunk_index * updates_per_chunk + j) as u64;
                 let mut update_rng = rng::rng(config.seed, Stream::UpdateNoise { update: update_index });
                 let members: Vec<Tensor> = per_sample.iter().map(|g| g.narrow(0, j as i64 * b, b)).collect();
                 for (l, g) in defenses::aggregate(&members, &plan, &mut update_rng).into_iter().enumerate() {

@@ -28,6 +28,7 @@ use crate::data::{attributes, InputShape};
 use crate::gradients::updates::SharedUpdates;
 use crate::measure::attacks::analytic::{self, Inversion};
 use crate::measure::attacks::{infer_labels, ssim_options, AttackConfig, Method, Target};
+use crate::measure::decoder::DecoderFeatures;
 use crate::measure::image_metrics;
 use crate::measure::vinfo::Family;
 use crate::models::{LayerKind, Model};
@@ -373,6 +374,8 @@ pub struct AttackBackedFeatures<'a> {
     pub analytic: Option<AnalyticFeatures<'a>>,
     /// By family name (`ig`, `dlg:500`, ...).
     pub matching: BTreeMap<String, MatchingFeatures<'a>>,
+    /// The decoder trained on auxiliary updates (set by the caller, who computes them).
+    pub decoder: Option<DecoderFeatures<'a>>,
 }
 
 impl<'a> AttackBackedFeatures<'a> {
@@ -394,7 +397,7 @@ impl<'a> AttackBackedFeatures<'a> {
                 _ => None,
             })
             .collect();
-        AttackBackedFeatures { analytic, matching }
+        AttackBackedFeatures { analytic, matching, decoder: None }
     }
 
     /// The features of attack-backed `family` for `target` from the group's layers; None where it has none.
@@ -414,6 +417,10 @@ impl<'a> AttackBackedFeatures<'a> {
                 Some(m) => m.features(group, members, target),
                 None => bail!("the {family} attacker was not set up"),
             },
+            Family::Decoder { .. } => match &mut self.decoder {
+                Some(d) => d.features(group, members, target),
+                None => bail!("the decoder was not set up"),
+            },
             other => bail!("the {other} family reads the gradients, not an attack's reconstructions"),
         }
     }
@@ -422,6 +429,7 @@ impl<'a> AttackBackedFeatures<'a> {
     pub fn notes(&self) -> Vec<String> {
         let mut notes: Vec<String> = self.analytic.iter().flat_map(|a| a.notes()).collect();
         notes.extend(self.matching.values().flat_map(|m| m.notes()));
+        notes.extend(self.decoder.iter().flat_map(|d| d.notes()));
         notes
     }
 }

@@ -3,6 +3,7 @@
 pub mod attack_families;
 pub mod attacks;
 pub mod bounds;
+pub mod decoder;
 pub mod image_metrics;
 pub mod layerwise;
 pub mod localisation;

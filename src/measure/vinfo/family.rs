@@ -34,6 +34,9 @@ pub enum Family {
     /// A gradient-matching attack (DLG, iDLG or Inverting Gradients) run for `iterations` on every victim's update
     /// of the layer group, calibrated like the analytic family (`measure::attack_families::MatchingFeatures`).
     Matching { method: Method, iterations: usize },
+    /// A decoder trained on `aux_updates` updates the attacker simulates on its own data, applied to the victims'
+    /// updates and calibrated like an attack's reconstruction (`measure::decoder`).
+    Decoder { aux_updates: usize },
 }
 
 /// Iterations of a gradient-matching family when none are given (`ig` = `ig:200`): the attacks' own defaults
@@ -57,6 +60,7 @@ impl Family {
             Family::Linear => "linear",
             Family::Mlp(_) => "mlp",
             Family::Analytic => "analytic",
+            Family::Decoder { .. } => "decoder",
             Family::Matching { method, .. } => match method {
                 Method::Dlg => "dlg",
                 Method::Idlg => "idlg",
@@ -68,7 +72,7 @@ impl Family {
     /// Whether the family reads the gradient itself (or its sketch). An attack-backed family reads what its attack
     /// reconstructs from the full gradient with the model's weights, which only an audit or a run can provide.
     pub fn reads_gradients(&self) -> bool {
-        !matches!(self, Family::Analytic | Family::Matching { .. })
+        !matches!(self, Family::Analytic | Family::Matching { .. } | Family::Decoder { .. })
     }
 
     /// Parses `linear`, `mlp`, `mlp:256,128` (hidden sizes) or `all` (linear and the default MLP).
@@ -87,6 +91,10 @@ impl Family {
                 bail!("family '{self}': the attack needs at least 1 iteration")
             }
             Family::Matching { .. } => Ok(()),
+            Family::Decoder { aux_updates } if *aux_updates < 20 => {
+                bail!("family '{self}': a decoder needs at least 20 auxiliary updates")
+            }
+            Family::Decoder { .. } => Ok(()),
             Family::Mlp(options) => options.validate(),
         }
     }
@@ -104,9 +112,10 @@ impl Family {
     pub(super) fn conditional_model(&self, target: &PreparedTarget, seed: u64) -> Box<dyn ConditionalModel> {
         match (target, self) {
             // A recovered label or a measured attribute is calibrated like any other feature.
-            (PreparedTarget::Classes { classes, .. }, Family::Linear | Family::Analytic | Family::Matching { .. }) => {
-                Box::new(LogisticRegression::new(*classes))
-            }
+            (
+                PreparedTarget::Classes { classes, .. },
+                Family::Linear | Family::Analytic | Family::Matching { .. } | Family::Decoder { .. },
+            ) => Box::new(LogisticRegression::new(*classes)),
             (PreparedTarget::Classes { classes, .. }, Family::Mlp(options)) => {
                 Box::new(Mlp::classifier(*classes, options, seed))
             }
@@ -114,9 +123,10 @@ impl Family {
             (PreparedTarget::Values { floor, .. }, Family::Mlp(options)) => {
                 Box::new(Mlp::gaussian(floor, options, seed))
             }
-            (PreparedTarget::Values { floor, .. }, Family::Analytic | Family::Matching { .. }) => {
-                Box::new(AffineCalibration::new(floor))
-            }
+            (
+                PreparedTarget::Values { floor, .. },
+                Family::Analytic | Family::Matching { .. } | Family::Decoder { .. },
+            ) => Box::new(AffineCalibration::new(floor)),
         }
     }
 }
@@ -130,6 +140,10 @@ impl fmt::Display for Family {
                 f.write_str(self.name())
             }
             Family::Matching { iterations, .. } => write!(f, "{}:{iterations}", self.name()),
+            Family::Decoder { aux_updates } if *aux_updates == crate::measure::decoder::DEFAULT_AUX_UPDATES => {
+                f.write_str("decoder")
+            }
+            Family::Decoder { aux_updates } => write!(f, "decoder:{aux_updates}"),
             Family::Mlp(options) => {
                 let h: Vec<String> = options.hidden.iter().map(|h| h.to_string()).collect();
                 write!(f, "mlp:{}", h.join(","))
@@ -153,6 +167,16 @@ impl FromStr for Family {
         match (name, hidden) {
             ("linear", None) => Ok(Family::Linear),
             ("analytic", None) => Ok(Family::Analytic),
+            ("decoder", aux) => {
+                let aux_updates = match aux {
+                    None => crate::measure::decoder::DEFAULT_AUX_UPDATES,
+                    Some(n) => match n.trim().parse::<usize>() {
+                        Ok(n) if n >= 20 => n,
+                        _ => bail!("family '{s}': expected at least 20 auxiliary updates, e.g. decoder:20000"),
+                    },
+                };
+                Ok(Family::Decoder { aux_updates })
+            }
             ("dlg" | "idlg" | "ig", iterations) => {
                 let method: Method = name.parse()?;
                 let iterations = match iterations {
@@ -178,8 +202,33 @@ impl FromStr for Family {
             }
             _ => bail!(
                 "unknown family '{s}'; expected linear, mlp, mlp:<hidden sizes>, analytic, ig, dlg, idlg (with \
-                 :<iterations>) or all"
+                 :<iterations>), decoder (with :<auxiliary updates>) or all"
             ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_backed_families_parse_and_print_their_settings() {
+        for (text, shown) in [("ig", "ig"), ("ig:500", "ig:500"), ("DLG:30", "dlg:30"), ("idlg", "idlg")] {
+            let f: Family = text.parse().unwrap();
+            assert_eq!(f.to_string(), shown);
+            assert!(!f.reads_gradients());
+            assert_eq!(f.to_string().parse::<Family>().unwrap(), f, "round trip");
+        }
+        assert_eq!("ig".parse::<Family>().unwrap(), Family::Matching { method: Method::Ig, iterations: 200 });
+        let d: Family = "decoder".parse().unwrap();
+        assert_eq!(d, Family::Decoder { aux_updates: crate::measure::decoder::DEFAULT_AUX_UPDATES });
+        assert_eq!(d.to_string(), "decoder");
+        assert_eq!("decoder:20000".parse::<Family>().unwrap().to_string(), "decoder:20000");
+        assert!(!d.reads_gradients());
+        for bad in ["ig:0", "ig:x", "decoder:5", "decoder:-1"] {
+            let e = bad.parse::<Family>().unwrap_err().to_string();
+            assert!(e.contains(bad), "{e}");
         }
     }
 }
