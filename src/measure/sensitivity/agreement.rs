@@ -303,13 +303,25 @@ mod tests {
         assert_eq!((pairs[0].first.as_str(), pairs[0].second.as_str()), ("a", "b"));
         assert_eq!(pairs[0].verdict, "less");
         assert!(pairs[0].difference_ci95[1] < 0.0);
-        let means: Vec<(String, f64)> =
-            cols.iter().map(|(l, v)| (l.clone(), v.iter().sum::<f64>() / v.len() as f64)).collect();
-        let text = order_text(&means, &pairs);
-        assert!(text.starts_with("b > "), "{text}");
-        assert!(text.contains(" ~ "), "a and c cannot be told apart: {text}");
+        assert_eq!(pairs[1].verdict, "indistinguishable", "a and c: {:?}", pairs[1]);
         // Same seed, same intervals.
         assert_eq!(paired_comparisons(&cols, 500, 1).unwrap(), pairs);
+    }
+
+    #[test]
+    fn the_order_text_marks_neighbours_that_the_comparisons_cannot_tell_apart() {
+        let pair = |first: &str, second: &str, verdict: &str| PairComparison {
+            first: first.into(),
+            second: second.into(),
+            difference: 0.0,
+            difference_ci95: [0.0, 0.0],
+            verdict: verdict.into(),
+        };
+        let means = vec![("a".to_string(), 1.0), ("b".to_string(), 3.0), ("c".to_string(), 2.0)];
+        let pairs = vec![pair("a", "b", "less"), pair("a", "c", "indistinguishable"), pair("b", "c", "greater")];
+        assert_eq!(order_text(&means, &pairs), "b > c ~ a");
+        let pairs = vec![pair("a", "b", "less"), pair("a", "c", "less"), pair("b", "c", "indistinguishable")];
+        assert_eq!(order_text(&means, &pairs), "b ~ c > a");
     }
 
     #[test]
