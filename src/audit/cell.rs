@@ -69,6 +69,14 @@ pub fn run_cell(
     // A split smaller than `measure.updates` (LFW crops has 160 training faces) gives each of its samples once.
     let num_updates = config.measure.updates.min(split.len());
     let mut notes = model.gradient_notes();
+    let samples = config.training.samples;
+    if config.training.run.is_none() && samples > dataset.train.len() {
+        notes.push(format!(
+            "training.samples is {samples}, but {} has {} training samples: the model trained on all of them",
+            dataset.name,
+            dataset.train.len()
+        ));
+    }
     if num_updates < config.measure.updates {
         notes.push(format!(
             "measure.updates is {}, but the {} split of {} has {} samples: {num_updates} updates (one per victim)",

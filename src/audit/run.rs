@@ -88,16 +88,12 @@ fn fitting_cells(
     (fitting, skipped)
 }
 
-/// Checks the sizes that depend on a dataset before any model is trained: `training.samples` within the training
-/// split, each `grid.batch_size` within the victims' split.
+/// Checks the sizes that depend on a dataset before any model is trained: each `grid.batch_size` within the
+/// victims' split. (`training.samples` is an upper bound: a smaller training split is used whole, and each cell's
+/// notes say so.)
 fn check_sizes(config: &AuditConfig, cells: &[Cell], datasets: &BTreeMap<String, Dataset>) -> Result<()> {
     for cell in cells {
         let dataset = &datasets[&cell.dataset];
-        let train = dataset.train.len();
-        let samples = config.training.samples;
-        if samples > train && config.training.run.is_none() {
-            bail!("training.samples must be in [0, {train}] ({} has {train} training samples; 0 trains on all), got {samples}", dataset.name);
-        }
         let split = dataset.split(&config.measure.split).context("measure.split")?.len();
         if cell.batch_size > split {
             bail!(
