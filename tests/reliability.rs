@@ -220,10 +220,11 @@ fn audit_keys_are_checked_when_the_configuration_is_read() {
     let d = dir.path();
     // (`training.samples` is an upper bound, "up to": a study over datasets of different sizes uses a smaller
     // training split whole, and the cells' notes say so; `tests/audit_study.rs` checks the note.)
-    for (toml, expected) in [(
-        "[grid]\nbatch_size = [100000]\n",
-        "grid.batch_size must be in [1, 5000] (the train split of embedded has 5000 samples), got 100000",
-    )] {
+    {
+        let (toml, expected) = (
+            "[grid]\nbatch_size = [100000]\n",
+            "grid.batch_size must be in [1, 5000] (the train split of embedded has 5000 samples), got 100000",
+        );
         std::fs::write(d.join("a.toml"), toml).unwrap();
         fails_with(d, &["audit", "--config", "a.toml", "--out", "out"], expected);
         assert!(!d.join("out").exists(), "{toml}: the out folder was written");
