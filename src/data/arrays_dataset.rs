@@ -151,12 +151,7 @@ pub fn load(dir: &Path, name: &str) -> Result<Dataset> {
         bail!("{}: no such folder (expected x_train.npy, y_train.npy, ...)", dir.display());
     }
     let desc_path = dir.join("dataset.json");
-    let desc: Descriptor = if desc_path.is_file() {
-        let text = fs::read_to_string(&desc_path).with_context(|| format!("{}: cannot read", desc_path.display()))?;
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", desc_path.display()))?
-    } else {
-        Descriptor::default()
-    };
+    let desc: Descriptor = super::optional_descriptor(&desc_path)?;
     let need = |stem: &str| -> Result<PathBuf> {
         find(dir, stem)?.with_context(|| format!("{}: no {stem}.npy, {stem}.safetensors or {stem}.csv", dir.display()))
     };

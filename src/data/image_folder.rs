@@ -101,12 +101,7 @@ pub fn load(dir: &Path, name: &str) -> Result<Dataset> {
         bail!("{}: no such folder (expected one sub-folder of images per class)", dir.display());
     }
     let desc_path = dir.join("dataset.json");
-    let desc: Descriptor = if desc_path.is_file() {
-        let text = fs::read_to_string(&desc_path).with_context(|| format!("{}: cannot read", desc_path.display()))?;
-        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", desc_path.display()))?
-    } else {
-        Descriptor::default()
-    };
+    let desc: Descriptor = super::optional_descriptor(&desc_path)?;
     // (class names, files of the training part, files of the test part; None: a seeded split).
     let given_split = dir.join("train").is_dir() && dir.join("test").is_dir();
     let (classes, train_files, test_files) = if given_split {

@@ -244,6 +244,19 @@ fn numbered(n: usize) -> Vec<String> {
     (0..n).map(|i| i.to_string()).collect()
 }
 
+/// The optional descriptor of a user's dataset (`dataset.json` of an arrays or image folder): its fields, or the
+/// defaults when there is no such file. A file that does not parse is an error naming it.
+pub(crate) fn optional_descriptor<T: serde::de::DeserializeOwned + Default>(
+    path: &std::path::Path,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    if !path.is_file() {
+        return Ok(T::default());
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
