@@ -16,7 +16,7 @@ use crate::error::rename_params;
 use crate::gradients::sketch::SketchKind;
 use crate::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
 use crate::measure::attack_families::{AnalyticFeatures, AttackBackedFeatures};
-use crate::measure::bounds::{excess, fisher_bound, upper_bound, ReleaseNoise};
+use crate::measure::bounds::{excess, fisher_per_layer, upper_bound, ReleaseNoise};
 use crate::measure::decoder::DecoderFeatures;
 use crate::measure::layerwise::{layer_groups, layerwise, resolve_targets, NamedTarget};
 use crate::measure::localisation::localise;
@@ -459,12 +459,9 @@ fn attack_against_fisher(
     };
     let sens = input_sensitivity(model, &x, &y, &sens_config, Progress::HIDDEN)
         .map_err(|e| rename_params(e, SENSITIVITY_KEYS))?;
-    let bounds: Vec<f64> = (0..scored.len())
-        .map(|n| {
-            let squared: f64 = sens.layers.iter().map(|l| l.per_sample_jacobian_norm[n].powi(2)).sum();
-            fisher_bound(squared, noise.std, sens.input_dim).psnr_bound
-        })
-        .collect();
+    // The bound of the layers the attack read together: the `all` entry, or the one layer's own.
+    let Some(read) = fisher_per_layer(&sens, noise.std, 0, config.seed).pop() else { return Ok(None) };
+    let bounds: Vec<f64> = read.per_victim.iter().map(|b| b.psnr_bound).collect();
     let beats = scored.iter().zip(&bounds).filter(|((_, psnr), bound)| psnr > bound).count();
     Ok(Some((bounds.iter().sum::<f64>() / bounds.len() as f64, beats)))
 }

@@ -499,21 +499,18 @@ pub fn page(report: &Report, out: &Path) -> String {
         }
     }
 
-    let bounded = report.records.iter().filter(|r| r.family != BEST && r.upper_bits.is_some()).count();
+    let (bounded, over) = super::bound_check(report.records.iter().copied());
     if bounded > 0 {
-        let over: Vec<String> = report
-            .records
+        let over: Vec<String> = over
             .iter()
-            .filter(|r| r.family != BEST)
-            .filter_map(|r| {
-                let e = crate::measure::bounds::excess(r.ci95[0], r.upper_bits?)?;
-                Some(format!(
+            .map(|(r, e)| {
+                format!(
                     "{} / {} / {} / {}: {e:.3} bits",
                     cell_label(&r.keys, several_pairs),
                     r.layer,
                     r.target,
                     r.family
-                ))
+                )
             })
             .collect();
         s.push_str("<h2>Bound check</h2>");

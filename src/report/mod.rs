@@ -494,26 +494,30 @@ fn fmt_bound(r: &Record) -> String {
     }
 }
 
+/// The records of the families (not `best`) that have an upper bound, and among them those whose lower confidence
+/// bound exceeds it, with the excess: what the reports' bound checks show.
+pub fn bound_check<'a>(records: impl IntoIterator<Item = &'a Record>) -> (usize, Vec<(&'a Record, f64)>) {
+    let bounded: Vec<&Record> = records.into_iter().filter(|r| r.family != BEST && r.upper_bits.is_some()).collect();
+    let over = bounded
+        .iter()
+        .filter_map(|r| crate::measure::bounds::excess(r.ci95[0], r.upper_bits?).map(|e| (*r, e)))
+        .collect();
+    (bounded.len(), over)
+}
+
 /// The bound check of one cell's records: how many have an upper bound and which lower confidence bounds exceed
 /// theirs.
 fn markdown_bound_check(s: &mut String, records: &[&Record]) {
-    let bounded: Vec<&&Record> = records.iter().filter(|r| r.family != BEST && r.upper_bits.is_some()).collect();
-    if bounded.is_empty() {
+    let (bounded, over) = bound_check(records.iter().copied());
+    if bounded == 0 {
         return;
     }
-    let over: Vec<String> = bounded
-        .iter()
-        .filter_map(|r| {
-            let upper = r.upper_bits?;
-            crate::measure::bounds::excess(r.ci95[0], upper)
-                .map(|e| format!("{} / {} / {} by {e:.3} bits", r.layer, r.target, r.family))
-        })
-        .collect();
+    let over: Vec<String> =
+        over.iter().map(|(r, e)| format!("{} / {} / {} by {e:.3} bits", r.layer, r.target, r.family)).collect();
     if over.is_empty() {
         let _ = writeln!(
             s,
-            "\n**Bound check**: no lower 95% bound of the {} estimates with an upper bound exceeds it.",
-            bounded.len()
+            "\n**Bound check**: no lower 95% bound of the {bounded} estimates with an upper bound exceeds it."
         );
     } else {
         let _ = writeln!(
@@ -521,7 +525,7 @@ fn markdown_bound_check(s: &mut String, records: &[&Record]) {
             "\n**Bound check: {} of {} estimates exceed their upper bound** (an estimator error, or a null model that \
              misfits the targets by at least the excess; see docs/bounds.md): {}.",
             over.len(),
-            bounded.len(),
+            bounded,
             over.join("; ")
         );
     }
