@@ -245,9 +245,67 @@ fn merge_refuses_a_folder_that_holds_another_audit_or_a_report() {
     }
     let before = std::fs::read(d.join("b/report.json")).unwrap();
     fails_with(d, &["merge", "a", "--out", "b"], "--out b holds the results of another audit configuration");
+    // merge has no --resume: its advice must not offer one.
+    let (_, _, stderr) = gradleak(d, &["merge", "a", "--out", "b"]);
+    assert!(stderr.contains("merge into a new folder") && !stderr.contains("resume"), "{stderr}");
     assert_eq!(std::fs::read(d.join("b/report.json")).unwrap(), before, "the other audit's report was changed");
     std::fs::create_dir(d.join("r")).unwrap();
     std::fs::write(d.join("r/report.json"), "{}").unwrap();
     fails_with(d, &["merge", "a", "--out", "r"], "--out r is not empty and holds no audit");
     assert_eq!(std::fs::read_to_string(d.join("r/report.json")).unwrap(), "{}");
+}
+
+/// The summary an audit prints with `--json`.
+fn audit_summary(d: &Path, args: &[&str]) -> serde_json::Value {
+    let (code, stdout, stderr) = gradleak(d, args);
+    assert_eq!(code, 0, "{args:?}: {stderr}");
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    json["summary"].clone()
+}
+
+/// A report without its timings (every `seconds` field), which differ from run to run.
+fn without_timings(bytes: &[u8]) -> serde_json::Value {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                map.remove("seconds");
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = serde_json::from_slice(bytes).unwrap();
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn a_cell_file_that_holds_another_cell_is_recomputed_not_reported_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("a.toml"),
+        "[training]\nepochs = 1\nsamples = 200\n[measure]\nupdates = 20\ntargets = [\"label\"]\n\
+         families = [\"linear\"]\nsensitivity = false\nall_layers = false\nlayers = [\"fc3\"]\nbootstrap = 20\n\
+         [grid]\nbatch_size = [1, 2]\n",
+    )
+    .unwrap();
+    let args = ["audit", "--config", "a.toml", "--out", "out", "--json"];
+    let first = audit_summary(d, &args);
+    assert_eq!(first["cells_computed"], 2, "{first}");
+    let report = std::fs::read(d.join("out/report.json")).unwrap();
+    // Swap the two cells' files: each name now holds the other cell.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out/audit.json")).unwrap()).unwrap();
+    let keys: Vec<String> = manifest["cells"].as_array().unwrap().iter().map(|k| k.as_str().unwrap().into()).collect();
+    let path = |k: &str| d.join("out/cells").join(format!("{k}.json"));
+    let (a, b) = (std::fs::read(path(&keys[0])).unwrap(), std::fs::read(path(&keys[1])).unwrap());
+    std::fs::write(path(&keys[0]), &b).unwrap();
+    std::fs::write(path(&keys[1]), &a).unwrap();
+    // merge refuses to copy them; the audit recomputes both and reports what it reported before.
+    fails_with(d, &["merge", "out", "--out", "merged"], "not a finished cell of this audit");
+    let again = audit_summary(d, &args);
+    assert_eq!((again["cells_computed"].as_u64(), again["cells_reused"].as_u64()), (Some(2), Some(0)), "{again}");
+    assert_eq!(without_timings(&std::fs::read(d.join("out/report.json")).unwrap()), without_timings(&report));
 }

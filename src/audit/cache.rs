@@ -60,20 +60,31 @@ pub fn attack_dir(out: &Path, key: &str) -> PathBuf {
     out.join("cells").join(format!("{key}-attack"))
 }
 
-/// Creates the out folder, or checks that it holds this audit (or `resume` is set), and writes `audit.json`.
-pub(crate) fn prepare_out(out: &Path, manifest: &AuditManifest, resume: bool) -> Result<()> {
+/// Who writes into an out folder: an audit, which may keep another configuration's cells with `resume`, or a
+/// merge, which may not (so its error does not offer a flag it does not have).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Writer {
+    Audit { resume: bool },
+    Merge,
+}
+
+/// Creates the out folder, or checks that it holds this audit (or an audit's `resume` is set), and writes
+/// `audit.json`.
+pub(crate) fn prepare_out(out: &Path, manifest: &AuditManifest, writer: Writer) -> Result<()> {
     let path = out.join(MANIFEST);
+    let resume = writer == Writer::Audit { resume: true };
     if path.exists() {
         let text = std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))?;
         let previous: AuditManifest = serde_json::from_str(&text)
             .with_context(|| format!("{}: not an audit manifest; choose another out folder", path.display()))?;
         if previous.config_hash != manifest.config_hash && !resume {
-            crate::param_bail!(
-                "out",
-                "{} holds the results of another audit configuration; choose another `out`, or pass `resume` to \
-                 keep its finished cells that this configuration shares",
-                out.display()
-            );
+            let advice = match writer {
+                Writer::Audit { .. } => {
+                    "choose another `out`, or pass `resume` to keep its finished cells that this configuration shares"
+                }
+                Writer::Merge => "merge into a new folder, or into one that holds this same audit",
+            };
+            crate::param_bail!("out", "{} holds the results of another audit configuration; {advice}", out.display());
         }
     } else if out.is_dir() && std::fs::read_dir(out)?.next().is_some() && !resume {
         crate::param_bail!("out", "{} is not empty and holds no audit; choose another `out`", out.display());
@@ -82,9 +93,15 @@ pub(crate) fn prepare_out(out: &Path, manifest: &AuditManifest, resume: bool) ->
     crate::io::write_json(&path, manifest)
 }
 
-pub(crate) fn read_cell(path: &Path) -> Result<CellResult> {
+/// Reads the finished cell `key` from its file. A file whose content is another cell (copied or renamed by hand,
+/// or written by another version under a colliding name) is an error, so that the audit recomputes it instead of
+/// reporting another cell's numbers under this one's name.
+pub(crate) fn read_cell(path: &Path, key: &str) -> Result<CellResult> {
     let text = std::fs::read_to_string(path)?;
     let mut cell: CellResult = serde_json::from_str(&text)?;
+    if cell.keys.cell != key {
+        bail!("holds cell {}, not cell {key} as its name says", cell.keys.cell);
+    }
     // A cell written before the `best` records existed gains them (its localisation and agreement stay on the
     // family they name).
     cell.records = super::add_best(std::mem::take(&mut cell.records));
@@ -97,7 +114,7 @@ pub fn collect_cells(out: &Path, keys: &[String]) -> Result<Vec<CellResult>> {
     for key in keys {
         let path = cell_path(out, key);
         if path.exists() {
-            results.push(read_cell(&path).with_context(|| format!("{}: unreadable cell result", path.display()))?);
+            results.push(read_cell(&path, key).with_context(|| format!("{}: unreadable cell result", path.display()))?);
         }
     }
     Ok(results)
@@ -122,13 +139,19 @@ pub fn merge(shards: &[PathBuf], out: &Path) -> Result<(AuditManifest, Vec<CellR
         }
     }
     let manifest = AuditManifest { shard: None, ..first.clone() };
-    prepare_out(out, &manifest, false)?;
+    prepare_out(out, &manifest, Writer::Merge)?;
     for (dir, m) in shards.iter().zip(&manifests) {
         for key in &m.cells {
             let from = cell_path(dir, key);
             if !from.exists() {
                 continue;
             }
+            read_cell(&from, key).with_context(|| {
+                format!(
+                    "{}: not a finished cell of this audit; run the shard's audit command again to recompute it",
+                    from.display()
+                )
+            })?;
             let bytes = std::fs::read(&from).with_context(|| format!("{}: cannot read", from.display()))?;
             crate::io::atomic_write(&cell_path(out, key), &bytes)?;
             let attack = attack_dir(dir, key);

@@ -129,13 +129,13 @@ pub fn run_audit(config: &AuditConfig, opts: &AuditOptions) -> Result<AuditOutco
         cells: keys.clone(),
         skipped: skipped.clone(),
     };
-    cache::prepare_out(&opts.out, &manifest, opts.resume)?;
+    cache::prepare_out(&opts.out, &manifest, cache::Writer::Audit { resume: opts.resume })?;
 
     let selected: Vec<usize> =
         (0..cells.len()).filter(|i| opts.shard.map(|(index, count)| i % count == index).unwrap_or(true)).collect();
     let path_of = |i: usize| cache::cell_path(&opts.out, &keys[i]);
     let (todo, done): (Vec<usize>, Vec<usize>) =
-        selected.iter().partition(|&&i| cache::read_cell(&path_of(i)).is_err());
+        selected.iter().partition(|&&i| cache::read_cell(&path_of(i), &keys[i]).is_err());
     // One bar over the cells of the sweep (finished ones count as done), above the bars of each cell's steps.
     let overall = opts.progress.bar(selected.len() as u64, "cells");
     overall.set_position(done.len() as u64);
