@@ -6,15 +6,23 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use super::model::{Part, Prediction};
+use super::model::{share_unseen_classes, Part, Prediction};
 use super::protocol::{bootstrap_ci, Fold};
 use super::{EstimateOptions, Family, Target, VInfoEstimate};
 use crate::rng::{self, Stream};
 
 /// A target after checks: class indices or an f64 matrix (with the variance floor of each dimension).
 pub(crate) enum PreparedTarget {
-    Classes { y: Tensor, classes: i64 },
-    Values { y: Tensor, floor: Tensor },
+    Classes {
+        y: Tensor,
+        classes: i64,
+    },
+    /// `scale`: the power of two the values were multiplied by ([`rescaling`]; 1 almost always).
+    Values {
+        y: Tensor,
+        floor: Tensor,
+        scale: f64,
+    },
 }
 
 /// Counts non-finite entries of a 2-D f64 tensor and names the first.
@@ -34,6 +42,19 @@ fn check_finite(what: &str, t: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Magnitudes within which squares and sums of squares stay normal f64 numbers: 2^-500 .. 2^500.
+const SAFE_LOG2_MAGNITUDE: f64 = 500.0;
+
+/// The power of two that brings the largest magnitude of `t` to [1, 2), when it lies outside
+/// 2^±[`SAFE_LOG2_MAGNITUDE`]; `None` otherwise (and for an all-zero `t`). Multiplying by a power of two is exact,
+/// and every family is invariant to one scale of the whole feature matrix (or target): features of 1e200 or 1e-200
+/// give the answer standardised ones give, where squares would overflow to infinity or underflow to 0.
+fn rescaling(t: &Tensor) -> Option<f64> {
+    let max = t.abs().max().double_value(&[]);
+    let log2 = max.log2();
+    (max > 0.0 && log2.abs() > SAFE_LOG2_MAGNITUDE).then(|| 2f64.powi(-(log2.floor() as i32)))
+}
+
 /// Features as an (N, D) f64 matrix: (N,) becomes (N, 1); more dimensions are flattened per sample.
 fn prepare_features(features: &Tensor) -> Result<Tensor> {
     let size = features.size();
@@ -49,7 +70,10 @@ fn prepare_features(features: &Tensor) -> Result<Tensor> {
         bail!("features: no columns (shape {size:?})");
     }
     check_finite("features", &x)?;
-    Ok(x)
+    Ok(match rescaling(&x) {
+        Some(scale) => x * scale,
+        None => x,
+    })
 }
 
 fn prepare_target(target: &Target, n: i64, variance_floor: f64) -> Result<PreparedTarget> {
@@ -79,8 +103,22 @@ fn prepare_target(target: &Target, n: i64, variance_floor: f64) -> Result<Prepar
             if distinct.len() < 2 {
                 bail!("categorical target: only one class ({}) in {n} samples; nothing to predict", distinct[0]);
             }
+            let mut counts = vec![0usize; distinct.len()];
             for c in &mut codes {
-                *c = distinct.binary_search(c).unwrap() as i64;
+                let index = distinct.binary_search(c).expect("every code is among the distinct ones");
+                counts[index] += 1;
+                *c = index as i64;
+            }
+            // A class seen in one sample is fitted or scored, never both: it can add nothing to the estimate (the
+            // unseen-class rule, `share_unseen_classes`), only cost, as a softmax output per class.
+            let singletons = counts.iter().filter(|&&k| k == 1).count();
+            if 2 * singletons > distinct.len() {
+                bail!(
+                    "categorical target: {singletons} of its {} classes occur in one sample only; a class seen once \
+                     is never both fitted and scored, so nothing about it can be measured (merge rare classes into \
+                     one, or give more samples of each)",
+                    distinct.len()
+                );
             }
             Ok(PreparedTarget::Classes { y: Tensor::from_slice(&codes), classes: distinct.len() as i64 })
         }
@@ -90,6 +128,8 @@ fn prepare_target(target: &Target, n: i64, variance_floor: f64) -> Result<Prepar
                 bail!("continuous target: no dimensions (shape {size:?})");
             }
             check_finite("continuous target", &y)?;
+            let scale = rescaling(&y).unwrap_or(1.0);
+            let y = if scale == 1.0 { y } else { y * scale };
             let var = y.var_dim(0, false, false);
             let mean_var = var.mean(Kind::Double).double_value(&[]);
             if mean_var <= 0.0 {
@@ -100,7 +140,7 @@ fn prepare_target(target: &Target, n: i64, variance_floor: f64) -> Result<Prepar
             }
             // Dimensions constant over all samples fall back to a fraction of the mean variance.
             let floor = var.where_self(&var.gt(0.0), &(var.zeros_like() + mean_var)) * variance_floor;
-            Ok(PreparedTarget::Values { y, floor })
+            Ok(PreparedTarget::Values { y, floor, scale })
         }
     }
 }
@@ -121,6 +161,8 @@ struct FoldScores {
     summary: serde_json::Value,
     constant: bool,
     warnings: Vec<String>,
+    /// Scored samples of a class that no fitting sample had.
+    unseen: i64,
 }
 
 /// A V-information estimator: a predictive family and the options of the estimate (protocol, bootstrap, seed).
@@ -160,7 +202,15 @@ impl Estimator {
         null.fit(train, val).context("fitting f[∅]")?;
         cond.fit(train, val).with_context(|| format!("fitting the {} family", self.family))?;
         let p_null = null.predict(&xte)?;
-        let p_cond = cond.predict(&xte)?;
+        let mut p_cond = cond.predict(&xte)?;
+        let mut unseen = 0;
+        if let (PreparedTarget::Classes { classes, .. }, Prediction::Categorical(ln), Prediction::Categorical(lc)) =
+            (target, &p_null, &p_cond)
+        {
+            let seen = Tensor::cat(&[&ytr, &yva], 0).bincount(None::<Tensor>, *classes).gt(0);
+            unseen = seen.index_select(0, &yte).logical_not().sum(Kind::Int64).int64_value(&[]);
+            p_cond = Prediction::Categorical(share_unseen_classes(ln, lc, &seen));
+        }
         let (mut correct, mut null_correct, mut sse, mut sst) = (0i64, 0i64, 0.0, 0.0);
         match (&p_null, &p_cond) {
             (Prediction::Categorical(ln), Prediction::Categorical(lc)) => {
@@ -183,6 +233,7 @@ impl Estimator {
             summary: cond.summary(),
             constant: cond.constant(),
             warnings: cond.warnings(),
+            unseen,
         })
     }
 
@@ -206,7 +257,7 @@ impl Estimator {
         let mut lp_cond_all = Vec::new();
         let (mut correct, mut null_correct, mut sse, mut sst) = (0i64, 0i64, 0.0, 0.0);
         let mut fits = Vec::new();
-        let (mut constant_fits, mut warnings) = (0usize, Vec::new());
+        let (mut constant_fits, mut warnings, mut unseen) = (0usize, Vec::new(), 0i64);
         // The protocol is repeated with independent partitions; repetition 0 uses the seed itself.
         let mut first_folds = None;
         let mut repeat_of = Vec::new();
@@ -228,12 +279,20 @@ impl Estimator {
                         warnings.push(w);
                     }
                 }
+                unseen += scores.unseen;
                 pvi_index.extend_from_slice(&fold.test);
                 repeat_of.extend(std::iter::repeat_n(r, fold.test.len()));
             }
             first_folds.get_or_insert(folds);
         }
         let folds = first_folds.expect("at least one repetition");
+        if unseen > 0 {
+            warnings.push(format!(
+                "{unseen} of {} scored samples had a class that no fitting sample had; they add 0 bits (the \
+                 unseen-class rule of docs/vinfo.md)",
+                pvi_index.len()
+            ));
+        }
         let lp_null = Vec::<f64>::try_from(Tensor::cat(&lp_null_all, 0))?;
         let lp_cond = Vec::<f64>::try_from(Tensor::cat(&lp_cond_all, 0))?;
         // Per sample, the mean PVI over the repetitions that scored it, by sample index so that `pvi` lines up with
@@ -273,20 +332,22 @@ impl Estimator {
         let sampling = bootstrap_ci(&pvi, opts.bootstrap, rng::derive(opts.seed, Stream::VinfoBootstrap));
         let fit_se = fit_standard_error(&repeat_bits);
         let ci95 = fold_in(sampling, mean_pvi, fit_se);
-        let (target_dims, continuous) = match &prepared {
-            PreparedTarget::Classes { classes, .. } => (*classes as usize, false),
-            PreparedTarget::Values { y, .. } => (y.size()[1] as usize, true),
+        let (target_dims, continuous, scale) = match &prepared {
+            PreparedTarget::Classes { classes, .. } => (*classes as usize, false, 1.0),
+            PreparedTarget::Values { y, scale, .. } => (y.size()[1] as usize, true, *scale),
         };
         Ok(VInfoEstimate {
             family: family.to_string(),
             target: target.kind_name().to_string(),
             bits: mean_pvi,
             ci95,
-            h_null_bits,
-            h_cond_bits,
+            // Differential entropies in the target's own units: h(Y) = h(sY) - K log2 s.
+            h_null_bits: h_null_bits - target_dims as f64 * scale.log2() * f64::from(continuous),
+            h_cond_bits: h_cond_bits - target_dims as f64 * scale.log2() * f64::from(continuous),
             bits_per_dim: continuous.then(|| mean_pvi / target_dims as f64),
             r2: continuous.then(|| 1.0 - sse / sst),
-            mse: continuous.then(|| sse / (scored * target_dims as f64)),
+            // In the target's own units.
+            mse: continuous.then(|| sse / (scored * target_dims as f64) / (scale * scale)),
             accuracy: (!continuous).then(|| correct as f64 / scored),
             null_accuracy: (!continuous).then(|| null_correct as f64 / scored),
             n_samples: n as usize,

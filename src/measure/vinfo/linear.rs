@@ -7,8 +7,8 @@ use anyhow::{anyhow, bail, Result};
 use tch::{Device, Kind, Tensor};
 
 use super::model::{
-    conditional_variance, mix_uniform, null_mean, ConditionalModel, FeatureMap, FeatureTransform, GaussianValidation,
-    Part, Prediction, TargetRange,
+    conditional_variance, null_mean, ClassPrior, ClassValidation, ConditionalModel, FeatureMap, FeatureTransform,
+    GaussianValidation, Part, Prediction, TargetRange,
 };
 
 /// Ridge strengths tried, relative to the mean eigenvalue of the Gram matrix of the standardised training
@@ -207,13 +207,15 @@ impl LogisticRegression {
 
     /// Fits every strength of the grid on one feature map, each starting from the previous fit. Returns the fit
     /// with the smallest validation log-loss (nats) and appends every candidate to `tried`.
-    /// `freq`: the smoothed class frequencies of the training part, the biases' starting point.
+    /// `freq`: the smoothed class frequencies of the training part, the biases' starting point. `validation` scores
+    /// each candidate as held-out samples are scored.
     fn fit_map(
         &self,
         map: FeatureMap,
         train: Part<'_>,
         val: Part<'_>,
         freq: &Tensor,
+        validation: &ClassValidation<'_>,
         tried: &mut Vec<(&'static str, f64, f64)>,
     ) -> (f64, LogisticFit) {
         let transform = FeatureTransform::fit(map, train.x);
@@ -252,7 +254,7 @@ impl LogisticRegression {
             theta = t;
             let w = theta.narrow(0, 0, d * c).view([d, c]);
             let b = theta.narrow(0, d * c, c);
-            let loss = mean_log_loss(&mix_uniform(&logistic_log_probs(&xv, &w, &b)), val.y);
+            let loss = validation.loss(&logistic_log_probs(&xv, &w, &b));
             let loss = if loss.is_finite() { loss } else { f64::INFINITY };
             tried.push((map.name(), l2, loss / std::f64::consts::LN_2));
             if best.as_ref().is_none_or(|b| loss < b.0) {
@@ -273,18 +275,15 @@ fn logistic_log_probs(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Tensor {
     (x.matmul(weight) + bias).log_softmax(1, Kind::Double)
 }
 
-fn mean_log_loss(logp: &Tensor, y: &Tensor) -> f64 {
-    -logp.gather(1, &y.unsqueeze(1), false).mean(Kind::Double).double_value(&[])
-}
-
 impl ConditionalModel for LogisticRegression {
     fn fit(&mut self, train: Part<'_>, val: Part<'_>) -> Result<()> {
         let c = self.classes;
         let freq = (train.y.bincount(None::<Tensor>, c).to_kind(Kind::Double) + 1.0) / (train.len() + c) as f64;
+        let validation = ClassValidation::new(train, val, c);
         let mut tried = Vec::new();
         let mut best: Option<(f64, LogisticFit)> = None;
         for &map in self.maps {
-            let (loss, fit) = self.fit_map(map, train, val, &freq, &mut tried);
+            let (loss, fit) = self.fit_map(map, train, val, &freq, &validation, &mut tried);
             if best.as_ref().is_none_or(|b| loss < b.0) {
                 best = Some((loss, fit));
             }
@@ -296,12 +295,11 @@ impl ConditionalModel for LogisticRegression {
         // The family holds the constant predictor (weights 0, the limit of infinite strength). When no candidate
         // beats it on validation, take it, with the null model's class frequencies: the features then carry no
         // usable information, and the estimate is 0 instead of the overfit fit's negative value.
-        let constant_loss = mean_log_loss(&mix_uniform(&freq.log().unsqueeze(0).expand([val.len(), c], false)), val.y);
-        if constant_loss <= loss {
-            let counts = Tensor::cat(&[train.y, val.y], 0).bincount(None::<Tensor>, c).to_kind(Kind::Double) + 1.0;
-            let total = counts.sum(Kind::Double);
+        // The constant is scored with the prior of the training part, as the fits are; it then predicts the prior
+        // of training and validation, which is f[∅] itself (PVI exactly 0).
+        if validation.constant_loss() <= loss {
             fit.weight = fit.weight.zeros_like();
-            fit.bias = (counts / total).log();
+            fit.bias = ClassPrior::fit(&[train.y, val.y], c).log_p;
             fit.l2 = f64::INFINITY;
         }
         fit.tried = tried;

@@ -13,7 +13,7 @@ use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
 use super::model::{
-    conditional_variance, mix_uniform, null_mean, shrinkage_towards_mean, ConditionalModel, FeatureMap,
+    conditional_variance, null_mean, shrinkage_towards_mean, ClassPrior, ClassValidation, ConditionalModel, FeatureMap,
     FeatureTransform, GaussianValidation, Part, Prediction, TargetRange,
 };
 use crate::rng::{self, Stream};
@@ -96,7 +96,9 @@ struct MlpFit {
     shrink: Option<Tensor>,
     /// Continuous targets: predictions are clipped to the fitting targets' range before the shrinkage.
     range: TargetRange,
-    /// Continuous targets: the constant predictor was chosen.
+    /// Class targets, when the constant predictor was chosen: the class prior's log-probabilities (C,).
+    prior: Option<Tensor>,
+    /// The constant predictor was chosen.
     constant: bool,
     best_epoch: usize,
     epochs: usize,
@@ -139,7 +141,10 @@ impl ConditionalModel for Mlp {
             Task::Gaussian(_) => {
                 let m = train.y.mean_dim(0, false, Kind::Double);
                 let s = train.y.std_dim(0, false, false);
-                let s = s.where_self(&s.gt(1e-12), &s.ones_like());
+                // Relative to the values' magnitude (as `Standardiser` does), so that a target of 1e-150 is scaled
+                // like one of 1.
+                let tiny = m.abs() * 1e-12 + 1e-300;
+                let s = s.where_self(&s.gt_tensor(&tiny), &s.ones_like());
                 (m, s)
             }
         };
@@ -176,18 +181,18 @@ impl ConditionalModel for Mlp {
             let shrink = shrinkage_towards_mean(val.y, &pred, &mean);
             (&mean + (pred - &mean) * &shrink, shrink)
         };
-        let validation = match &self.task {
-            Task::Gaussian(floor) => Some(GaussianValidation::new(train, val, floor)),
-            Task::Classes(_) => None,
+        let (validation, class_validation) = match &self.task {
+            Task::Gaussian(floor) => (Some(GaussianValidation::new(train, val, floor)), None),
+            Task::Classes(c) => (None, Some(ClassValidation::new(train, val, *c))),
         };
         // Validation loss in nats: the log-loss of the classes, or minus the validation PVI of the values (their
         // null model's log-loss is the same for every epoch, so it only shifts the loss).
         let val_loss = |net: &nn::Sequential| -> f64 {
             match &self.task {
-                Task::Classes(_) => -mix_uniform(&forward_f64(net, &xv).log_softmax(1, Kind::Double))
-                    .gather(1, &val.y.unsqueeze(1), false)
-                    .mean(Kind::Double)
-                    .double_value(&[]),
+                Task::Classes(_) => {
+                    let classes = class_validation.as_ref().expect("class targets have a validation scorer");
+                    classes.loss(&forward_f64(net, &xv).log_softmax(1, Kind::Double))
+                }
                 Task::Gaussian(_) => {
                     let validation = validation.as_ref().expect("continuous targets have a validation scorer");
                     -validation.score(&calibrated(net).0).0 * std::f64::consts::LN_2
@@ -226,8 +231,16 @@ impl ConditionalModel for Mlp {
         if !best.0.is_finite() {
             bail!("MLP training failed: the validation loss is not finite");
         }
-        let (var, shrink, constant) = match &self.task {
-            Task::Classes(_) => (None, None, false),
+        let (var, shrink, prior, constant) = match &self.task {
+            // The family holds the constant predictor (the class prior): take it when the network does not beat it
+            // on validation (scored with the training part's prior, as the network is), so that features without
+            // usable information give exactly 0 bits instead of the network's distance from the prior.
+            Task::Classes(c) => {
+                let classes = class_validation.as_ref().expect("class targets have a validation scorer");
+                let constant = classes.constant_loss() <= best.0;
+                let prior = constant.then(|| ClassPrior::fit(&[train.y, val.y], *c).log_p);
+                (None, None, prior, constant)
+            }
             Task::Gaussian(floor) => {
                 let (pred, mut shrink) = calibrated(&net);
                 // The family holds the constant predictor (the null model's mean): take it when the network does
@@ -240,7 +253,7 @@ impl ConditionalModel for Mlp {
                 } else {
                     val.y - pred
                 };
-                (Some(conditional_variance(&residual, train.y, val.y, floor)), Some(shrink), constant)
+                (Some(conditional_variance(&residual, train.y, val.y, floor)), Some(shrink), None, constant)
             }
         };
         self.fitted = Some(MlpFit {
@@ -253,6 +266,7 @@ impl ConditionalModel for Mlp {
             mean,
             shrink,
             range,
+            prior,
             constant,
             best_epoch: best.1,
             epochs,
@@ -267,6 +281,9 @@ impl ConditionalModel for Mlp {
 
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("MLP used before fit"))?;
+        if let Some(log_p) = &f.prior {
+            return Ok(Prediction::categorical(&log_p.unsqueeze(0).expand([x.size()[0], log_p.size()[0]], false)));
+        }
         let out = forward_f64(&f.net, &f.transform.apply(x));
         Ok(match &f.var {
             None => Prediction::categorical(&out.log_softmax(1, Kind::Double)),
