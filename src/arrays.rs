@@ -21,8 +21,9 @@ pub fn read_array(path: &Path, key: Option<&str>) -> Result<Tensor> {
 /// Reads one tensor of a safetensors file: the one named `key`, or the only one.
 pub fn read_safetensors_tensor(path: &Path, key: Option<&str>) -> Result<Tensor> {
     check_file(path)?;
-    let named = Tensor::read_safetensors(path)
-        .map_err(|e| anyhow::anyhow!("{}: not a valid safetensors file ({e})", path.display()))?;
+    let bytes = fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let named =
+        parse_safetensors(&bytes).with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
     let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
     match key {
         Some(k) => named
@@ -38,6 +39,49 @@ pub fn read_safetensors_tensor(path: &Path, key: Option<&str>) -> Result<Tensor>
             names.join(", ")
         ),
     }
+}
+
+/// Parses the bytes of a safetensors file into its named tensors, in the file's order.
+pub fn parse_safetensors(bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
+    let file = safetensors::SafeTensors::deserialize(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let kind = safetensors_kind(view.dtype())
+                .with_context(|| format!("tensor '{name}': element type {:?} is not supported", view.dtype()))?;
+            let shape = view
+                .shape()
+                .iter()
+                .map(|&d| i64::try_from(d).with_context(|| format!("tensor '{name}': dimension {d} is too large")))
+                .collect::<Result<Vec<i64>>>()?;
+            let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+                .map_err(|e| anyhow::anyhow!("tensor '{name}': {}", first_line(&e.to_string())))?;
+            Ok((name, t))
+        })
+        .collect()
+}
+
+/// The libtorch kind of a safetensors element type (those libtorch has).
+fn safetensors_kind(dtype: safetensors::Dtype) -> Option<Kind> {
+    use safetensors::Dtype;
+    Some(match dtype {
+        Dtype::BOOL => Kind::Bool,
+        Dtype::U8 => Kind::Uint8,
+        Dtype::I8 => Kind::Int8,
+        Dtype::I16 => Kind::Int16,
+        Dtype::I32 => Kind::Int,
+        Dtype::I64 => Kind::Int64,
+        Dtype::BF16 => Kind::BFloat16,
+        Dtype::F16 => Kind::Half,
+        Dtype::F32 => Kind::Float,
+        Dtype::F64 => Kind::Double,
+        _ => return None,
+    })
+}
+
+/// The first line of a libtorch message (which appends a C++ backtrace).
+fn first_line(message: &str) -> &str {
+    message.lines().next().unwrap_or(message)
 }
 
 fn check_file(path: &Path) -> Result<()> {
