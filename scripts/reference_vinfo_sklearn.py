@@ -20,9 +20,10 @@ ROLES.npy: 0 train, 1 validation, 2 test) this refits what gradleak fits, with s
   stops the weak strengths (1e-4, 1e-5) short of their optimum, by up to 0.4 bits of validation log-loss on these
   gradients: a reference should be at the optimum;
 - the map and strength with the lowest validation log-loss of the prediction mixed with 0.1% uniform (`UNIFORM_WEIGHT`);
-- the constant predictor instead when it is at least as good on validation: the training part's add-one smoothed
-  class frequencies there, and then the null model's own frequencies, so those samples score 0 bits;
-- null model: add-one smoothed class frequencies of training + validation, mixed alike;
+- the constant predictor instead when it is at least as good on validation: the training part's class prior there,
+  and then the null model's own prior, so those samples score 0 bits;
+- null model: the class prior of training + validation (frequencies smoothed with a pseudo-count chosen by
+  leave-one-out likelihood, the uniform distribution among the candidates), mixed alike;
 - bits = mean over samples of -log2 p_null(y) + log2 p_model(y) (a sample scored by several repetitions: the mean
   of its values first, as gradleak does).
 
@@ -83,9 +84,19 @@ def mix(log_p):
 
 
 def frequencies(y, classes):
-    """Add-one smoothed class log-frequencies, (C,)."""
-    counts = np.bincount(y, minlength=classes) + 1.0
-    return np.log(counts / counts.sum())
+    """gradleak's class prior, (C,) log-probabilities: frequencies smoothed with a pseudo-count a per class, a chosen
+    by the leave-one-out log-likelihood among 2^-6 .. 2^8 and the uniform distribution (a = inf)."""
+    counts = np.bincount(y, minlength=classes).astype(float)
+    n, seen = counts.sum(), counts[counts > 0]
+    best_ll, best_a = -n * math.log(classes), math.inf
+    for k in range(-6, 9):
+        a = 2.0**k
+        ll = (seen * np.log(seen - 1.0 + a)).sum() - n * math.log(n - 1.0 + classes * a)
+        if ll > best_ll:
+            best_ll, best_a = ll, a
+    if math.isinf(best_a):
+        return np.full(classes, -math.log(classes))
+    return np.log((counts + best_a) / (n + classes * best_a))
 
 
 def log_loss(log_p, y):
@@ -104,6 +115,9 @@ def fit_one(x, y, roles, classes, tol, max_iter):
     """One fit: the chosen strength (inf = constant), the held-out PVI (bits) and sample indices, and diagnostics."""
     train, val, test = (np.flatnonzero(roles == r) for r in (0, 1, 2))
     ytr, yva, yte = y[train], y[val], y[test]
+    # gradleak's rule for classes absent from the fitting data is not reproduced here: these cases have none.
+    if len(np.unique(np.concatenate([ytr, yva]))) < classes or len(np.unique(ytr)) < classes:
+        sys.exit("reference: a class is missing from a fit's training part; this reference does not handle that")
     n = len(train)
     binary = len(np.unique(ytr)) == 2
     best, tried, iterations = None, [], []

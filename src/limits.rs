@@ -10,6 +10,11 @@ pub const MAX_PARAMS: i64 = 1 << 31;
 /// The most classes a dataset's labels may span (labels are class codes 0..K-1, so the largest label sets K).
 pub const MAX_CLASSES: i64 = 1 << 20;
 
+/// Most classes x samples of a categorical target that the V-information families fit: each fit's softmax has an
+/// output per class for every sample, over hundreds of L-BFGS steps and a grid of strengths. 500 classes x 1,000
+/// samples takes about 40 s with the linear family; 1,000 x 10,000 ran past 20 minutes (`docs/vinfo.md`).
+pub const MAX_CLASS_SAMPLES: i64 = 1 << 21;
+
 /// The machine's physical memory in bytes (None when the system does not say).
 pub fn physical_memory() -> Option<u64> {
     // SAFETY: sysconf only reads system configuration.

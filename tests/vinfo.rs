@@ -568,7 +568,8 @@ fn a_class_unseen_in_fitting_adds_exactly_zero() {
 }
 
 /// A target whose classes are mostly seen once can tell nothing: each such class is fitted or scored, never both.
-/// It is refused with the reason (it took minutes and reported 0.80 bits [0.79, 0.81] for 10,000 singletons).
+/// It is refused with the reason (it took minutes and reported 0.80 bits [0.79, 0.81] for 10,000 singletons), and so
+/// is a target whose classes times samples would take the families many minutes.
 #[test]
 fn a_target_of_mostly_singleton_classes_is_refused_with_the_reason() {
     let _serial = serial();
@@ -578,6 +579,13 @@ fn a_target_of_mostly_singleton_classes_is_refused_with_the_reason() {
     let err = estimate(&x, &Target::Categorical(Tensor::from_slice(&y)), &Family::Linear, &opts(0)).unwrap_err();
     let err = format!("{err:#}");
     assert!(err.contains("2000 of its 2002 classes occur in one sample only"), "{err}");
+    // Many classes of a few samples each: a softmax of 1,100 outputs over 2,000 samples, hundreds of L-BFGS steps per
+    // strength, is refused before it starts (1,000 classes x 10,000 samples ran past 20 minutes).
+    let x = rng.matrix(2000, 4);
+    let y: Vec<i64> = (0..2000).map(|i| i % 1100).collect();
+    let err = estimate(&x, &Target::Categorical(Tensor::from_slice(&y)), &Family::Linear, &opts(0)).unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("1100 classes x 2000 samples is beyond what the families fit"), "{err}");
 }
 
 /// Every family is invariant to one scale of the whole feature matrix and of the target. Features or targets of

@@ -120,7 +120,15 @@ fn prepare_target(target: &Target, n: i64, variance_floor: f64) -> Result<Prepar
                     distinct.len()
                 );
             }
-            Ok(PreparedTarget::Classes { y: Tensor::from_slice(&codes), classes: distinct.len() as i64 })
+            let classes = distinct.len() as i64;
+            if classes * n > crate::limits::MAX_CLASS_SAMPLES {
+                bail!(
+                    "categorical target: {classes} classes x {n} samples is beyond what the families fit in \
+                     reasonable time (at most {} class-sample pairs); merge rare classes or measure fewer samples",
+                    crate::limits::MAX_CLASS_SAMPLES
+                );
+            }
+            Ok(PreparedTarget::Classes { y: Tensor::from_slice(&codes), classes })
         }
         Target::Continuous(_) => {
             let y = t.to_kind(Kind::Double).reshape([n, -1]).contiguous();
