@@ -440,12 +440,15 @@ fn the_reading_says_which_family_finds_more_and_when_the_largest_estimate_is_the
         // The largest estimate's interval reaches 0, the other's does not.
         record("fc1", "attribute:a", "linear", 0.4, [0.2, 0.6]),
         record("fc1", "attribute:a", "mlp:16", 0.5, [-0.2, 1.2]),
+        // Two perfect label predictors: intervals of zero width 0.001 bits apart are not a finding.
+        record("fc2", "label", "linear", 3.3206, [3.3206, 3.3206]),
+        record("fc2", "label", "mlp:16", 3.3193, [3.3193, 3.3193]),
     ]);
     let records: Vec<&gradleak::audit::Record> = records.iter().collect();
     let families = gradleak::report::families(records.iter().copied());
     assert_eq!(families, ["linear", "mlp:16"]);
     let rows = layer_rows(&records, &families);
-    assert_eq!(rows.len(), 5);
+    assert_eq!(rows.len(), 6);
     assert_eq!(rows[0].best.unwrap().source.as_deref(), Some("linear"));
     assert_eq!(
         reading(&rows, &families),

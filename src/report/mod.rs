@@ -245,6 +245,11 @@ fn some_layers(layers: &[&str]) -> String {
 /// Bits below which an estimate or a bound counts as 0: a constant fit measures about 1e-16 bits (rounding).
 const ZERO_BITS: f64 = 1e-9;
 
+/// The smallest difference the reading reports: two perfect label predictors have intervals of zero width (every
+/// victim scores log2 C less the mixture's 0.001 bits), and a difference of 0.001 bits between them is not a
+/// finding.
+const READING_MIN_BITS: f64 = 0.01;
+
 /// Where the families of a cell disagree, one line per target that has something to say: which family finds more
 /// than which (its 95% interval above 0, the other's estimate below that interval), in how many rows and where
 /// most; and rows whose largest estimate has an interval reaching 0 where another family's stays above it (the
@@ -264,8 +269,12 @@ pub fn reading(rows: &[LayerRow], families: &[String]) -> Vec<String> {
             for (ib, b) in families.iter().enumerate().filter(|(ib, _)| *ib != ia) {
                 let both: Vec<(&str, &Record, &Record)> =
                     of_target.iter().filter_map(|r| Some((r.layer, r.by_family[ia]?, r.by_family[ib]?))).collect();
-                let more: Vec<&(&str, &Record, &Record)> =
-                    both.iter().filter(|(_, ra, rb)| ra.ci95[0] > ZERO_BITS && rb.bits < ra.ci95[0]).collect();
+                let more: Vec<&(&str, &Record, &Record)> = both
+                    .iter()
+                    .filter(|(_, ra, rb)| {
+                        ra.ci95[0] > ZERO_BITS && rb.bits < ra.ci95[0] && ra.bits - rb.bits >= READING_MIN_BITS
+                    })
+                    .collect();
                 let Some((layer, ra, rb)) =
                     more.iter().max_by(|x, y| (x.1.bits - x.2.bits).total_cmp(&(y.1.bits - y.2.bits)))
                 else {
