@@ -147,8 +147,8 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Tensor> {
     if data.len() != expected {
         bail!("shape {shape:?} needs {expected} bytes of data, the file has {}", data.len());
     }
-    let t = Tensor::from_data_size(data, &shape, kind);
-    Ok(t)
+    Tensor::f_from_data_size(data, &shape, kind)
+        .map_err(|e| anyhow::anyhow!("shape {shape:?}: {}", first_line(&e.to_string())))
 }
 
 /// Bytes of data an array of `shape` holds, `size` bytes per element: every dimension at least 0, and checked
@@ -157,6 +157,11 @@ fn data_bytes(shape: &[i64], size: usize) -> Result<usize> {
     if let Some(d) = shape.iter().find(|&&d| d < 0) {
         bail!("shape {shape:?} has a negative dimension ({d})");
     }
+    // The strides multiply every dimension but zeros too ((0, 2^62, 2^62) holds no data, yet its strides overflow).
+    shape
+        .iter()
+        .try_fold(1i64, |acc, &d| acc.checked_mul(d.max(1)))
+        .with_context(|| format!("shape {shape:?} has dimensions whose product overflows"))?;
     shape
         .iter()
         .try_fold(size, |acc, &d| acc.checked_mul(d as usize))
