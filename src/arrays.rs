@@ -157,15 +157,16 @@ fn data_bytes(shape: &[i64], size: usize) -> Result<usize> {
     if let Some(d) = shape.iter().find(|&&d| d < 0) {
         bail!("shape {shape:?} has a negative dimension ({d})");
     }
+    let bytes = shape
+        .iter()
+        .try_fold(size, |acc, &d| acc.checked_mul(d as usize))
+        .with_context(|| format!("shape {shape:?} holds more bytes than this machine can address"))?;
     // The strides multiply every dimension but zeros too ((0, 2^62, 2^62) holds no data, yet its strides overflow).
     shape
         .iter()
         .try_fold(1i64, |acc, &d| acc.checked_mul(d.max(1)))
         .with_context(|| format!("shape {shape:?} has dimensions whose product overflows"))?;
-    shape
-        .iter()
-        .try_fold(size, |acc, &d| acc.checked_mul(d as usize))
-        .with_context(|| format!("shape {shape:?} holds more bytes than this machine can address"))
+    Ok(bytes)
 }
 
 /// The text of `key`'s value in a NumPy header dict (`{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`).
