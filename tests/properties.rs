@@ -81,7 +81,7 @@ fn npy_file() -> impl Strategy<Value = Vec<u8>> {
 /// product of its other dimensions overflowed libtorch's strides (a panic inside tch).
 #[test]
 fn a_shape_of_no_data_whose_strides_overflow_gives_one_line() {
-    for shape in ["(0, 4611686018427387904, 4611686018427387904)", "(9223372036854775807, 2, 0)"] {
+    for shape in ["(0, 4611686018427387904, 4611686018427387904)", "(3, 0, 4611686018427387904, 4)"] {
         let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}\n");
         let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
         bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
