@@ -27,8 +27,8 @@ pub enum Stream<'a> {
     TrainingDropout,
     /// The victims of a set of shared updates and their batch companions.
     Victims,
-    /// Dropout masks of one chunk of shared updates.
-    UpdateDropout { chunk: u64 },
+    /// Dropout masks of one shared update's batch.
+    UpdateDropout { update: u64 },
     /// Noise (DP-SGD, `noise`) of one shared update.
     UpdateNoise { update: u64 },
     /// The random projection of one layer's gradient.
@@ -130,7 +130,7 @@ pub fn rng(seed: u64, stream: Stream) -> ChaCha8Rng {
         | Stream::Resamples => ChaCha8Rng::seed_from_u64(seed),
         Stream::TrainingDropout => keyed(seed, 3, 0),
         Stream::UpdateNoise { update } => keyed(seed, 1, update),
-        Stream::UpdateDropout { chunk } => keyed(seed, 2, chunk),
+        Stream::UpdateDropout { update } => keyed(seed, 2, update),
         Stream::AttackUpdate { update } => keyed(seed, 0xa77a, update),
         Stream::FamilyAttack { update } => keyed(seed, 0xfa77, update),
         Stream::Sketch { layer } => ChaCha8Rng::seed_from_u64(seed ^ layer_key(layer)),
@@ -230,7 +230,7 @@ mod tests {
         let draw = |s: Stream| rng(7, s).random::<u64>();
         assert_eq!(draw(Stream::UpdateNoise { update: 3 }), draw(Stream::UpdateNoise { update: 3 }));
         assert_ne!(draw(Stream::UpdateNoise { update: 3 }), draw(Stream::UpdateNoise { update: 4 }));
-        assert_ne!(draw(Stream::UpdateNoise { update: 3 }), draw(Stream::UpdateDropout { chunk: 3 }));
+        assert_ne!(draw(Stream::UpdateNoise { update: 3 }), draw(Stream::UpdateDropout { update: 3 }));
         assert_ne!(draw(Stream::Sketch { layer: "fc1" }), draw(Stream::Sketch { layer: "fc2" }));
         assert_ne!(derive(7, Stream::Folds), derive(7, Stream::VinfoBootstrap));
     }

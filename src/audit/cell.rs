@@ -110,6 +110,7 @@ pub fn run_cell(
             .map(|l| l.name.clone())
             .collect(),
         stream_offset: 0,
+        chunk_samples: None,
     };
     let dp = defenses::dp_record(&update_config.defenses, update_config.batch_size, dataset.train.len(), 1e-5, None)?;
     let updates =

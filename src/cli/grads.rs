@@ -6,8 +6,9 @@ use anyhow::{Context, Result};
 
 use gradleak::defenses::Defense;
 use gradleak::gradients::sketch::SketchKind;
-use gradleak::gradients::store::{self, CheckpointRef};
-use gradleak::gradients::updates::{compute_updates, UpdateConfig};
+use gradleak::gradients::store::CheckpointRef;
+use gradleak::gradients::updates::UpdateConfig;
+use gradleak::gradients::{write_updates, StoreDescription};
 use gradleak::progress::Progress;
 
 use super::{keywords, CheckpointArgs, Global};
@@ -37,6 +38,8 @@ pub struct GradsArgs {
     /// Layers with more parameters are also stored as a sketch of this dimension.
     #[arg(long, default_value_t = 4096)]
     pub sketch_dim: i64,
+    /// The sketch: sparse (JL), gaussian (dense) or kron (a Kronecker projection computed without forming
+    /// per-sample gradients; fastest for large layers).
     #[arg(long, value_parser = keywords::<SketchKind>(SketchKind::KEYWORDS), default_value = "sparse")]
     pub sketch: SketchKind,
     /// Layers with more parameters are stored only as a sketch.
@@ -53,6 +56,9 @@ pub struct GradsArgs {
     /// Print the manifest as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Samples per vectorised pass (default: from the model's size); the store does not depend on it.
+    #[arg(long, hide = true)]
+    pub chunk: Option<i64>,
 }
 
 /// The flag of each library parameter this command sets.
@@ -62,6 +68,7 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("sketch_dim", "--sketch-dim"),
     ("sketch_kind", "--sketch"),
     ("full_max_params", "--full-max-params"),
+    ("chunk_samples", "--chunk"),
     ("out", "--out"),
     ("force", "--force"),
 ];
@@ -81,6 +88,7 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
         full_max_params: args.full_max_params,
         full_layers: Vec::new(),
         stream_offset: 0,
+        chunk_samples: args.chunk,
     };
     let dp = gradleak::defenses::dp_record(
         &config.defenses,
@@ -89,12 +97,17 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
         args.delta,
         args.steps,
     )?;
-    let updates = compute_updates(model, split, &config, Progress::new(global.quiet || args.json))?;
     let test_accuracy = loaded.test_accuracy.unwrap_or(f64::NAN);
     let checkpoint = CheckpointRef { run: loaded.source.clone(), epoch, test_accuracy };
-    let manifest =
-        gradleak::gradients::manifest(model, dataset, &args.checkpoint.split, Some(checkpoint), &config, &updates, dp);
-    store::write_store(&args.out, &manifest, &updates, args.force)
+    let description = StoreDescription {
+        split: &args.checkpoint.split,
+        checkpoint: Some(checkpoint),
+        config: &config,
+        num_updates: config.num_updates,
+        dp,
+    };
+    let progress = Progress::new(global.quiet || args.json);
+    let manifest = write_updates(&args.out, model, dataset, split, description, args.force, progress)
         .with_context(|| format!("gradient store {}", args.out.display()))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&manifest)?);

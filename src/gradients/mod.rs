@@ -7,12 +7,18 @@ pub mod updates;
 
 pub use per_sample::{batch_gradients, per_sample_gradients};
 
-use crate::data::Dataset;
+use std::path::Path;
+
+use anyhow::Result;
+use tch::Kind;
+
+use crate::data::{Dataset, Split};
 use crate::defenses::describe;
 use crate::defenses::DpRecord;
 use crate::models::Model;
-use store::{CheckpointRef, Manifest, StoredLayer};
-use updates::{SharedUpdates, UpdateConfig};
+use crate::progress::Progress;
+use store::{CheckpointRef, Manifest, StoredLayer, TensorSpec};
+use updates::{SharedUpdates, StoredLayout, UpdateConfig, UpdateRun};
 
 /// The manifest that describes `updates` of `model` on one split of `dataset`.
 pub fn manifest(
@@ -24,33 +30,112 @@ pub fn manifest(
     updates: &SharedUpdates,
     dp: Option<DpRecord>,
 ) -> Manifest {
-    let infos = model.layer_infos();
-    let layers = updates
+    let layout: Vec<StoredLayout> = updates
         .layers
+        .iter()
+        .map(|l| StoredLayout {
+            name: l.name.clone(),
+            num_params: l.num_params,
+            full: l.full.is_some(),
+            sketch: l.sketch.as_ref().map(|s| (s.size()[1], l.sketch_kind.unwrap_or(config.sketch_kind))),
+        })
+        .collect();
+    let run = StoreDescription { split, checkpoint, config, num_updates: updates.num_updates(), dp };
+    manifest_of_layout(model, dataset, run, &layout, &updates.protected)
+}
+
+/// What a manifest records about how a store's updates were made, beside the model and data.
+pub struct StoreDescription<'a> {
+    pub split: &'a str,
+    pub checkpoint: Option<CheckpointRef>,
+    pub config: &'a UpdateConfig,
+    pub num_updates: i64,
+    pub dp: Option<DpRecord>,
+}
+
+/// The manifest of a store laid out as `layout` (known before any update is computed, so a store can be
+/// streamed).
+pub fn manifest_of_layout(
+    model: &Model,
+    dataset: &Dataset,
+    run: StoreDescription,
+    layout: &[StoredLayout],
+    protected: &[String],
+) -> Manifest {
+    let infos = model.layer_infos();
+    let config = run.config;
+    let layers = layout
         .iter()
         .map(|l| StoredLayer {
             info: infos.iter().find(|i| i.name == l.name).expect("stored layers belong to the model").clone(),
-            full: l.full.is_some(),
-            sketch_dim: l.sketch.as_ref().map(|s| s.size()[1]),
+            full: l.full,
+            sketch_dim: l.sketch.map(|(k, _)| k),
+            sketch_kind: l.sketch.map(|(_, kind)| kind).filter(|&kind| kind != config.sketch_kind),
         })
         .collect();
     Manifest {
         format: store::FORMAT.to_string(),
         gradleak_version: env!("CARGO_PKG_VERSION").to_string(),
         dataset: dataset.name.clone(),
-        split: split.to_string(),
+        split: run.split.to_string(),
         input_shape: dataset.input_shape,
         classes: dataset.classes.clone(),
         attributes: dataset.attributes.clone(),
         model: model.spec.clone(),
-        checkpoint,
-        num_updates: updates.num_updates(),
+        checkpoint: run.checkpoint,
+        num_updates: run.num_updates,
         batch_size: config.batch_size,
         seed: config.seed,
         defense: describe(&config.defenses),
-        dp,
+        dp: run.dp,
         config: config.clone(),
         layers,
-        protected: updates.protected.clone(),
+        protected: protected.to_vec(),
     }
+}
+
+/// Computes the updates that `run.config` describes and writes them as a store in `dir`, chunk by chunk as they
+/// are computed: memory depends on the chunk, not on the number of updates. Returns the manifest written.
+pub fn write_updates(
+    dir: &Path,
+    model: &Model,
+    dataset: &Dataset,
+    split: &Split,
+    run: StoreDescription,
+    overwrite: bool,
+    progress: Progress,
+) -> Result<Manifest> {
+    let config = run.config;
+    let updates = UpdateRun::new(model, split, config)?;
+    let layout = updates.layout();
+    let facts = store::fact_tensors(&updates.with_facts(split, Vec::new()));
+    let rows = config.num_updates;
+    let mut specs = Vec::new();
+    for l in &layout {
+        if l.full {
+            specs.push(TensorSpec { name: format!("grad.{}", l.name), kind: Kind::Float, shape: vec![rows, l.num_params] });
+        }
+        if let Some((k, _)) = l.sketch {
+            specs.push(TensorSpec { name: format!("sketch.{}", l.name), kind: Kind::Float, shape: vec![rows, k] });
+        }
+    }
+    specs.extend(facts.iter().map(|(name, t)| TensorSpec::of(name, t)));
+    let manifest = manifest_of_layout(model, dataset, run, &layout, updates.protected());
+    store::write_store_with(dir, &manifest, &specs, overwrite, |file| {
+        for (name, t) in &facts {
+            file.write_rows(name, 0, t)?;
+        }
+        updates.for_each_chunk(split, progress, |chunk| {
+            for (l, rows) in layout.iter().zip(chunk.layers) {
+                if let Some(full) = rows.full {
+                    file.write_rows(&format!("grad.{}", l.name), chunk.start, &full)?;
+                }
+                if let Some(sketch) = rows.sketch {
+                    file.write_rows(&format!("sketch.{}", l.name), chunk.start, &sketch)?;
+                }
+            }
+            Ok(())
+        })
+    })?;
+    Ok(manifest)
 }

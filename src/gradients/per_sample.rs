@@ -48,11 +48,43 @@ pub fn per_sample_gradients_with(
     model: &Model,
     inputs: &Tensor,
     labels: &Tensor,
-    mut fwd: Forward,
+    fwd: Forward,
     create_graph: bool,
 ) -> Vec<Tensor> {
+    match per_sample_factors(model, inputs, labels, fwd, create_graph) {
+        Some(factors) => factors.iter().map(LayerFactors::gradients).collect(),
+        None => per_sample_by_loop(model, inputs, labels, create_graph),
+    }
+}
+
+/// What a layer's per-sample gradients are made of: the layer's input and the gradient at its output, per sample.
+#[derive(Debug)]
+pub struct LayerFactors {
+    pub kind: LayerKind,
+    /// The layer's input `a`: (N, I) or (N, C, H, W).
+    pub input: Tensor,
+    /// The gradient of the summed loss at the layer's output `δ`: (N, O) or (N, O, H', W').
+    pub output_grad: Tensor,
+}
+
+impl LayerFactors {
+    /// The per-sample gradients (N, P) these factors make (the layer's grad sampler).
+    pub fn gradients(&self) -> Tensor {
+        sample_layer(self.kind, &self.input, &self.output_grad)
+    }
+}
+
+/// One forward and one backward pass that give every named layer's [`LayerFactors`], in the order of
+/// `model.layers()`; `None` for a loaded model, which records nothing inside its graph.
+pub fn per_sample_factors(
+    model: &Model,
+    inputs: &Tensor,
+    labels: &Tensor,
+    mut fwd: Forward,
+    create_graph: bool,
+) -> Option<Vec<LayerFactors>> {
     if model.script().is_some() {
-        return per_sample_by_loop(model, inputs, labels, create_graph);
+        return None;
     }
     if fwd.records.is_none() {
         fwd.records = Some(Vec::new());
@@ -62,16 +94,18 @@ pub fn per_sample_gradients_with(
     let records = fwd.records.take().unwrap_or_default();
     let probes: Vec<&Tensor> = records.iter().map(|r| &r.output_probe).collect();
     let output_grads = Tensor::run_backward(&[&loss], &probes, create_graph, create_graph);
-    let mut per_layer: Vec<Option<Tensor>> = (0..model.layers().len()).map(|_| None).collect();
-    for (record, g) in records.iter().zip(&output_grads) {
-        let layer = &model.layers()[record.layer];
-        per_layer[record.layer] = Some(sample_layer(layer.kind, &record.input, g));
+    let mut per_layer: Vec<Option<LayerFactors>> = (0..model.layers().len()).map(|_| None).collect();
+    for (record, g) in records.into_iter().zip(output_grads) {
+        let kind = model.layers()[record.layer].kind;
+        per_layer[record.layer] = Some(LayerFactors { kind, input: record.input, output_grad: g });
     }
-    per_layer
-        .into_iter()
-        .zip(model.layers())
-        .map(|(g, layer)| g.unwrap_or_else(|| panic!("layer {} was not reached by the forward pass", layer.name)))
-        .collect()
+    Some(
+        per_layer
+            .into_iter()
+            .zip(model.layers())
+            .map(|(f, layer)| f.unwrap_or_else(|| panic!("layer {} was not reached by the forward pass", layer.name)))
+            .collect(),
+    )
 }
 
 /// Per-sample gradients by ordinary backpropagation of each sample's loss alone, in evaluation mode: correct for

@@ -6,11 +6,20 @@
 //! lower bound on the usable information of the full gradient for the family closed under that composition (e.g.
 //! linear models, MLPs). Norms and inner products are preserved in expectation (E ||S g||^2 = ||g||^2).
 //!
-//! Two kinds:
+//! Three kinds:
 //! - `gaussian`: S has i.i.d. N(0, 1/k) entries; stored densely, so only for P x k up to 2^26 entries.
 //! - `sparse` (default): the block construction of a sparse JL transform (Kane and Nelson, 2014): each input
 //!   coordinate goes to s = 8 buckets, one in each of s blocks of the k outputs, with random signs, scaled by
 //!   1/sqrt(s). Memory O(P s), time O(N P s), any layer size.
+//! - `kron`: a Kronecker-structured projection S = S_out ⊗ S_in of a layer's gradient seen as a matrix G (outputs x
+//!   inputs, the bias as the column of a constant input 1): the sketch is vec(S_out G S_in^T), with Gaussian
+//!   S_out (k_out x O, entries N(0, 1/k_out)) and S_in (k_in x I, N(0, 1/k_in)), k = k_out k_in. A per-sample
+//!   gradient of a linear layer is the outer product δ a^T and a convolution's a sum of them over output
+//!   positions, so its sketch is (S_out δ)(S_in a)^T summed over positions: computed from the layer's input and
+//!   output gradient ([`Sketch::apply_factors`]) without forming the gradient, at about the cost of the layer's own
+//!   backward pass (LoGra, Choe et al. 2024). It is still a fixed linear map of the gradient, so the lower-bound
+//!   argument above holds unchanged; its norms are preserved in expectation with a larger variance than a dense
+//!   Gaussian's. Layers without a matrix shape (group norm, modules of loaded models) take the sparse sketch.
 
 use anyhow::Result;
 use rand::Rng;
@@ -25,7 +34,71 @@ crate::keyword_enum! {
         Gaussian = "gaussian",
         /// A sparse JL transform (Kane and Nelson, 2014).
         Sparse = "sparse",
+        /// A Kronecker product of Gaussian projections of a layer's outputs and inputs (LoGra).
+        Kron = "kron",
     }
+}
+
+/// The matrix view of a layer's gradient that the Kronecker sketch projects: O rows (outputs) by the layer's
+/// inputs plus one column for the bias. A convolution's inputs are its receptive field, (C / groups) k k values.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MatrixShape {
+    Linear { in_features: i64, out_features: i64 },
+    Conv(KronConv),
+}
+
+/// A 2-D convolution with square kernels, as the Kronecker sketch sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KronConv {
+    pub in_channels: i64,
+    pub out_channels: i64,
+    pub kernel: i64,
+    pub stride: i64,
+    pub padding: i64,
+    pub dilation: i64,
+    pub groups: i64,
+}
+
+impl MatrixShape {
+    /// The shape of a model layer's gradient, when it has one (linear and convolution layers with a bias).
+    pub fn of_layer(kind: &crate::models::LayerKind) -> Option<MatrixShape> {
+        use crate::models::LayerKind;
+        match *kind {
+            LayerKind::Linear { in_features, out_features } => Some(MatrixShape::Linear { in_features, out_features }),
+            LayerKind::Conv2d(g) => Some(MatrixShape::Conv(KronConv {
+                in_channels: g.in_channels,
+                out_channels: g.out_channels,
+                kernel: g.kernel,
+                stride: g.stride,
+                padding: g.padding,
+                dilation: 1,
+                groups: 1,
+            })),
+            LayerKind::GroupNorm { .. } | LayerKind::Module => None,
+        }
+    }
+
+    /// (rows, columns) of the matrix view, the bias column included.
+    pub fn matrix(&self) -> (i64, i64) {
+        match *self {
+            MatrixShape::Linear { in_features, out_features } => (out_features, in_features + 1),
+            MatrixShape::Conv(c) => (c.out_channels, c.in_channels / c.groups * c.kernel * c.kernel + 1),
+        }
+    }
+
+    /// The number of gradient entries: weight and bias.
+    pub fn num_params(&self) -> i64 {
+        let (rows, cols) = self.matrix();
+        rows * cols
+    }
+}
+
+/// How the Kronecker sketch splits k = k_out k_in: k_out is the largest divisor of k that is at most the number of
+/// outputs and at most sqrt(k), so neither factor maps into more dimensions than it reads when it can be avoided.
+pub fn kron_split(dim: i64, outputs: i64) -> (i64, i64) {
+    let limit = outputs.min((dim as f64).sqrt().floor() as i64).max(1);
+    let k_out = (1..=limit).rev().find(|d| dim % d == 0).unwrap_or(1);
+    (k_out, dim / k_out)
 }
 
 /// Largest dense Gaussian projection matrix, in entries (256 MiB of f32).
@@ -48,6 +121,8 @@ enum Projection {
     Dense(Tensor),
     /// For each of s blocks: the output bucket (P,) and the signed weight (P,) of every input coordinate.
     Sparse(Vec<(Tensor, Tensor)>),
+    /// S_out (k_out, O) and S_in (k_in, I + 1) of a layer of this shape.
+    Kron { shape: MatrixShape, out: Tensor, inp: Tensor },
 }
 
 impl Sketch {
@@ -55,11 +130,40 @@ impl Sketch {
     /// layer are comparable across checkpoints, batch sizes and defences.
     ///
     /// [`Stream::Sketch`]: crate::rng::Stream::Sketch
-    pub fn new(kind: SketchKind, input_dim: i64, dim: i64, mut rng: ChaCha8Rng) -> Result<Sketch> {
+    ///
+    /// A `kron` sketch needs the layer's matrix shape: use [`Sketch::for_layer`].
+    pub fn new(kind: SketchKind, input_dim: i64, dim: i64, rng: ChaCha8Rng) -> Result<Sketch> {
+        Sketch::for_layer(kind, None, input_dim, dim, rng)
+    }
+
+    /// A projection of a layer's gradient of `input_dim` entries. `kron` needs the layer's `shape`; a layer without
+    /// one gets the sparse sketch (its `kind` says which it got).
+    pub fn for_layer(
+        kind: SketchKind,
+        shape: Option<MatrixShape>,
+        input_dim: i64,
+        dim: i64,
+        mut rng: ChaCha8Rng,
+    ) -> Result<Sketch> {
         if dim < 1 {
             crate::param_bail!("sketch_dim", "must be at least 1, got {dim}");
         }
+        let kind = match (kind, shape) {
+            (SketchKind::Kron, None) => SketchKind::Sparse,
+            (kind, _) => kind,
+        };
         let projection = match kind {
+            SketchKind::Kron => {
+                let shape = shape.expect("a kron sketch has a matrix shape");
+                assert_eq!(shape.num_params(), input_dim, "the matrix shape covers the layer's gradient");
+                let (rows, cols) = shape.matrix();
+                let (k_out, k_in) = kron_split(dim, rows);
+                let out = crate::rng::gaussian(&mut rng, k_out * rows, 1.0 / (k_out as f64).sqrt())
+                    .reshape([k_out, rows]);
+                let inp =
+                    crate::rng::gaussian(&mut rng, k_in * cols, 1.0 / (k_in as f64).sqrt()).reshape([k_in, cols]);
+                Projection::Kron { shape, out, inp }
+            }
             SketchKind::Gaussian => {
                 if input_dim * dim > MAX_GAUSSIAN_ENTRIES {
                     crate::param_bail!(
@@ -106,7 +210,64 @@ impl Sketch {
                 }
                 out
             }
+            Projection::Kron { shape, out, inp } => {
+                // Rows of the matrix view: each output's weights, then its bias.
+                let (rows, cols) = shape.matrix();
+                let n = g.size()[0];
+                let weight = g.narrow(1, 0, rows * (cols - 1)).reshape([n, rows, cols - 1]);
+                let bias = g.narrow(1, rows * (cols - 1), rows).reshape([n, rows, 1]);
+                let matrix = Tensor::cat(&[weight, bias], 2);
+                let (out, inp) = (out.to_kind(g.kind()), inp.to_kind(g.kind()));
+                out.matmul(&matrix).matmul(&inp.tr()).reshape([n, self.dim])
+            }
         }
+    }
+
+    /// The sketch of each sample's gradient from the layer's input `a` and the gradient `delta` at its output (what
+    /// a per-sample grad sampler combines), without forming the gradients. Only for `kron` sketches.
+    ///
+    /// Linear: `a` (N, I), `delta` (N, O). Convolution: `a` (N, C, H, W), `delta` (N, O, H', W').
+    pub fn apply_factors(&self, a: &Tensor, delta: &Tensor) -> Tensor {
+        let Projection::Kron { shape, out, inp } = &self.projection else {
+            panic!("apply_factors needs a kron sketch, this one is {:?}", self.kind);
+        };
+        let kind = a.kind();
+        let (out, inp) = (out.to_kind(kind), inp.to_kind(kind));
+        let (_, cols) = shape.matrix();
+        let n = a.size()[0];
+        let k_out = out.size()[0];
+        let k_in = inp.size()[0];
+        let (inp_w, inp_b) = (inp.narrow(1, 0, cols - 1), inp.select(1, cols - 1));
+        let sketch = match *shape {
+            MatrixShape::Linear { .. } => {
+                let projected_in = a.matmul(&inp_w.tr()) + &inp_b; // (N, k_in)
+                let projected_out = delta.matmul(&out.tr()); // (N, k_out)
+                projected_out.unsqueeze(2) * projected_in.unsqueeze(1)
+            }
+            MatrixShape::Conv(c) => {
+                // S_in applied to every receptive field (the bias input is 1 everywhere) is a convolution with
+                // k_in filters; with groups, the same filters per group.
+                let g = c.groups;
+                let per_group = c.in_channels / g;
+                let filters = inp_w.reshape([k_in, per_group, c.kernel, c.kernel]).repeat([g, 1, 1, 1]);
+                let projected_in = a.conv2d(
+                    &filters,
+                    Some(&inp_b.repeat([g])),
+                    [c.stride; 2],
+                    [c.padding; 2],
+                    [c.dilation; 2],
+                    g,
+                ); // (N, g k_in, H', W')
+                let positions = projected_in.size()[2] * projected_in.size()[3];
+                let projected_in = projected_in.reshape([n, g, k_in, positions]);
+                // S_out restricted to each group's outputs, applied to that group's output gradient.
+                let out_per_group = out.reshape([k_out, g, c.out_channels / g]).permute([1, 0, 2]);
+                let delta = delta.reshape([n, g, c.out_channels / g, positions]);
+                let projected_out = out_per_group.matmul(&delta); // (N, g, k_out, L)
+                projected_out.matmul(&projected_in.transpose(2, 3)).sum_dim_intlist([1i64].as_slice(), false, kind)
+            }
+        };
+        sketch.reshape([n, self.dim])
     }
 }
 

@@ -17,14 +17,18 @@
 //! Both files are written under temporary names and renamed into place, the manifest last, so a folder with a
 //! manifest always holds a complete store.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+
+use safetensors::Dtype;
+use tch::{Kind, Tensor};
 
 use crate::data::{AttributeInfo, InputShape};
 use crate::defenses::DpRecord;
+use crate::gradients::sketch::SketchKind;
 use crate::gradients::updates::{LayerUpdates, SharedUpdates, UpdateConfig};
 use crate::models::{LayerInfo, ModelSpec};
 
@@ -52,6 +56,10 @@ pub struct StoredLayer {
     pub full: bool,
     /// Dimension of `sketch.<layer>`, when stored.
     pub sketch_dim: Option<i64>,
+    /// The sketch's kind when it is not the configured one (`kron` sketches a layer without a matrix shape, such
+    /// as a group norm, with `sparse`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sketch_kind: Option<SketchKind>,
 }
 
 /// Everything needed to interpret and reproduce a store.
@@ -88,6 +96,52 @@ pub struct GradientStore {
 
 /// Writes a store into `dir` (created if needed). Refuses a folder that already holds a store unless `overwrite`.
 pub fn write_store(dir: &Path, manifest: &Manifest, updates: &SharedUpdates, overwrite: bool) -> Result<()> {
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for layer in &updates.layers {
+        if let Some(full) = &layer.full {
+            named.push((format!("grad.{}", layer.name), full.shallow_clone()));
+        }
+        if let Some(sketch) = &layer.sketch {
+            named.push((format!("sketch.{}", layer.name), sketch.shallow_clone()));
+        }
+    }
+    named.extend(fact_tensors(updates));
+    let specs: Vec<TensorSpec> = named.iter().map(|(name, t)| TensorSpec::of(name, t)).collect();
+    write_store_with(dir, manifest, &specs, overwrite, |file| {
+        for (name, t) in &named {
+            file.write_rows(name, 0, t)?;
+        }
+        Ok(())
+    })
+}
+
+/// The tensors of a store that describe the victims and their batches (everything but the gradients).
+pub fn fact_tensors(updates: &SharedUpdates) -> Vec<(String, Tensor)> {
+    [
+        ("victim.input", &updates.victim_input),
+        ("victim.label", &updates.victim_label),
+        ("victim.attributes", &updates.victim_attributes),
+        ("victim.index", &updates.victim_index),
+        ("batch.indices", &updates.batch_indices),
+        ("batch.labels", &updates.batch_labels),
+        ("batch.attribute_fraction", &updates.batch_attribute_fraction),
+    ]
+    .into_iter()
+    .map(|(name, t)| (name.to_string(), t.contiguous()))
+    .collect()
+}
+
+/// Writes a store whose tensors, declared by `specs`, are filled in by `fill` (e.g. chunk by chunk as updates are
+/// computed, so that memory does not grow with the number of updates). The safetensors header comes first; the
+/// file is written under a temporary name and renamed into place, then the manifest, so a folder with a manifest
+/// always holds a complete store. Refuses a folder that already holds a store unless `overwrite`.
+pub fn write_store_with(
+    dir: &Path,
+    manifest: &Manifest,
+    specs: &[TensorSpec],
+    overwrite: bool,
+    fill: impl FnOnce(&mut TensorFile) -> Result<()>,
+) -> Result<()> {
     let manifest_path = dir.join(MANIFEST_FILE);
     if manifest_path.exists() {
         if !overwrite {
@@ -99,30 +153,135 @@ pub fn write_store(dir: &Path, manifest: &Manifest, updates: &SharedUpdates, ove
         }
         std::fs::remove_file(&manifest_path).with_context(|| format!("{}: cannot replace", manifest_path.display()))?;
     }
-    let mut named: Vec<(String, Tensor)> = Vec::new();
-    for layer in &updates.layers {
-        if let Some(full) = &layer.full {
-            named.push((format!("grad.{}", layer.name), full.shallow_clone()));
-        }
-        if let Some(sketch) = &layer.sketch {
-            named.push((format!("sketch.{}", layer.name), sketch.shallow_clone()));
-        }
-    }
-    for (name, t) in [
-        ("victim.input", &updates.victim_input),
-        ("victim.label", &updates.victim_label),
-        ("victim.attributes", &updates.victim_attributes),
-        ("victim.index", &updates.victim_index),
-        ("batch.indices", &updates.batch_indices),
-        ("batch.labels", &updates.batch_labels),
-        ("batch.attribute_fraction", &updates.batch_attribute_fraction),
-    ] {
-        named.push((name.to_string(), t.contiguous()));
-    }
     crate::io::atomic_write_with(&dir.join(TENSORS_FILE), |tmp| {
-        Tensor::write_safetensors(&named, tmp).map_err(Into::into)
+        let mut file = TensorFile::create(tmp, specs)?;
+        fill(&mut file)?;
+        file.finish()
     })?;
     crate::io::write_json(&manifest_path, manifest)
+}
+
+/// The name, element kind and shape of one tensor of a store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorSpec {
+    pub name: String,
+    pub kind: Kind,
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    pub fn of(name: &str, t: &Tensor) -> TensorSpec {
+        TensorSpec { name: name.to_string(), kind: t.kind(), shape: t.size() }
+    }
+
+    fn dtype(&self) -> Result<Dtype> {
+        match self.kind {
+            Kind::Float => Ok(Dtype::F32),
+            Kind::Int64 => Ok(Dtype::I64),
+            Kind::Double => Ok(Dtype::F64),
+            other => bail!("tensor '{}': a store holds f32, f64 or i64 tensors, not {other:?}", self.name),
+        }
+    }
+
+    fn bytes(&self) -> u64 {
+        self.shape.iter().product::<i64>() as u64 * self.kind.elt_size_in_bytes() as u64
+    }
+}
+
+/// A tensor declared but not yet written: the safetensors crate lays out the header from it, so the file is
+/// byte for byte what it writes for the same tensors in memory.
+struct ShapedView {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    len: usize,
+}
+
+impl safetensors::View for ShapedView {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&[])
+    }
+    fn data_len(&self) -> usize {
+        self.len
+    }
+}
+
+/// An open safetensors file being filled row by row.
+pub struct TensorFile {
+    file: std::fs::File,
+    path: PathBuf,
+    /// Per tensor: absolute byte offset of its data, bytes per row, rows.
+    entries: std::collections::HashMap<String, (u64, u64, i64, Kind)>,
+    /// Bytes written per tensor, to check that every tensor was filled.
+    written: std::collections::HashMap<String, u64>,
+}
+
+impl TensorFile {
+    fn create(path: &Path, specs: &[TensorSpec]) -> Result<TensorFile> {
+        let header = safetensors_header(specs)?;
+        let mut file = std::fs::File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+        file.write_all(&header).with_context(|| format!("{}: cannot write", path.display()))?;
+        let data_start = header.len() as u64;
+        // Offsets as the header lays them out (sorted by kind, then name).
+        let header_json: serde_json::Value = serde_json::from_slice(&header[8..])?;
+        let mut entries = std::collections::HashMap::new();
+        for spec in specs {
+            let offsets = &header_json[&spec.name]["data_offsets"];
+            let begin = offsets[0].as_u64().context("safetensors header offsets")?;
+            let rows = spec.shape.first().copied().unwrap_or(1).max(1);
+            let row_bytes = spec.bytes() / rows as u64;
+            entries.insert(spec.name.clone(), (data_start + begin, row_bytes, rows, spec.kind));
+        }
+        let total = data_start + specs.iter().map(TensorSpec::bytes).sum::<u64>();
+        file.set_len(total).with_context(|| format!("{}: cannot allocate {total} bytes", path.display()))?;
+        Ok(TensorFile { file, path: path.to_path_buf(), entries, written: Default::default() })
+    }
+
+    /// Writes `t` as rows `first_row..` of tensor `name` (its trailing shape must match the declared one).
+    pub fn write_rows(&mut self, name: &str, first_row: i64, t: &Tensor) -> Result<()> {
+        use std::io::Seek;
+        let &(offset, row_bytes, rows, kind) =
+            self.entries.get(name).with_context(|| format!("tensor '{name}' was not declared"))?;
+        let count = if t.dim() == 0 { 1 } else { t.size()[0] };
+        let t = t.to_kind(kind).contiguous();
+        let bytes = t.numel() as u64 * kind.elt_size_in_bytes() as u64;
+        if first_row < 0 || first_row + count > rows || bytes != count as u64 * row_bytes {
+            bail!("tensor '{name}': rows {first_row}..{} of shape {:?} do not fit its declaration", first_row + count, t.size());
+        }
+        let mut buffer = vec![0u8; bytes as usize];
+        t.copy_data_u8(&mut buffer, t.numel());
+        self.file.seek(std::io::SeekFrom::Start(offset + first_row as u64 * row_bytes))?;
+        self.file.write_all(&buffer).with_context(|| format!("{}: cannot write", self.path.display()))?;
+        *self.written.entry(name.to_string()).or_default() += bytes;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<()> {
+        for (name, &(_, row_bytes, rows, _)) in &self.entries {
+            let written = self.written.get(name).copied().unwrap_or(0);
+            if written != row_bytes * rows as u64 {
+                bail!("tensor '{name}': {written} of {} bytes were written", row_bytes * rows as u64);
+            }
+        }
+        self.file.sync_all().with_context(|| format!("{}: cannot sync", self.path.display()))
+    }
+}
+
+/// The 8-byte length and JSON header the safetensors crate writes for these tensors.
+fn safetensors_header(specs: &[TensorSpec]) -> Result<Vec<u8>> {
+    let shapes: Vec<Vec<usize>> = specs.iter().map(|s| s.shape.iter().map(|&d| d as usize).collect()).collect();
+    let declared: Vec<(String, ShapedView)> = specs
+        .iter()
+        .zip(shapes)
+        .map(|(spec, shape)| Ok((spec.name.clone(), ShapedView { dtype: spec.dtype()?, shape, len: spec.bytes() as usize })))
+        .collect::<Result<_>>()?;
+    // With no data, the serialised file is exactly its header.
+    safetensors::serialize(declared, None).map_err(|e| anyhow::anyhow!("safetensors header: {e}"))
 }
 
 impl Manifest {
@@ -184,7 +343,13 @@ impl GradientStore {
                 Some(k) => Some(take(&format!("sketch.{}", l.info.name), Some(k))?),
                 None => None,
             };
-            layers.push(LayerUpdates { name: l.info.name.clone(), num_params: l.info.num_params, full, sketch });
+            layers.push(LayerUpdates {
+                name: l.info.name.clone(),
+                num_params: l.info.num_params,
+                full,
+                sketch,
+                sketch_kind: l.sketch_dim.map(|_| l.sketch_kind.unwrap_or(manifest.config.sketch_kind)),
+            });
         }
         let a = manifest.attributes.len() as i64;
         let b = manifest.batch_size;

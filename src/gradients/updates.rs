@@ -4,7 +4,10 @@
 //! The *victim* of update i is the batch's first sample; victims are distinct across updates (so a victim never
 //! appears in both the fitting and the scoring part of an estimate); the other B - 1 samples are drawn from the rest
 //! of the split. Everything random follows from one seed: the batches, dropout masks, DP and Gaussian noise
-//! (noise from a generator per update, so results do not depend on how the work is chunked).
+//! (noise and dropout masks from generators per update, so results do not depend on how the work is chunked).
+//!
+//! [`UpdateRun`] plans a set of updates and computes them chunk by chunk, so a store can be written as it is
+//! computed, with memory bounded by the chunk; [`compute_updates`] collects them in memory.
 
 use anyhow::Result;
 use rand::seq::SliceRandom;
@@ -14,8 +17,8 @@ use tch::{Kind, Tensor};
 
 use crate::data::Split;
 use crate::defenses::{self, Defense, DefensePlan};
-use crate::gradients::per_sample::per_sample_gradients_with;
-use crate::gradients::sketch::{Sketch, SketchKind};
+use crate::gradients::per_sample::{per_sample_factors, per_sample_gradients_with};
+use crate::gradients::sketch::{MatrixShape, Sketch, SketchKind};
 use crate::models::{Forward, Model};
 use crate::progress::Progress;
 use crate::rng::{self, Stream};
@@ -41,6 +44,10 @@ pub struct UpdateConfig {
     /// decoder's auxiliary updates) starts beyond the first so that no draw repeats, while sketches stay the same.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub stream_offset: u64,
+    /// Samples per vectorised pass (default: from the model's size). The stored updates do not depend on it, so
+    /// it is not recorded.
+    #[serde(skip)]
+    pub chunk_samples: Option<i64>,
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -60,6 +67,7 @@ impl Default for UpdateConfig {
             full_max_params: 1 << 18,
             full_layers: Vec::new(),
             stream_offset: 0,
+            chunk_samples: None,
         }
     }
 }
@@ -73,6 +81,8 @@ pub struct LayerUpdates {
     pub full: Option<Tensor>,
     /// (N, k) sketch, when the layer is larger than k.
     pub sketch: Option<Tensor>,
+    /// The sketch's kind (a `kron` run sketches layers without a matrix shape with `sparse`).
+    pub sketch_kind: Option<SketchKind>,
 }
 
 impl LayerUpdates {
@@ -140,6 +150,9 @@ impl UpdateConfig {
         if self.sketch_dim < 1 {
             crate::param_bail!("sketch_dim", "must be at least 1, got {}", self.sketch_dim);
         }
+        if let Some(c) = self.chunk_samples.filter(|&c| c < 1) {
+            crate::param_bail!("chunk_samples", "must be at least 1, got {c}");
+        }
         if self.full_max_params < self.sketch_dim {
             crate::param_bail!(
                 "full_max_params",
@@ -171,129 +184,294 @@ fn draw_batches(split_size: i64, num_updates: i64, batch_size: i64, rng: &mut Ch
         .collect()
 }
 
-/// Computes `config.num_updates` shared updates of `model` on `split`.
+/// Computes `config.num_updates` shared updates of `model` on `split`, all in memory.
 pub fn compute_updates(
     model: &Model,
     split: &Split,
     config: &UpdateConfig,
     progress: Progress,
 ) -> Result<SharedUpdates> {
-    let plan = DefensePlan::new(&config.defenses)?;
-    let n = config.num_updates;
-    let b = config.batch_size;
-    config.validate(split.len())?;
-    let shared = plan.shared_layers(model, config.layers.as_deref())?;
-
-    // Dropout as a defence: the same weights with dropout at the model's dropout sites.
-    let dropout_model;
-    let model = match plan.dropout {
-        Some(rate) => {
-            dropout_model = model.with_dropout(rate)?;
-            &dropout_model
+    let run = UpdateRun::new(model, split, config)?;
+    let mut full_parts: Vec<Vec<Tensor>> = run.shared.iter().map(|_| Vec::new()).collect();
+    let mut sketch_parts: Vec<Vec<Tensor>> = run.shared.iter().map(|_| Vec::new()).collect();
+    run.for_each_chunk(split, progress, |chunk| {
+        for (l, layer) in chunk.layers.into_iter().enumerate() {
+            full_parts[l].extend(layer.full);
+            sketch_parts[l].extend(layer.sketch);
         }
-        None => model,
-    };
-
-    let mut rng = rng::rng(config.seed, Stream::Victims);
-    let batches = draw_batches(split.len(), n, b, &mut rng);
-
-    let sketches: Vec<Option<Sketch>> = shared
-        .iter()
-        .map(|&l| {
-            let layer = &model.layers()[l];
-            (layer.num_params() > config.sketch_dim)
-                .then(|| {
-                    Sketch::new(
-                        config.sketch_kind,
-                        layer.num_params(),
-                        config.sketch_dim,
-                        rng::rng(config.seed, Stream::Sketch { layer: &layer.name }),
-                    )
-                })
-                .transpose()
-        })
-        .collect::<Result<_>>()?;
-    let mut full_parts: Vec<Vec<Tensor>> = shared.iter().map(|_| Vec::new()).collect();
-    let mut sketch_parts: Vec<Vec<Tensor>> = shared.iter().map(|_| Vec::new()).collect();
-
-    // Vectorised passes over chunks of whole batches, sized to keep per-sample gradients near 64 M floats.
-    let total_params: i64 = model.num_params();
-    let samples_per_chunk = ((1i64 << 26) / total_params).clamp(1, 512);
-    let updates_per_chunk = (samples_per_chunk / b).max(1) as usize;
-    let simple = b == 1 && plan.dp.is_none();
-    let bar = progress.bar(n as u64, "shared updates");
-    for (chunk_index, chunk) in batches.chunks(updates_per_chunk).enumerate() {
-        let flat: Vec<i64> = chunk.iter().flatten().copied().collect();
-        let idx = Tensor::from_slice(&flat);
-        let x = split.inputs.index_select(0, &idx).to_kind(model.kind());
-        let y = split.labels.index_select(0, &idx);
-        let fwd = Forward::recording(true).with_dropout_rng(rng::rng(
-            config.seed,
-            Stream::UpdateDropout { chunk: config.stream_offset + chunk_index as u64 },
-        ));
-        let per_sample = per_sample_gradients_with(model, &x, &y, fwd, false);
-        let per_sample: Vec<Tensor> = shared.iter().map(|&l| per_sample[l].detach()).collect();
-        let updates: Vec<Tensor> = if simple && plan.post.is_empty() {
-            per_sample
-        } else {
-            // One update per batch: rows of each layer, stacked.
-            let mut rows: Vec<Vec<Tensor>> = shared.iter().map(|_| Vec::new()).collect();
-            for (j, _) in chunk.iter().enumerate() {
-                let update_index = config.stream_offset + (chunk_index * updates_per_chunk + j) as u64;
-                let mut update_rng = rng::rng(config.seed, Stream::UpdateNoise { update: update_index });
-                let members: Vec<Tensor> = per_sample.iter().map(|g| g.narrow(0, j as i64 * b, b)).collect();
-                for (l, g) in defenses::aggregate(&members, &plan, &mut update_rng).into_iter().enumerate() {
-                    rows[l].push(g);
-                }
-            }
-            rows.iter().map(|r| Tensor::stack(r, 0)).collect()
-        };
-        for (l, g) in updates.into_iter().enumerate() {
-            let g = g.to_kind(Kind::Float);
-            if let Some(sketch) = &sketches[l] {
-                sketch_parts[l].push(sketch.apply(&g));
-            }
-            let layer = &model.layers()[shared[l]];
-            if layer.num_params() <= config.full_max_params || config.full_layers.contains(&layer.name) {
-                full_parts[l].push(g);
-            }
-        }
-        bar.inc(chunk.len() as u64);
-    }
-    bar.finish_and_clear();
-
-    let layers = shared
-        .iter()
+        Ok(())
+    })?;
+    let cat = |parts: &[Tensor]| (!parts.is_empty()).then(|| Tensor::cat(parts, 0));
+    let layers = run
+        .layout()
+        .into_iter()
         .enumerate()
-        .map(|(l, &index)| {
-            let layer = &model.layers()[index];
-            let cat = |parts: &[Tensor]| (!parts.is_empty()).then(|| Tensor::cat(parts, 0));
-            LayerUpdates {
-                name: layer.name.clone(),
-                num_params: layer.num_params(),
-                full: cat(&full_parts[l]),
-                sketch: cat(&sketch_parts[l]),
-            }
+        .map(|(l, stored)| LayerUpdates {
+            name: stored.name,
+            num_params: stored.num_params,
+            full: cat(&full_parts[l]),
+            sketch: cat(&sketch_parts[l]),
+            sketch_kind: stored.sketch.map(|(_, kind)| kind),
         })
         .collect();
+    Ok(run.with_facts(split, layers))
+}
 
-    let batch_indices = Tensor::from_slice(&batches.concat()).reshape([n, b]);
-    let victim_index = batch_indices.select(1, 0).contiguous();
-    let members = split.attributes.index_select(0, &batch_indices.flatten(0, -1));
-    let num_attributes = split.attributes.size()[1];
-    Ok(SharedUpdates {
-        layers,
-        protected: plan.protected.clone(),
-        victim_input: split.inputs.index_select(0, &victim_index),
-        victim_label: split.labels.index_select(0, &victim_index),
-        victim_attributes: split.attributes.index_select(0, &victim_index),
-        batch_labels: split.labels.index_select(0, &batch_indices.flatten(0, -1)).reshape([n, b]),
-        batch_attribute_fraction: members.to_kind(Kind::Float).reshape([n, b, num_attributes]).mean_dim(
-            [1i64].as_slice(),
-            false,
-            Kind::Float,
-        ),
-        batch_indices,
-        victim_index,
-    })
+/// Where one stored layer's columns go, known before any update is computed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLayout {
+    pub name: String,
+    pub num_params: i64,
+    /// Whether the full gradient (N, P) is stored.
+    pub full: bool,
+    /// The sketch's dimension and kind, when the layer is sketched.
+    pub sketch: Option<(i64, SketchKind)>,
+}
+
+/// The updates of one chunk, in the order of [`UpdateRun::layout`].
+#[derive(Debug)]
+pub struct UpdateChunk {
+    /// Index of the chunk's first update.
+    pub start: i64,
+    pub layers: Vec<ChunkLayer>,
+}
+
+/// One layer's rows of a chunk.
+#[derive(Debug)]
+pub struct ChunkLayer {
+    pub full: Option<Tensor>,
+    pub sketch: Option<Tensor>,
+}
+
+/// A planned set of shared updates: the batches, the defences and the sketches, fixed before anything is computed,
+/// so that the updates can be computed (and written) chunk by chunk with the same result whatever the chunk size.
+pub struct UpdateRun<'m> {
+    base: &'m Model,
+    /// The same weights with dropout, when dropout is a defence.
+    dropout_model: Option<Model>,
+    plan: DefensePlan,
+    config: UpdateConfig,
+    /// Model indices of the shared layers.
+    pub shared: Vec<usize>,
+    sketches: Vec<Option<Sketch>>,
+    batches: Vec<Vec<i64>>,
+    /// Updates per vectorised pass.
+    pub updates_per_chunk: usize,
+}
+
+/// Per-sample gradients kept in memory by one pass, in floats: the chunk size follows from it.
+const PASS_FLOATS: i64 = 1 << 26;
+
+impl<'m> UpdateRun<'m> {
+    pub fn new(model: &'m Model, split: &Split, config: &UpdateConfig) -> Result<UpdateRun<'m>> {
+        let plan = DefensePlan::new(&config.defenses)?;
+        config.validate(split.len())?;
+        let shared = plan.shared_layers(model, config.layers.as_deref())?;
+        // Dropout as a defence: the same weights with dropout at the model's dropout sites.
+        let dropout_model = plan.dropout.map(|rate| model.with_dropout(rate)).transpose()?;
+        let mut rng = rng::rng(config.seed, Stream::Victims);
+        let batches = draw_batches(split.len(), config.num_updates, config.batch_size, &mut rng);
+        let sketches: Vec<Option<Sketch>> = shared
+            .iter()
+            .map(|&l| {
+                let layer = &model.layers()[l];
+                (layer.num_params() > config.sketch_dim)
+                    .then(|| {
+                        Sketch::for_layer(
+                            config.sketch_kind,
+                            MatrixShape::of_layer(&layer.kind),
+                            layer.num_params(),
+                            config.sketch_dim,
+                            rng::rng(config.seed, Stream::Sketch { layer: &layer.name }),
+                        )
+                    })
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        // Vectorised passes over chunks of whole batches, sized to keep per-sample gradients near 64 M floats.
+        let samples_per_chunk = config.chunk_samples.unwrap_or((PASS_FLOATS / model.num_params()).clamp(1, 512));
+        let updates_per_chunk = (samples_per_chunk / config.batch_size).max(1) as usize;
+        Ok(UpdateRun {
+            base: model,
+            dropout_model,
+            plan,
+            config: config.clone(),
+            shared,
+            sketches,
+            batches,
+            updates_per_chunk,
+        })
+    }
+
+    fn model(&self) -> &Model {
+        self.dropout_model.as_ref().unwrap_or(self.base)
+    }
+
+    fn stores_full(&self, layer: &str, num_params: i64) -> bool {
+        num_params <= self.config.full_max_params || self.config.full_layers.iter().any(|l| l == layer)
+    }
+
+    /// What every shared layer stores.
+    pub fn layout(&self) -> Vec<StoredLayout> {
+        self.shared
+            .iter()
+            .zip(&self.sketches)
+            .map(|(&l, sketch)| {
+                let layer = &self.model().layers()[l];
+                StoredLayout {
+                    name: layer.name.clone(),
+                    num_params: layer.num_params(),
+                    full: self.stores_full(&layer.name, layer.num_params()),
+                    sketch: sketch.as_ref().map(|s| (s.dim, s.kind)),
+                }
+            })
+            .collect()
+    }
+
+    /// The protected (not shared) layers.
+    pub fn protected(&self) -> &[String] {
+        &self.plan.protected
+    }
+
+    /// Whether the sketches can be computed from each sample's layer input and output gradient: Kronecker
+    /// sketches, and defences that are linear in the per-sample gradients (averaging, dropout, protection).
+    fn factored(&self) -> bool {
+        self.config.sketch_kind == SketchKind::Kron
+            && self.plan.dp.is_none()
+            && self.plan.post.is_empty()
+            && self.model().script().is_none()
+    }
+
+    /// Computes the updates chunk by chunk, in order, and hands each chunk to `sink`.
+    pub fn for_each_chunk(
+        &self,
+        split: &Split,
+        progress: Progress,
+        mut sink: impl FnMut(UpdateChunk) -> Result<()>,
+    ) -> Result<()> {
+        let model = self.model();
+        let b = self.config.batch_size;
+        let bar = progress.bar(self.config.num_updates as u64, "shared updates");
+        for (chunk_index, chunk) in self.batches.chunks(self.updates_per_chunk).enumerate() {
+            let start = chunk_index * self.updates_per_chunk;
+            // libtorch's kernels round differently for passes of a few samples: padding every pass to a multiple
+            // of 8 samples (with copies of the last batch, dropped afterwards) keeps the stored bits independent
+            // of the chunk size.
+            let padded = chunk.len().next_multiple_of(8 / gcd(8, b as usize));
+            let flat: Vec<i64> =
+                (0..padded).flat_map(|j| chunk[j.min(chunk.len() - 1)].iter().copied()).collect();
+            let idx = Tensor::from_slice(&flat);
+            let x = split.inputs.index_select(0, &idx).to_kind(model.kind());
+            let y = split.labels.index_select(0, &idx);
+            let update_stream = |j: usize| self.config.stream_offset + (start + j.min(chunk.len() - 1)) as u64;
+            let dropout = (0..padded)
+                .map(|j| rng::rng(self.config.seed, Stream::UpdateDropout { update: update_stream(j) }))
+                .collect();
+            let fwd = Forward::recording(true).with_dropout_groups(b, dropout);
+            let real = chunk.len() as i64 * b;
+            let layers = if self.factored() {
+                self.factored_chunk(model, &x, &y, fwd, chunk.len() as i64)
+            } else {
+                let per_sample = per_sample_gradients_with(model, &x, &y, fwd, false);
+                let per_sample: Vec<Tensor> =
+                    self.shared.iter().map(|&l| per_sample[l].detach().narrow(0, 0, real)).collect();
+                let updates: Vec<Tensor> = if b == 1 && self.plan.dp.is_none() && self.plan.post.is_empty() {
+                    per_sample
+                } else {
+                    // One update per batch: rows of each layer, stacked.
+                    let mut rows: Vec<Vec<Tensor>> = self.shared.iter().map(|_| Vec::new()).collect();
+                    for j in 0..chunk.len() {
+                        let mut update_rng = rng::rng(self.config.seed, Stream::UpdateNoise { update: update_stream(j) });
+                        let members: Vec<Tensor> = per_sample.iter().map(|g| g.narrow(0, j as i64 * b, b)).collect();
+                        for (l, g) in defenses::aggregate(&members, &self.plan, &mut update_rng).into_iter().enumerate() {
+                            rows[l].push(g);
+                        }
+                    }
+                    rows.iter().map(|r| Tensor::stack(r, 0)).collect()
+                };
+                updates
+                    .into_iter()
+                    .zip(self.layout())
+                    .zip(&self.sketches)
+                    .map(|((g, stored), sketch)| {
+                        let g = g.to_kind(Kind::Float);
+                        ChunkLayer { sketch: sketch.as_ref().map(|s| s.apply(&g)), full: stored.full.then_some(g) }
+                    })
+                    .collect()
+            };
+            sink(UpdateChunk { start: start as i64, layers })?;
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(())
+    }
+
+    /// A chunk whose sketches come from the layers' factors: no sketched layer's per-sample gradient is formed.
+    fn factored_chunk(&self, model: &Model, x: &Tensor, y: &Tensor, fwd: Forward, updates: i64) -> Vec<ChunkLayer> {
+        let b = self.config.batch_size;
+        let factors = per_sample_factors(model, x, y, fwd, false).expect("factored runs are on built-in models");
+        // The update of a batch without DP or post-processing is its members' mean; the sketch is linear.
+        let batch_mean = |t: Tensor| -> Tensor {
+            if b == 1 {
+                t
+            } else {
+                let cols = t.size()[1];
+                t.reshape([updates, b, cols]).mean_dim([1i64].as_slice(), false, t.kind())
+            }
+        };
+        self.shared
+            .iter()
+            .zip(self.layout())
+            .zip(&self.sketches)
+            .map(|((&l, stored), sketch)| {
+                let f = &factors[l];
+                let (a, delta) = (f.input.detach(), f.output_grad.detach());
+                // The whole (padded) pass, as the kernels round differently for a few samples; then its real rows.
+                let real = |t: Tensor| t.narrow(0, 0, updates * b);
+                let batch_mean = |t: Tensor| batch_mean(real(t));
+                let sketch = sketch.as_ref().map(|s| {
+                    let per_sample = if s.kind == SketchKind::Kron {
+                        s.apply_factors(&a, &delta)
+                    } else {
+                        s.apply(&f.gradients().detach())
+                    };
+                    batch_mean(per_sample).to_kind(Kind::Float)
+                });
+                let full = stored.full.then(|| batch_mean(f.gradients().detach()).to_kind(Kind::Float));
+                ChunkLayer { full, sketch }
+            })
+            .collect()
+    }
+
+    /// The updates' private facts (victims, batches) beside the given stored layers.
+    pub fn with_facts(&self, split: &Split, layers: Vec<LayerUpdates>) -> SharedUpdates {
+        let (n, b) = (self.config.num_updates, self.config.batch_size);
+        let batch_indices = Tensor::from_slice(&self.batches.concat()).reshape([n, b]);
+        let victim_index = batch_indices.select(1, 0).contiguous();
+        let members = split.attributes.index_select(0, &batch_indices.flatten(0, -1));
+        let num_attributes = split.attributes.size()[1];
+        SharedUpdates {
+            layers,
+            protected: self.plan.protected.clone(),
+            victim_input: split.inputs.index_select(0, &victim_index),
+            victim_label: split.labels.index_select(0, &victim_index),
+            victim_attributes: split.attributes.index_select(0, &victim_index),
+            batch_labels: split.labels.index_select(0, &batch_indices.flatten(0, -1)).reshape([n, b]),
+            batch_attribute_fraction: members.to_kind(Kind::Float).reshape([n, b, num_attributes]).mean_dim(
+                [1i64].as_slice(),
+                false,
+                Kind::Float,
+            ),
+            batch_indices,
+            victim_index,
+        }
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }

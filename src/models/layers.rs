@@ -83,6 +83,9 @@ pub struct Forward {
     /// Dropout masks drawn from this generator; without one, from libtorch's global generator (shared by every
     /// thread of the process, so only reproducible in a single-threaded program).
     pub dropout_rng: Option<ChaCha8Rng>,
+    /// Dropout masks drawn per group of rows instead: `(rows, generators)`, the first `rows` rows of the batch from
+    /// the first generator and so on, so that a sample's mask does not depend on which other samples share its pass.
+    pub dropout_groups: Option<(i64, Vec<ChaCha8Rng>)>,
 }
 
 impl Forward {
@@ -94,11 +97,17 @@ impl Forward {
     }
     /// A forward pass that records the inputs and output probes of every named layer.
     pub fn recording(train: bool) -> Self {
-        Forward { train, records: Some(Vec::new()), dropout_rng: None }
+        Forward { train, records: Some(Vec::new()), ..Default::default() }
     }
     /// Draws dropout masks from a generator of our own (reproducible whatever other threads do).
     pub fn with_dropout_rng(mut self, rng: ChaCha8Rng) -> Self {
         self.dropout_rng = Some(rng);
+        self
+    }
+
+    /// Draws the dropout masks of each group of `rows` rows from its own generator.
+    pub fn with_dropout_groups(mut self, rows: i64, rngs: Vec<ChaCha8Rng>) -> Self {
+        self.dropout_groups = Some((rows, rngs));
         self
     }
 
@@ -107,16 +116,24 @@ impl Forward {
         if !self.train || p == 0.0 {
             return x.shallow_clone();
         }
-        match self.dropout_rng.as_mut() {
-            None => x.dropout(p, true),
-            Some(rng) => {
-                let keep = 1.0 - p;
-                let scale = (1.0 / keep) as f32;
-                let mask: Vec<f32> =
-                    (0..x.numel()).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
-                x * Tensor::from_slice(&mask).reshape(x.size()).to_kind(x.kind())
+        let keep = 1.0 - p;
+        let scale = (1.0 / keep) as f32;
+        let draw = |rng: &mut ChaCha8Rng, count: usize, mask: &mut Vec<f32>| {
+            mask.extend((0..count).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }))
+        };
+        let mut mask = Vec::with_capacity(x.numel());
+        if let Some((rows, rngs)) = self.dropout_groups.as_mut() {
+            let per_row = x.numel() / x.size()[0].max(1) as usize;
+            assert_eq!(x.size()[0], *rows * rngs.len() as i64, "dropout groups cover the batch");
+            for rng in rngs.iter_mut() {
+                draw(rng, per_row * *rows as usize, &mut mask);
             }
+        } else if let Some(rng) = self.dropout_rng.as_mut() {
+            draw(rng, x.numel(), &mut mask);
+        } else {
+            return x.dropout(p, true);
         }
+        x * Tensor::from_slice(&mask).reshape(x.size()).to_kind(x.kind())
     }
 }
 
