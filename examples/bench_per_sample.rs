@@ -1,18 +1,35 @@
-//! Benchmark: per-sample gradients of 1,000 samples, vectorised, as a ratio to one batched forward+backward pass of
-//! the same samples and to a loop of batch-1 passes. Inputs are random: the cost does not depend on pixel values.
+//! Benchmark: per-sample gradients of every layer, as samples per second and as a multiple of one batched
+//! forward+backward pass of the same samples in batches of the same size. Inputs are random: the cost does not
+//! depend on pixel values. `scripts/bench_per_sample_pytorch.py` measures the same models in Opacus and torch.func.
 //!
-//! Run: `cargo run --release --example bench_per_sample [-- --threads 2]`
+//! Methods (layers above `K` = 4,096 parameters are the sketched ones; smaller layers are kept in full by every
+//! sketched method, as a store keeps them):
+//! - `batched`: one ordinary forward+backward pass of the batch (the baseline);
+//! - `full`: every layer's per-sample gradient, materialised (the grad samplers);
+//! - `sparse`: per-sample gradients, materialised, then the sparse JL sketch of each large layer;
+//! - `kron`: the Kronecker sketch of each large layer from its input and output gradient, no per-sample gradient
+//!   of a large layer formed;
+//! - with 2 threads, `kron, 2 workers x 1 thread`: the same split over two threads with one libtorch thread each
+//!   (a data-parallel split of the batches against libtorch's intra-op threads).
+//!
+//! Run: `cargo run --release --example bench_per_sample -- THREADS [MODELS]` (MODELS: comma-separated of lenet5,
+//! resnet20, resnet18; default all). Prints one JSON object per line.
 
 use std::time::Instant;
 
 use gradleak::data::InputShape;
+use gradleak::gradients::per_sample::per_sample_factors;
+use gradleak::gradients::sketch::{MatrixShape, Sketch, SketchKind};
 use gradleak::gradients::{batch_gradients, per_sample_gradients};
-use gradleak::models::{Arch, Model, ModelSpec};
+use gradleak::models::{Arch, Forward, Model, ModelSpec};
+use rand::SeedableRng;
 use tch::{Kind, Tensor};
 
-/// Median of `reps` timings of `f`, in seconds.
+const K: i64 = 4096;
+
+/// Median of `reps` timings of `f`, in seconds, after one warm-up call.
 fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f(); // warm-up
+    f();
     let mut t: Vec<f64> = (0..reps)
         .map(|_| {
             let s = Instant::now();
@@ -24,52 +41,149 @@ fn time(reps: usize, mut f: impl FnMut()) -> f64 {
     t[reps / 2]
 }
 
+/// Moves borrowed models into scoped worker threads: each worker is the only user of its model and data.
+struct SendRef<T>(T);
+unsafe impl<T> Send for SendRef<T> {}
+
+impl<T> SendRef<T> {
+    /// Taken whole inside the worker (a closure would otherwise capture the fields one by one).
+    fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// The Kronecker sketch of every layer above `K` parameters (sparse where a layer has no matrix shape).
+fn kron_sketches(model: &Model) -> Vec<Option<Sketch>> {
+    model
+        .layers()
+        .iter()
+        .map(|l| {
+            (l.num_params() > K).then(|| {
+                let shape = MatrixShape::of_layer(&l.kind);
+                let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+                Sketch::for_layer(SketchKind::Kron, shape, l.num_params(), K, rng).unwrap()
+            })
+        })
+        .collect()
+}
+
+/// One pass of Kronecker-sketched per-sample gradients: large layers from their factors, small ones in full.
+fn kron_pass(model: &Model, sketches: &[Option<Sketch>], x: &Tensor, y: &Tensor) {
+    let factors =
+        tch::with_grad(|| per_sample_factors(model, x, y, Forward::recording(false), false)).expect("a built-in model");
+    let kept: Vec<Tensor> = factors
+        .iter()
+        .zip(sketches)
+        .map(|(f, s)| match s {
+            Some(kron) if kron.kind == SketchKind::Kron => kron.apply_factors(&f.input, &f.output_grad),
+            Some(sparse) => sparse.apply(&f.gradients()),
+            None => f.gradients(),
+        })
+        .collect();
+    assert_eq!(kept.len(), factors.len());
+}
+
 fn main() {
-    let threads = std::env::args().skip_while(|a| a != "--threads").nth(1).and_then(|v| v.parse().ok()).unwrap_or(2);
+    let args: Vec<String> = std::env::args().collect();
+    let threads: i32 = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);
+    let models = args.get(2).cloned().unwrap_or_else(|| "lenet5,resnet20,resnet18".into());
     tch::set_num_threads(threads);
-    let n = 1000i64;
-    let chunk = 250i64;
-    println!("threads: {threads}; {n} samples; vectorised per-sample gradients in chunks of {chunk}");
-    println!(
-        "{:<22} {:>12} {:>14} {:>12} {:>14} {:>14}",
-        "model", "batched (s)", "per-sample (s)", "loop (s)", "x batched", "loop / vect."
-    );
-    for (arch, input) in [
-        (Arch::Lenet, InputShape::Image { channels: 1, height: 28, width: 28 }),
-        (Arch::Lenet5, InputShape::Image { channels: 1, height: 28, width: 28 }),
-        (Arch::Resnet20, InputShape::Image { channels: 3, height: 32, width: 32 }),
-    ] {
+    let _guard = tch::no_grad_guard();
+    // (architecture, input, samples measured, batch size of every method)
+    let cases = [
+        (Arch::Lenet5, InputShape::Image { channels: 1, height: 28, width: 28 }, 2048, 256),
+        (Arch::Resnet20, InputShape::Image { channels: 3, height: 32, width: 32 }, 512, 64),
+        (Arch::Resnet18, InputShape::Image { channels: 3, height: 32, width: 32 }, 128, 32),
+    ];
+    for (arch, input, n, batch) in cases {
+        if !models.split(',').any(|m| m == arch.name()) {
+            continue;
+        }
         let model = Model::new(&ModelSpec::new(arch, input, 10), 0).unwrap();
         tch::manual_seed(0);
         let x = Tensor::rand(input.batch(n), (Kind::Float, tch::Device::Cpu));
         let y = Tensor::randint(10, [n], (Kind::Int64, tch::Device::Cpu));
-        let batched = time(5, || {
-            let g = batch_gradients(&model, &x, &y, false, false);
-            assert!(!g.is_empty());
-        });
-        let vectorised = time(3, || {
-            let mut start = 0;
-            while start < n {
-                let g =
-                    per_sample_gradients(&model, &x.narrow(0, start, chunk), &y.narrow(0, start, chunk), false, false);
-                assert!(!g.is_empty());
-                start += chunk;
+        let batches = || (0..n / batch).map(|i| (x.narrow(0, i * batch, batch), y.narrow(0, i * batch, batch)));
+        let sparse_sketches: Vec<Option<Sketch>> = model
+            .layers()
+            .iter()
+            .map(|l| {
+                (l.num_params() > K).then(|| {
+                    let rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+                    Sketch::for_layer(SketchKind::Sparse, None, l.num_params(), K, rng).unwrap()
+                })
+            })
+            .collect();
+        let reps = 3;
+        let batched = time(reps, || {
+            for (xb, yb) in batches() {
+                tch::with_grad(|| batch_gradients(&model, &xb, &yb, false, false));
             }
         });
-        let looped = time(1, || {
-            for i in 0..n {
-                let g = batch_gradients(&model, &x.narrow(0, i, 1), &y.narrow(0, i, 1), false, false);
-                assert!(!g.is_empty());
+        let full = time(reps, || {
+            for (xb, yb) in batches() {
+                tch::with_grad(|| per_sample_gradients(&model, &xb, &yb, false, false));
             }
         });
-        println!(
-            "{:<22} {:>12.3} {:>14.3} {:>12.3} {:>13.2}x {:>13.1}x",
-            format!("{arch} {}x{}x{}", input.batch(1)[1], input.batch(1)[2], input.batch(1)[3]),
-            batched,
-            vectorised,
-            looped,
-            vectorised / batched,
-            looped / vectorised
-        );
+        let sparse = time(reps, || {
+            for (xb, yb) in batches() {
+                let grads = tch::with_grad(|| per_sample_gradients(&model, &xb, &yb, false, false));
+                let kept: Vec<Tensor> = grads
+                    .iter()
+                    .zip(&sparse_sketches)
+                    .map(|(g, s)| match s {
+                        Some(sparse) => sparse.apply(g),
+                        None => g.shallow_clone(),
+                    })
+                    .collect();
+                assert_eq!(kept.len(), grads.len());
+            }
+        });
+        let kron_only = kron_sketches(&model);
+        let kron = time(reps, || {
+            for (xb, yb) in batches() {
+                kron_pass(&model, &kron_only, &xb, &yb);
+            }
+        });
+        let mut results = vec![("batched", batched), ("full", full), ("sparse", sparse), ("kron", kron)];
+        if threads == 2 {
+            // Data-parallel instead of intra-op parallel: two workers with one libtorch thread each, each with its
+            // own copy of the model, each computing the Kronecker sketches of half of the batches.
+            let workers: Vec<(Model, Vec<Option<Sketch>>)> = (0..2)
+                .map(|_| {
+                    let model = Model::new(&ModelSpec::new(arch, input, 10), 0).unwrap();
+                    let kron = kron_sketches(&model);
+                    (model, kron)
+                })
+                .collect();
+            let halves: Vec<Vec<(Tensor, Tensor)>> =
+                (0..2).map(|w| batches().skip(w).step_by(2).map(|(a, b)| (a.copy(), b.copy())).collect()).collect();
+            let data_parallel = time(reps, || {
+                std::thread::scope(|scope| {
+                    for ((model, kron), half) in workers.iter().zip(&halves) {
+                        let work = SendRef((model, kron, half));
+                        scope.spawn(move || {
+                            let (model, kron, half) = work.into_inner();
+                            tch::set_num_threads(1);
+                            let _guard = tch::no_grad_guard();
+                            for (xb, yb) in half {
+                                kron_pass(model, kron, xb, yb);
+                            }
+                        });
+                    }
+                });
+            });
+            results.push(("kron, 2 workers x 1 thread", data_parallel));
+        }
+        for (method, seconds) in results {
+            println!(
+                "{{\"side\": \"gradleak\", \"model\": \"{}\", \"method\": \"{method}\", \"threads\": {threads}, \
+                 \"samples\": {n}, \"batch\": {batch}, \"seconds\": {seconds:.4}, \"samples_per_s\": {:.1}, \
+                 \"x_batched\": {:.3}}}",
+                arch.name(),
+                n as f64 / seconds,
+                seconds / batched
+            );
+        }
     }
 }

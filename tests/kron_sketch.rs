@@ -77,9 +77,8 @@ fn convolution_factors_give_the_sketch_of_the_gradient() {
     tch::manual_seed(1);
     for (c, o, k, stride, padding, dilation, groups, size) in cases {
         let conv = KronConv { in_channels: c, out_channels: o, kernel: k, stride, padding, dilation, groups };
-        let layer = |x: &Tensor, w: &Tensor, b: &Tensor| {
-            x.conv2d(w, Some(b), [stride; 2], [padding; 2], [dilation; 2], groups)
-        };
+        let layer =
+            |x: &Tensor, w: &Tensor, b: &Tensor| x.conv2d(w, Some(b), [stride; 2], [padding; 2], [dilation; 2], groups);
         let n = 5;
         let a = Tensor::randn([n, c, size, size], F64);
         let weight = Tensor::randn([o, c / groups, k, k], F64);

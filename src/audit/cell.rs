@@ -13,7 +13,6 @@ use super::{add_best, AttackRecord, CellKeys, CellResult, LocalisationRecord, Re
 use crate::data::{Dataset, Split};
 use crate::defenses;
 use crate::error::rename_params;
-use crate::gradients::sketch::SketchKind;
 use crate::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
 use crate::measure::attack_families::{AnalyticFeatures, AttackBackedFeatures};
 use crate::measure::bounds::{excess, fisher_per_layer, upper_bound, ReleaseNoise};
@@ -96,7 +95,7 @@ pub fn run_cell(
         seed: config.seed,
         defenses: cell.update_defenses(),
         layers: None,
-        sketch_kind: SketchKind::Sparse,
+        sketch_kind: config.measure.sketch,
         sketch_dim: config.measure.sketch_dim,
         // Large layers are measured on their sketch only: the full gradients would not be read, except the fully
         // connected layers' by the analytic family.

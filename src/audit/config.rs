@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DisplayFromStr};
 
 use crate::defenses::Defense;
+use crate::gradients::sketch::SketchKind;
 use crate::measure::attacks::Method;
 use crate::measure::vinfo::{Family, Protocol};
 use crate::train::OptimizerKind;
@@ -28,6 +29,7 @@ pub const UPDATE_KEYS: &[(&str, &str)] = &[
     ("num_updates", "measure.updates"),
     ("batch_size", "grid.batch_size"),
     ("sketch_dim", "measure.sketch_dim"),
+    ("sketch_kind", "measure.sketch"),
     ("full_max_params", "measure.sketch_dim"),
 ];
 
@@ -187,6 +189,9 @@ pub struct MeasureConfig {
     pub repeats: usize,
     /// Dimension of the sketch of large layers.
     pub sketch_dim: i64,
+    /// The sketch of large layers: `sparse` (JL), `gaussian` or `kron` (computed without per-sample gradients).
+    #[serde(skip_serializing_if = "is_sparse")]
+    pub sketch: SketchKind,
     /// Input and latent-attribute sensitivity.
     pub sensitivity: bool,
     pub sensitivity_samples: i64,
@@ -218,6 +223,7 @@ impl Default for MeasureConfig {
             bootstrap: 1000,
             repeats: 1,
             sketch_dim: 1024,
+            sketch: SketchKind::Sparse,
             sensitivity: true,
             sensitivity_samples: 32,
             probes: 8,
@@ -530,4 +536,10 @@ impl AuditConfig {
         }
         Ok(cells)
     }
+}
+
+/// The default sketch is not written into a configuration, so configurations (and the cells keyed by them) read
+/// the same as before the key existed.
+fn is_sparse(kind: &SketchKind) -> bool {
+    *kind == SketchKind::Sparse
 }

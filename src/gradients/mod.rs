@@ -113,7 +113,11 @@ pub fn write_updates(
     let mut specs = Vec::new();
     for l in &layout {
         if l.full {
-            specs.push(TensorSpec { name: format!("grad.{}", l.name), kind: Kind::Float, shape: vec![rows, l.num_params] });
+            specs.push(TensorSpec {
+                name: format!("grad.{}", l.name),
+                kind: Kind::Float,
+                shape: vec![rows, l.num_params],
+            });
         }
         if let Some((k, _)) = l.sketch {
             specs.push(TensorSpec { name: format!("sketch.{}", l.name), kind: Kind::Float, shape: vec![rows, k] });

@@ -158,10 +158,9 @@ impl Sketch {
                 assert_eq!(shape.num_params(), input_dim, "the matrix shape covers the layer's gradient");
                 let (rows, cols) = shape.matrix();
                 let (k_out, k_in) = kron_split(dim, rows);
-                let out = crate::rng::gaussian(&mut rng, k_out * rows, 1.0 / (k_out as f64).sqrt())
-                    .reshape([k_out, rows]);
-                let inp =
-                    crate::rng::gaussian(&mut rng, k_in * cols, 1.0 / (k_in as f64).sqrt()).reshape([k_in, cols]);
+                let out =
+                    crate::rng::gaussian(&mut rng, k_out * rows, 1.0 / (k_out as f64).sqrt()).reshape([k_out, rows]);
+                let inp = crate::rng::gaussian(&mut rng, k_in * cols, 1.0 / (k_in as f64).sqrt()).reshape([k_in, cols]);
                 Projection::Kron { shape, out, inp }
             }
             SketchKind::Gaussian => {
@@ -250,14 +249,8 @@ impl Sketch {
                 let g = c.groups;
                 let per_group = c.in_channels / g;
                 let filters = inp_w.reshape([k_in, per_group, c.kernel, c.kernel]).repeat([g, 1, 1, 1]);
-                let projected_in = a.conv2d(
-                    &filters,
-                    Some(&inp_b.repeat([g])),
-                    [c.stride; 2],
-                    [c.padding; 2],
-                    [c.dilation; 2],
-                    g,
-                ); // (N, g k_in, H', W')
+                let projected_in =
+                    a.conv2d(&filters, Some(&inp_b.repeat([g])), [c.stride; 2], [c.padding; 2], [c.dilation; 2], g); // (N, g k_in, H', W')
                 let positions = projected_in.size()[2] * projected_in.size()[3];
                 let projected_in = projected_in.reshape([n, g, k_in, positions]);
                 // S_out restricted to each group's outputs, applied to that group's output gradient.
@@ -316,6 +309,32 @@ mod tests {
     #[test]
     fn sparse_sketch_preserves_norms_and_is_linear_and_seeded() {
         check_preserves_geometry(SketchKind::Sparse);
+    }
+
+    #[test]
+    fn kron_sketch_preserves_norms_on_average_and_is_linear_and_seeded() {
+        // A linear layer 99 -> 50 (5,000 entries with the bias) to k = 512 = 16 x 32. For rows of i.i.d. entries
+        // the norm ratio is about (|S_out|_F^2 / O) (|S_in|_F^2 / I), whose factors have relative standard
+        // deviations sqrt(2 / (16 * 50)) = 0.05 and sqrt(2 / (32 * 100)) = 0.025: allow 4 of their combined 0.056.
+        let shape = MatrixShape::Linear { in_features: 99, out_features: 50 };
+        let sketch = Sketch::for_layer(SketchKind::Kron, Some(shape), 5000, 512, seeded(7)).unwrap();
+        assert_eq!(kron_split(512, 50), (16, 32));
+        tch::manual_seed(2);
+        let x = Tensor::randn([64, 5000], (Kind::Double, tch::Device::Cpu));
+        let sx = sketch.apply(&x);
+        assert_eq!(sx.size(), [64, 512]);
+        let ratio = sx.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
+            / x.square().sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+        let mean = ratio.mean(Kind::Double).double_value(&[]);
+        assert!((mean - 1.0).abs() < 4.0 * 0.056, "mean norm ratio {mean}");
+        let (a, b) = (x.get(0), x.get(1));
+        let lhs = sketch.apply(&(&a * 3.0 + &b).unsqueeze(0));
+        let rhs = sketch.apply(&a.unsqueeze(0)) * 3.0 + sketch.apply(&b.unsqueeze(0));
+        assert!(lhs.allclose(&rhs, 1e-9, 1e-9, false), "kron is linear");
+        let again = Sketch::for_layer(SketchKind::Kron, Some(shape), 5000, 512, seeded(7)).unwrap().apply(&x);
+        assert!(again.equal(&sx));
+        // Without a matrix shape, kron falls back to the sparse sketch.
+        assert_eq!(Sketch::for_layer(SketchKind::Kron, None, 5000, 512, seeded(7)).unwrap().kind, SketchKind::Sparse);
     }
 
     #[test]

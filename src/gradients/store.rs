@@ -251,7 +251,11 @@ impl TensorFile {
         let t = t.to_kind(kind).contiguous();
         let bytes = t.numel() as u64 * kind.elt_size_in_bytes() as u64;
         if first_row < 0 || first_row + count > rows || bytes != count as u64 * row_bytes {
-            bail!("tensor '{name}': rows {first_row}..{} of shape {:?} do not fit its declaration", first_row + count, t.size());
+            bail!(
+                "tensor '{name}': rows {first_row}..{} of shape {:?} do not fit its declaration",
+                first_row + count,
+                t.size()
+            );
         }
         let mut buffer = vec![0u8; bytes as usize];
         t.copy_data_u8(&mut buffer, t.numel());
@@ -278,7 +282,9 @@ fn safetensors_header(specs: &[TensorSpec]) -> Result<Vec<u8>> {
     let declared: Vec<(String, ShapedView)> = specs
         .iter()
         .zip(shapes)
-        .map(|(spec, shape)| Ok((spec.name.clone(), ShapedView { dtype: spec.dtype()?, shape, len: spec.bytes() as usize })))
+        .map(|(spec, shape)| {
+            Ok((spec.name.clone(), ShapedView { dtype: spec.dtype()?, shape, len: spec.bytes() as usize }))
+        })
         .collect::<Result<_>>()?;
     // With no data, the serialised file is exactly its header.
     safetensors::serialize(declared, None).map_err(|e| anyhow::anyhow!("safetensors header: {e}"))

@@ -259,8 +259,20 @@ pub struct UpdateRun<'m> {
     pub updates_per_chunk: usize,
 }
 
-/// Per-sample gradients kept in memory by one pass, in floats: the chunk size follows from it.
+/// What one pass keeps in memory, in floats (256 MiB of f32): the chunk size follows from it.
 const PASS_FLOATS: i64 = 1 << 26;
+
+/// Floats a pass holds per sample for backpropagation, estimated from one sample: every named layer's input and
+/// output, times 3 for the gradients and intermediate buffers of the backward pass.
+fn activation_floats(model: &Model, split: &Split) -> i64 {
+    let _guard = tch::no_grad_guard();
+    let x = split.inputs.narrow(0, 0, 1).to_kind(model.kind());
+    let mut fwd = Forward::recording(false);
+    let _ = model.forward(&x, &mut fwd);
+    let held: i64 =
+        fwd.records.unwrap_or_default().iter().map(|r| (r.input.numel() + r.output_probe.numel()) as i64).sum();
+    3 * held
+}
 
 impl<'m> UpdateRun<'m> {
     pub fn new(model: &'m Model, split: &Split, config: &UpdateConfig) -> Result<UpdateRun<'m>> {
@@ -288,10 +300,7 @@ impl<'m> UpdateRun<'m> {
                     .transpose()
             })
             .collect::<Result<_>>()?;
-        // Vectorised passes over chunks of whole batches, sized to keep per-sample gradients near 64 M floats.
-        let samples_per_chunk = config.chunk_samples.unwrap_or((PASS_FLOATS / model.num_params()).clamp(1, 512));
-        let updates_per_chunk = (samples_per_chunk / config.batch_size).max(1) as usize;
-        Ok(UpdateRun {
+        let mut run = UpdateRun {
             base: model,
             dropout_model,
             plan,
@@ -299,8 +308,21 @@ impl<'m> UpdateRun<'m> {
             shared,
             sketches,
             batches,
-            updates_per_chunk,
-        })
+            updates_per_chunk: 1,
+        };
+        // Vectorised passes over chunks of whole batches, sized to keep what a pass holds per sample near
+        // PASS_FLOATS: every per-sample gradient, or, when the sketches come from the layers' factors, the
+        // activations and the per-sample gradients of the layers stored in full.
+        let per_sample = if run.factored() {
+            let sketched: i64 = run.sketches.iter().flatten().map(|s| s.dim).sum();
+            let full: i64 = run.layout().iter().filter(|l| l.full).map(|l| l.num_params).sum();
+            sketched + full + activation_floats(run.model(), split)
+        } else {
+            model.num_params()
+        };
+        let samples_per_chunk = config.chunk_samples.unwrap_or((PASS_FLOATS / per_sample.max(1)).clamp(1, 512));
+        run.updates_per_chunk = (samples_per_chunk / config.batch_size).max(1) as usize;
+        Ok(run)
     }
 
     fn model(&self) -> &Model {
@@ -358,8 +380,7 @@ impl<'m> UpdateRun<'m> {
             // of 8 samples (with copies of the last batch, dropped afterwards) keeps the stored bits independent
             // of the chunk size.
             let padded = chunk.len().next_multiple_of(8 / gcd(8, b as usize));
-            let flat: Vec<i64> =
-                (0..padded).flat_map(|j| chunk[j.min(chunk.len() - 1)].iter().copied()).collect();
+            let flat: Vec<i64> = (0..padded).flat_map(|j| chunk[j.min(chunk.len() - 1)].iter().copied()).collect();
             let idx = Tensor::from_slice(&flat);
             let x = split.inputs.index_select(0, &idx).to_kind(model.kind());
             let y = split.labels.index_select(0, &idx);
@@ -381,9 +402,11 @@ impl<'m> UpdateRun<'m> {
                     // One update per batch: rows of each layer, stacked.
                     let mut rows: Vec<Vec<Tensor>> = self.shared.iter().map(|_| Vec::new()).collect();
                     for j in 0..chunk.len() {
-                        let mut update_rng = rng::rng(self.config.seed, Stream::UpdateNoise { update: update_stream(j) });
+                        let mut update_rng =
+                            rng::rng(self.config.seed, Stream::UpdateNoise { update: update_stream(j) });
                         let members: Vec<Tensor> = per_sample.iter().map(|g| g.narrow(0, j as i64 * b, b)).collect();
-                        for (l, g) in defenses::aggregate(&members, &self.plan, &mut update_rng).into_iter().enumerate() {
+                        for (l, g) in defenses::aggregate(&members, &self.plan, &mut update_rng).into_iter().enumerate()
+                        {
                             rows[l].push(g);
                         }
                     }
