@@ -7,12 +7,15 @@
 # LeNet-5 updates, 5,000 ResNet-18 updates on 32x32x3 inputs), with peak memory.
 # Installs PyTorch 2.13.0 and Opacus 1.6.0 into .deps/bench-venv once.
 #
-#   bash scripts/bench-per-sample.sh [THREADS] [MODELS]     (default 2 threads; MODELS e.g. lenet5,resnet20)
+#   bash scripts/bench-per-sample.sh [THREADS] [MODELS] [PARTS]   (default 2 threads, all three models; PARTS: a
+#   comma-separated subset of per-sample,grads,streaming)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 threads=${1:-2}
 models=${2:-lenet5,resnet20,resnet18}
+parts=${3:-per-sample,grads,streaming}
+has() { [[ ",$parts," == *",$1,"* ]]; }
 bash scripts/setup-libtorch.sh
 python=${BENCH_PYTHON:-.deps/bench-venv/bin/python}
 if ! "$python" -c "import torch, opacus" 2>/dev/null; then
@@ -21,33 +24,43 @@ if ! "$python" -c "import torch, opacus" 2>/dev/null; then
   python=.deps/bench-venv/bin/python
 fi
 cargo build --release --quiet --bin gradleak --example bench_per_sample
-echo "## per-sample gradients ($threads threads)"
-./target/release/examples/bench_per_sample "$threads" "$models"
-"$python" scripts/bench_per_sample_pytorch.py "$threads" "$models"
-
-echo "## the whole grads process: 8,192 LeNet-5 updates"
+if has per-sample; then
+  echo "## per-sample gradients ($threads threads)"
+  ./target/release/examples/bench_per_sample "$threads" "$models"
+  "$python" -W ignore scripts/bench_per_sample_pytorch.py "$threads" "$models"
+fi
+has grads || has streaming || exit 0
 ./target/release/gradleak data fetch mnist --quiet
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-g() { ./target/release/gradleak --threads "$threads" --quiet "$@"; }
-g train --dataset mnist --model lenet5 --epochs 1 --out "$work/lenet5" >/dev/null
+./target/release/gradleak --threads "$threads" --quiet train --dataset mnist --model lenet5 --epochs 1 \
+  --out "$work/lenet5" >/dev/null
 peak() { /usr/bin/time -f '%e s, peak %M KB' "$@" 2>&1 >/dev/null | tail -1; }
-for sketch in sparse kron; do
-  echo "gradleak grads --sketch $sketch: $(peak ./target/release/gradleak --threads "$threads" --quiet grads \
-    --run "$work/lenet5" --updates 8192 --sketch "$sketch" --out "$work/store-$sketch")"
-  du -sh "$work/store-$sketch" | cut -f1 | sed 's/^/  store size: /'
-  rm -rf "$work/store-$sketch"
-done
-echo "opacus, in memory: $(peak "$python" scripts/bench_per_sample_pytorch.py "$threads" opacus-lenet5 8192)"
-"$python" scripts/bench_per_sample_pytorch.py "$threads" opacus-lenet5 8192
 
+if has grads; then
+  echo "## the whole grads process: 8,192 LeNet-5 updates"
+  for flags in "--sketch sparse" "--sketch kron" "--sketch sparse --full-max-params 4096" \
+    "--sketch kron --full-max-params 4096"; do
+    # shellcheck disable=SC2086
+    echo "gradleak grads $flags: $(peak ./target/release/gradleak --threads "$threads" --quiet grads \
+      --run "$work/lenet5" --updates 8192 $flags --out "$work/store")"
+    du -sh "$work/store" | cut -f1 | sed 's/^/  store size: /'
+    rm -rf "$work/store"
+  done
+  echo "opacus, the whole process: $(peak "$python" -W ignore scripts/bench_per_sample_pytorch.py "$threads" \
+    opacus-lenet5 8192)"
+  "$python" -W ignore scripts/bench_per_sample_pytorch.py "$threads" opacus-lenet5 8192
+fi
+
+has streaming || exit 0
 echo "## streaming: peak memory"
-echo "50,000 LeNet-5 updates, kron: $(peak ./target/release/gradleak --threads "$threads" --quiet grads \
-  --run "$work/lenet5" --split train --updates 50000 --sketch kron --out "$work/big")"
+echo "50,000 LeNet-5 updates, kron, layers above 4,096 parameters as sketches only: $(peak ./target/release/gradleak \
+  --threads "$threads" --quiet grads --run "$work/lenet5" --updates 50000 --sketch kron --full-max-params 4096 \
+  --out "$work/big")"
 du -sh "$work/big" | cut -f1 | sed 's/^/  store size: /'
 rm -rf "$work/big"
 ./target/release/gradleak data fetch cifar-dogs-cats --quiet
-g train --dataset cifar-dogs-cats --model resnet18 --epochs 0 --out "$work/resnet18" >/dev/null
-echo "5,000 ResNet-18 updates, kron, every layer sketched: $(peak ./target/release/gradleak --threads "$threads" \
-  --quiet grads --run "$work/resnet18" --updates 5000 --sketch kron --full-max-params 4096 --out "$work/big")"
+echo "5,000 ResNet-18 updates (initial weights), kron, layers above 4,096 parameters as sketches only: $(peak \
+  ./target/release/gradleak --threads "$threads" --quiet grads --model resnet18 --dataset cifar-dogs-cats \
+  --updates 5000 --sketch kron --full-max-params 4096 --out "$work/big")"
 du -sh "$work/big" | cut -f1 | sed 's/^/  store size: /'
