@@ -203,13 +203,9 @@ impl Sketch {
         match &self.projection {
             Projection::Dense(m) => g.matmul(&m.to_kind(g.kind())),
             Projection::Sparse(blocks) => {
-                // One element-wise scatter kernel per block (index_add_ dispatches one slice addition per
-                // coordinate, which dominates its cost on wide layers); the additions come in the same order.
-                let n = g.size()[0];
-                let mut out = Tensor::zeros([n, self.dim], (g.kind(), g.device()));
+                let mut out = Tensor::zeros([g.size()[0], self.dim], (g.kind(), g.device()));
                 for (buckets, signs) in blocks {
-                    let index = buckets.unsqueeze(0).expand([n, self.input_dim], false);
-                    let _ = out.scatter_add_(1, &index, &(g * signs.to_kind(g.kind())));
+                    let _ = out.index_add_(1, buckets, &(g * signs.to_kind(g.kind())));
                 }
                 out
             }
