@@ -60,6 +60,14 @@ fn configuration_errors_name_the_key_and_the_valid_ones() {
     assert!(format!("{misplaced:#}").contains("own axis"));
     let cells = AuditConfig::from_toml(SMALL).unwrap().cells().unwrap();
     assert_eq!(cells.len(), 4);
+    // The sketch kind: a keyword, the default left out of the written configuration (so cells keep their keys).
+    let kron = AuditConfig::from_toml("[measure]\nsketch = \"kron\"\n").unwrap();
+    assert_eq!(kron.measure.sketch, gradleak::gradients::sketch::SketchKind::Kron);
+    let default = AuditConfig::from_toml("").unwrap();
+    assert!(!toml::to_string(&default).unwrap().contains("sketch ="), "the default sketch is not written");
+    assert!(toml::to_string(&kron).unwrap().contains("sketch = \"kron\""));
+    let err = format!("{:#}", AuditConfig::from_toml("[measure]\nsketch = \"dense\"\n").unwrap_err());
+    assert!(err.contains("dense") && err.contains("kron") && err.contains("sparse"), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), "[measure]\nfamilies = [\"forest\"]\n");
