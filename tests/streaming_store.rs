@@ -16,8 +16,7 @@ use gradleak::models::{Arch, Model, ModelSpec};
 use gradleak::progress::Progress;
 
 fn stream(dir: &Path, model: &Model, data: &Dataset, config: &UpdateConfig) {
-    let description =
-        StoreDescription { split: "train", checkpoint: None, config, num_updates: config.num_updates, dp: None };
+    let description = StoreDescription { split: "train", checkpoint: None, config, dp: None };
     write_updates(dir, model, data, &data.train, description, false, Progress::HIDDEN).unwrap();
 }
 

@@ -99,13 +99,8 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
     )?;
     let test_accuracy = loaded.test_accuracy.unwrap_or(f64::NAN);
     let checkpoint = CheckpointRef { run: loaded.source.clone(), epoch, test_accuracy };
-    let description = StoreDescription {
-        split: &args.checkpoint.split,
-        checkpoint: Some(checkpoint),
-        config: &config,
-        num_updates: config.num_updates,
-        dp,
-    };
+    let description =
+        StoreDescription { split: &args.checkpoint.split, checkpoint: Some(checkpoint), config: &config, dp };
     let progress = Progress::new(global.quiet || args.json);
     let manifest = write_updates(&args.out, model, dataset, split, description, args.force, progress)
         .with_context(|| format!("gradient store {}", args.out.display()))?;

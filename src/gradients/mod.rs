@@ -40,7 +40,7 @@ pub fn manifest(
             sketch: l.sketch.as_ref().map(|s| (s.size()[1], l.sketch_kind.unwrap_or(config.sketch_kind))),
         })
         .collect();
-    let run = StoreDescription { split, checkpoint, config, num_updates: updates.num_updates(), dp };
+    let run = StoreDescription { split, checkpoint, config, dp };
     manifest_of_layout(model, dataset, run, &layout, &updates.protected)
 }
 
@@ -49,7 +49,6 @@ pub struct StoreDescription<'a> {
     pub split: &'a str,
     pub checkpoint: Option<CheckpointRef>,
     pub config: &'a UpdateConfig,
-    pub num_updates: i64,
     pub dp: Option<DpRecord>,
 }
 
@@ -83,7 +82,7 @@ pub fn manifest_of_layout(
         attributes: dataset.attributes.clone(),
         model: model.spec.clone(),
         checkpoint: run.checkpoint,
-        num_updates: run.num_updates,
+        num_updates: config.num_updates,
         batch_size: config.batch_size,
         seed: config.seed,
         defense: describe(&config.defenses),
@@ -114,13 +113,13 @@ pub fn write_updates(
     for l in &layout {
         if l.full {
             specs.push(TensorSpec {
-                name: format!("grad.{}", l.name),
+                name: store::grad_tensor(&l.name),
                 kind: Kind::Float,
                 shape: vec![rows, l.num_params],
             });
         }
         if let Some((k, _)) = l.sketch {
-            specs.push(TensorSpec { name: format!("sketch.{}", l.name), kind: Kind::Float, shape: vec![rows, k] });
+            specs.push(TensorSpec { name: store::sketch_tensor(&l.name), kind: Kind::Float, shape: vec![rows, k] });
         }
     }
     specs.extend(facts.iter().map(|(name, t)| TensorSpec::of(name, t)));
@@ -130,12 +129,12 @@ pub fn write_updates(
             file.write_rows(name, 0, t)?;
         }
         updates.for_each_chunk(split, progress, |chunk| {
-            for (l, rows) in layout.iter().zip(chunk.layers) {
-                if let Some(full) = rows.full {
-                    file.write_rows(&format!("grad.{}", l.name), chunk.start, &full)?;
+            for (l, layer) in layout.iter().zip(chunk.layers) {
+                if let Some(full) = layer.full {
+                    file.write_rows(&store::grad_tensor(&l.name), chunk.start, &full)?;
                 }
-                if let Some(sketch) = rows.sketch {
-                    file.write_rows(&format!("sketch.{}", l.name), chunk.start, &sketch)?;
+                if let Some(sketch) = layer.sketch {
+                    file.write_rows(&store::sketch_tensor(&l.name), chunk.start, &sketch)?;
                 }
             }
             Ok(())

@@ -38,6 +38,16 @@ pub const FORMAT: &str = "gradleak-gradient-store/2";
 pub const TENSORS_FILE: &str = "gradients.safetensors";
 pub const MANIFEST_FILE: &str = "manifest.json";
 
+/// The name in `gradients.safetensors` of a layer's full gradient.
+pub fn grad_tensor(layer: &str) -> String {
+    format!("grad.{layer}")
+}
+
+/// The name in `gradients.safetensors` of a layer's sketch.
+pub fn sketch_tensor(layer: &str) -> String {
+    format!("sketch.{layer}")
+}
+
 /// Where the model's weights came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointRef {
@@ -99,10 +109,10 @@ pub fn write_store(dir: &Path, manifest: &Manifest, updates: &SharedUpdates, ove
     let mut named: Vec<(String, Tensor)> = Vec::new();
     for layer in &updates.layers {
         if let Some(full) = &layer.full {
-            named.push((format!("grad.{}", layer.name), full.shallow_clone()));
+            named.push((grad_tensor(&layer.name), full.shallow_clone()));
         }
         if let Some(sketch) = &layer.sketch {
-            named.push((format!("sketch.{}", layer.name), sketch.shallow_clone()));
+            named.push((sketch_tensor(&layer.name), sketch.shallow_clone()));
         }
     }
     named.extend(fact_tensors(updates));
@@ -215,10 +225,17 @@ impl safetensors::View for ShapedView {
 pub struct TensorFile {
     file: std::fs::File,
     path: PathBuf,
-    /// Per tensor: absolute byte offset of its data, bytes per row, rows.
-    entries: std::collections::HashMap<String, (u64, u64, i64, Kind)>,
-    /// Bytes written per tensor, to check that every tensor was filled.
-    written: std::collections::HashMap<String, u64>,
+    entries: std::collections::HashMap<String, Entry>,
+}
+
+/// Where one declared tensor's rows go, and how many bytes of it were written (to check that it was filled).
+struct Entry {
+    /// Absolute byte offset of its data.
+    offset: u64,
+    row_bytes: u64,
+    rows: i64,
+    kind: Kind,
+    written: u64,
 }
 
 impl TensorFile {
@@ -235,22 +252,23 @@ impl TensorFile {
             let begin = offsets[0].as_u64().context("safetensors header offsets")?;
             let rows = spec.shape.first().copied().unwrap_or(1).max(1);
             let row_bytes = spec.bytes() / rows as u64;
-            entries.insert(spec.name.clone(), (data_start + begin, row_bytes, rows, spec.kind));
+            let entry = Entry { offset: data_start + begin, row_bytes, rows, kind: spec.kind, written: 0 };
+            entries.insert(spec.name.clone(), entry);
         }
         let total = data_start + specs.iter().map(TensorSpec::bytes).sum::<u64>();
         file.set_len(total).with_context(|| format!("{}: cannot allocate {total} bytes", path.display()))?;
-        Ok(TensorFile { file, path: path.to_path_buf(), entries, written: Default::default() })
+        Ok(TensorFile { file, path: path.to_path_buf(), entries })
     }
 
     /// Writes `t` as rows `first_row..` of tensor `name` (its trailing shape must match the declared one).
     pub fn write_rows(&mut self, name: &str, first_row: i64, t: &Tensor) -> Result<()> {
         use std::io::Seek;
-        let &(offset, row_bytes, rows, kind) =
-            self.entries.get(name).with_context(|| format!("tensor '{name}' was not declared"))?;
+        let entry = self.entries.get_mut(name).with_context(|| format!("tensor '{name}' was not declared"))?;
+        let (row_bytes, kind) = (entry.row_bytes, entry.kind);
         let count = if t.dim() == 0 { 1 } else { t.size()[0] };
         let t = t.to_kind(kind).contiguous();
         let bytes = t.numel() as u64 * kind.elt_size_in_bytes() as u64;
-        if first_row < 0 || first_row + count > rows || bytes != count as u64 * row_bytes {
+        if first_row < 0 || first_row + count > entry.rows || bytes != count as u64 * row_bytes {
             bail!(
                 "tensor '{name}': rows {first_row}..{} of shape {:?} do not fit its declaration",
                 first_row + count,
@@ -259,17 +277,17 @@ impl TensorFile {
         }
         let mut buffer = vec![0u8; bytes as usize];
         t.copy_data_u8(&mut buffer, t.numel());
-        self.file.seek(std::io::SeekFrom::Start(offset + first_row as u64 * row_bytes))?;
+        self.file.seek(std::io::SeekFrom::Start(entry.offset + first_row as u64 * row_bytes))?;
         self.file.write_all(&buffer).with_context(|| format!("{}: cannot write", self.path.display()))?;
-        *self.written.entry(name.to_string()).or_default() += bytes;
+        entry.written += bytes;
         Ok(())
     }
 
     fn finish(self) -> Result<()> {
-        for (name, &(_, row_bytes, rows, _)) in &self.entries {
-            let written = self.written.get(name).copied().unwrap_or(0);
-            if written != row_bytes * rows as u64 {
-                bail!("tensor '{name}': {written} of {} bytes were written", row_bytes * rows as u64);
+        for (name, entry) in &self.entries {
+            let size = entry.row_bytes * entry.rows as u64;
+            if entry.written != size {
+                bail!("tensor '{name}': {} of {size} bytes were written", entry.written);
             }
         }
         self.file.sync_all().with_context(|| format!("{}: cannot sync", self.path.display()))
@@ -343,10 +361,9 @@ impl GradientStore {
         };
         let mut layers = Vec::new();
         for l in &manifest.layers {
-            let full =
-                if l.full { Some(take(&format!("grad.{}", l.info.name), Some(l.info.num_params))?) } else { None };
+            let full = if l.full { Some(take(&grad_tensor(&l.info.name), Some(l.info.num_params))?) } else { None };
             let sketch = match l.sketch_dim {
-                Some(k) => Some(take(&format!("sketch.{}", l.info.name), Some(k))?),
+                Some(k) => Some(take(&sketch_tensor(&l.info.name), Some(k))?),
                 None => None,
             };
             layers.push(LayerUpdates {

@@ -373,6 +373,7 @@ impl<'m> UpdateRun<'m> {
     ) -> Result<()> {
         let model = self.model();
         let b = self.config.batch_size;
+        let layout = self.layout();
         let bar = progress.bar(self.config.num_updates as u64, "shared updates");
         for (chunk_index, chunk) in self.batches.chunks(self.updates_per_chunk).enumerate() {
             let start = chunk_index * self.updates_per_chunk;
@@ -391,7 +392,7 @@ impl<'m> UpdateRun<'m> {
             let fwd = Forward::recording(true).with_dropout_groups(b, dropout);
             let real = chunk.len() as i64 * b;
             let layers = if self.factored() {
-                self.factored_chunk(model, &x, &y, fwd, chunk.len() as i64)
+                self.factored_chunk(model, (&x, &y), fwd, chunk.len() as i64, &layout)
             } else {
                 let per_sample = per_sample_gradients_with(model, &x, &y, fwd, false);
                 let per_sample: Vec<Tensor> =
@@ -414,7 +415,7 @@ impl<'m> UpdateRun<'m> {
                 };
                 updates
                     .into_iter()
-                    .zip(self.layout())
+                    .zip(&layout)
                     .zip(&self.sketches)
                     .map(|((g, stored), sketch)| {
                         let g = g.to_kind(Kind::Float);
@@ -430,37 +431,42 @@ impl<'m> UpdateRun<'m> {
     }
 
     /// A chunk whose sketches come from the layers' factors: no sketched layer's per-sample gradient is formed.
-    fn factored_chunk(&self, model: &Model, x: &Tensor, y: &Tensor, fwd: Forward, updates: i64) -> Vec<ChunkLayer> {
+    fn factored_chunk(
+        &self,
+        model: &Model,
+        (x, y): (&Tensor, &Tensor),
+        fwd: Forward,
+        updates: i64,
+        layout: &[StoredLayout],
+    ) -> Vec<ChunkLayer> {
         let b = self.config.batch_size;
         let factors = per_sample_factors(model, x, y, fwd, false).expect("factored runs are on built-in models");
-        // The update of a batch without DP or post-processing is its members' mean; the sketch is linear.
-        let batch_mean = |t: Tensor| -> Tensor {
-            if b == 1 {
+        // Computed on the whole (padded) pass, as the kernels round differently for a few samples; then the real
+        // rows, and each batch's mean: the update without DP or post-processing (the sketch is linear).
+        let update_rows = |t: Tensor| -> Tensor {
+            let t = t.narrow(0, 0, updates * b);
+            let t = if b == 1 {
                 t
             } else {
                 let cols = t.size()[1];
                 t.reshape([updates, b, cols]).mean_dim([1i64].as_slice(), false, t.kind())
-            }
+            };
+            t.to_kind(Kind::Float)
         };
         self.shared
             .iter()
-            .zip(self.layout())
+            .zip(layout)
             .zip(&self.sketches)
             .map(|((&l, stored), sketch)| {
                 let f = &factors[l];
-                let (a, delta) = (f.input.detach(), f.output_grad.detach());
-                // The whole (padded) pass, as the kernels round differently for a few samples; then its real rows.
-                let real = |t: Tensor| t.narrow(0, 0, updates * b);
-                let batch_mean = |t: Tensor| batch_mean(real(t));
-                let sketch = sketch.as_ref().map(|s| {
-                    let per_sample = if s.kind == SketchKind::Kron {
-                        s.apply_factors(&a, &delta)
-                    } else {
-                        s.apply(&f.gradients().detach())
-                    };
-                    batch_mean(per_sample).to_kind(Kind::Float)
+                // Formed only for a layer stored in full or sketched without its factors, and then once.
+                let needs_gradients = stored.full || sketch.as_ref().is_some_and(|s| s.kind != SketchKind::Kron);
+                let gradients = needs_gradients.then(|| f.gradients().detach());
+                let sketch = sketch.as_ref().map(|s| match &gradients {
+                    Some(g) if s.kind != SketchKind::Kron => update_rows(s.apply(g)),
+                    _ => update_rows(s.apply_factors(&f.input.detach(), &f.output_grad.detach())),
                 });
-                let full = stored.full.then(|| batch_mean(f.gradients().detach()).to_kind(Kind::Float));
+                let full = gradients.filter(|_| stored.full).map(update_rows);
                 ChunkLayer { full, sketch }
             })
             .collect()
