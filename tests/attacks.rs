@@ -424,6 +424,34 @@ fn batched_inverting_gradients_takes_the_steps_of_the_one_at_a_time_loop() {
             assert!((&a.inputs - &b.inputs).abs().max().double_value(&[]) < 1e-6);
         }
     }
+    // Split over two workers (16 victims, 8 each), in both precisions: the loop's steps again, and progress is
+    // still counted once per victim, restart and iteration.
+    for double in [false, true] {
+        let mut model = Model::new(&spec(Arch::Lenet5), 5).unwrap();
+        if double {
+            model.to_double();
+        }
+        let (shared, _) = single_updates(&model, 16);
+        let cfg = config(Method::Ig, 12);
+        let targets: Vec<attacks::Target> =
+            shared.iter().map(|s| attacks::Target::new(&model, s, 1, None, &cfg).unwrap()).collect();
+        let rngs = || -> Vec<ChaCha8Rng> {
+            (0..16).map(|u| gradleak::rng::rng(3, gradleak::rng::Stream::AttackUpdate { update: u })).collect()
+        };
+        let ig = attacks::InvertingGradients;
+        let looped = attacks::reconstruct_each(&ig, &targets, &mut rngs(), &mut || {}).unwrap();
+        let mut calls = 0;
+        let split = attacks::batched_inverting_gradients_on(2, &targets, &mut rngs(), &mut || calls += 1).unwrap();
+        let split = split.expect("single-sample updates with inferred labels are batched");
+        assert_eq!(calls, 16 * 12, "progress is counted per victim and iteration");
+        assert_eq!(split.len(), 16);
+        for (i, (b, l)) in split.iter().zip(&looped).enumerate() {
+            let gap = (&b.inputs - &l.inputs).abs().max().double_value(&[]);
+            assert!(gap < 1e-6, "double {double}, victim {i}: the reconstructions differ by {gap}");
+            assert!((b.gradient_distance - l.gradient_distance).abs() < 1e-5, "double {double}, victim {i}");
+            assert_eq!(b.labels, l.labels);
+        }
+    }
     // Optimised labels (no last layer matched) are not batched.
     let model = Model::new(&spec(Arch::Lenet5), 4).unwrap();
     let (shared, _) = single_updates(&model, 2);

@@ -6,12 +6,23 @@
 //! dummy) depends on its own dummy only, the model runs in evaluation mode, and signed Adam works per coordinate:
 //! the batch takes exactly the steps the one-at-a-time loop takes, up to floating-point rounding of the reductions.
 //! Each victim draws its starts from its own generator, restart by restart, as in the loop. A test compares the
-//! two; `examples/bench_attacks_batched.rs` measures the speed: in single precision 64 LeNet-5 victims go 2.0x as
-//! fast as one at a time on 2 threads (1.6x on one), in double precision 1.0x (a double backward through the
-//! network costs about as much per image in a batch as alone), so [`super::InvertingGradients`] batches
-//! single-precision attacks only.
+//! two.
+//!
+//! Where the time goes, and what this module does about it (`examples/bench_attacks_batched.rs`, LeNet-5, 64
+//! victims, 2 threads, single precision):
+//! - forming the dummies' per-sample gradients of the linear layers, then their double backward, allocated tens of
+//!   megabytes per step (fc1 alone is 94,000 parameters per victim): the batch ran 2x as fast as the loop. The
+//!   inner product and norm of a linear layer's per-sample gradient follow from its factors instead (see
+//!   [`cosine_distances`]);
+//! - an attack step is many small operations that split poorly over libtorch's threads, so the victims are split
+//!   over workers with one libtorch thread each ([`on_workers`]).
+//!
+//! Together about 9 to 11x the loop's victims per second in single precision and 4x in double precision (the
+//! README's benchmark table has the measured figures).
 
-use anyhow::Result;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{anyhow, Result};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
@@ -20,12 +31,13 @@ use super::attack::Reconstruction;
 use super::labels::{LabelPlan, LabelSource};
 use super::objective::{self, tensor};
 use super::target::Target;
-use crate::gradients::per_sample::per_sample_gradients;
+use crate::gradients::per_sample::per_sample_factors;
+use crate::models::{Forward, LayerKind, Model};
 use crate::optim::Stop;
 use crate::rng;
 
 /// Inverting Gradients on every target at once, when every update is one sample with a fixed label (inferred or
-/// known) and all match the same layers with the same weights; otherwise, or when an objective became non-finite,
+/// known), all match the same layers with the same weights, and the model is built in; otherwise, or when an objective became non-finite,
 /// None, with `rngs` as they were (the one-at-a-time loop then runs from the same starts and reports any error per
 /// update).
 pub fn inverting_gradients_all(
@@ -33,17 +45,117 @@ pub fn inverting_gradients_all(
     rngs: &mut [ChaCha8Rng],
     on_iteration: &mut dyn FnMut(),
 ) -> Result<Option<Vec<Reconstruction>>> {
-    if targets.len() < 2 {
+    let workers = tch::get_num_threads().max(1) as usize;
+    inverting_gradients_on(workers, targets, rngs, on_iteration)
+}
+
+/// [`inverting_gradients_all`] on at most `workers` threads (one libtorch thread each; at least
+/// `MIN_VICTIMS_PER_WORKER` victims per worker); with 1, in the calling thread with libtorch's own threads.
+pub fn inverting_gradients_on(
+    workers: usize,
+    targets: &[Target],
+    rngs: &mut [ChaCha8Rng],
+    on_iteration: &mut dyn FnMut(),
+) -> Result<Option<Vec<Reconstruction>>> {
+    // A loaded TorchScript model records no layer factors; it is attacked one update at a time.
+    if targets.len() < 2 || targets[0].model.script().is_some() {
         return Ok(None);
     }
     let Ok(plans) = targets.iter().map(super::ig::label_plan).collect::<Result<Vec<_>>>() else { return Ok(None) };
     let Some((labels, source)) = fixed_labels(targets, &plans) else { return Ok(None) };
     let starts = rngs.to_vec();
-    let all = inverting_gradients(targets, &labels, source, rngs, on_iteration)?;
+    let workers = workers.min(targets.len() / MIN_VICTIMS_PER_WORKER).max(1);
+    let all = if workers == 1 {
+        inverting_gradients(targets, &labels, source, rngs, on_iteration)?
+    } else {
+        on_workers(workers, targets, &labels, source, rngs, on_iteration)?
+    };
     if all.is_none() {
         rngs.clone_from_slice(&starts);
     }
     Ok(all)
+}
+
+/// Fewer victims than this per worker are not worth a thread of their own.
+const MIN_VICTIMS_PER_WORKER: usize = 8;
+
+/// Lets a worker thread borrow the attack's inputs. Safe here because the workers only read what is shared (the
+/// model's parameters, the victims' updates, the labels), libtorch allows concurrent forward and backward passes
+/// through the same leaf tensors, and each worker writes only its own slice of generators.
+struct Shared<T>(T);
+unsafe impl<T> Send for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// Taking the whole wrapper (not its fields) makes a closure capture the wrapper, which is `Send`.
+    fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+/// [`inverting_gradients`] with the victims split into `workers` contiguous groups, each run on a thread of its
+/// own with one libtorch thread: data-parallel rather than intra-op parallel, because an attack's passes are
+/// many small operations that split poorly across threads (measured: `examples/bench_attacks_batched.rs`). Every
+/// victim's steps depend on its own dummy only, so the split changes no result beyond floating-point rounding.
+/// Progress is reported from the calling thread.
+fn on_workers(
+    workers: usize,
+    targets: &[Target],
+    labels: &Tensor,
+    source: LabelSource,
+    rngs: &mut [ChaCha8Rng],
+    on_iteration: &mut dyn FnMut(),
+) -> Result<Option<Vec<Reconstruction>>> {
+    let per_worker = targets.len().div_ceil(workers);
+    let done = AtomicUsize::new(0);
+    let threads = tch::get_num_threads();
+    let results: Vec<Result<Option<Vec<Reconstruction>>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = targets
+            .chunks(per_worker)
+            .zip(rngs.chunks_mut(per_worker))
+            .enumerate()
+            .map(|(w, (group, group_rngs))| {
+                let group_labels = labels.narrow(0, (w * per_worker) as i64, group.len() as i64);
+                let work = Shared((group, group_labels, group_rngs, &done));
+                scope.spawn(move || {
+                    let (group, group_labels, group_rngs, done) = work.into_inner();
+                    tch::set_num_threads(1);
+                    let mut count = || {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    };
+                    Shared(inverting_gradients(group, &group_labels, source, group_rngs, &mut count))
+                })
+            })
+            .collect();
+        let mut reported = 0;
+        let mut report = |reported: &mut usize| {
+            let now = done.load(Ordering::Relaxed);
+            for _ in *reported..now {
+                on_iteration();
+            }
+            *reported = now;
+        };
+        while !handles.iter().all(|h| h.is_finished()) {
+            report(&mut reported);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        report(&mut reported);
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().map_or_else(|_| Err(anyhow!("a worker of the batched attack panicked")), Shared::into_inner)
+            })
+            .collect()
+    });
+    // A worker's libtorch thread count is shared state; give the caller its own back.
+    tch::set_num_threads(threads);
+    let mut all = Vec::with_capacity(targets.len());
+    for result in results {
+        match result? {
+            Some(group) => all.extend(group),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(all))
 }
 
 /// The labels of every victim when the batched attack applies: every update is one sample, its label is fixed
@@ -65,32 +177,93 @@ fn fixed_labels(targets: &[Target], plans: &[LabelPlan]) -> Option<(Tensor, Labe
     Some((Tensor::from_slice(&labels), source))
 }
 
-/// Per-victim cosine distances (V,) of the dummies' per-sample gradients to their updates, over the matched layers.
-fn cosine_distances(targets: &[Target], x: &Tensor, labels: &Tensor, create_graph: bool) -> Tensor {
+/// The victims' updates of the matched layers, stacked once per attack.
+struct Stacked {
+    /// Index into `model.layers()`.
+    layer: usize,
+    weight: f64,
+    /// The victims' updates of this layer: (V, P); for a linear layer, the weight part as (V, O, I) in `matrix`.
+    targets: Tensor,
+    matrix: Option<Tensor>,
+    /// Squared norms of the updates (V,).
+    norms: Tensor,
+}
+
+fn stack_targets(targets: &[Target]) -> Vec<Stacked> {
     let matcher = &targets[0].matcher;
-    let model = matcher.model;
+    let kind = matcher.model.kind();
+    let layers = matcher.model.layers();
+    matcher
+        .layers
+        .iter()
+        .zip(&matcher.weights)
+        .enumerate()
+        .filter(|(_, (_, &w))| w != 0.0)
+        .map(|(k, (&layer, &weight))| {
+            let stacked =
+                Tensor::stack(&targets.iter().map(|t| t.matcher.targets[k].shallow_clone()).collect::<Vec<_>>(), 0);
+            let matrix = match layers[layer].kind {
+                LayerKind::Linear { in_features, out_features } => {
+                    Some(stacked.narrow(1, 0, out_features * in_features).reshape([-1, out_features, in_features]))
+                }
+                _ => None,
+            };
+            let norms = stacked.square().sum_dim_intlist([1i64].as_slice(), false, kind);
+            Stacked { layer, weight, targets: stacked, matrix, norms }
+        })
+        .collect()
+}
+
+/// Per-victim cosine distances (V,) of the dummies' per-sample gradients to their updates, over the matched layers.
+///
+/// A linear layer's per-sample gradient is the outer product `δ aᵀ` (then the bias gradient `δ`), so its inner
+/// product with the update `T` is `δᵀ (T a) + δᵀ t_bias` and its squared norm `|δ|² (|a|² + 1)`: no per-sample
+/// gradient of a linear layer is formed, which is what makes the batch fast. Other layers use their grad samplers.
+fn cosine_distances(model: &Model, stacked: &[Stacked], x: &Tensor, labels: &Tensor, create_graph: bool) -> Tensor {
     let kind = model.kind();
-    let grads = per_sample_gradients(model, x, labels, false, create_graph);
+    let factors = per_sample_factors(model, x, labels, Forward::recording(false), create_graph)
+        .expect("batched attacks run on built-in models");
     let zero = || Tensor::zeros([x.size()[0]], (kind, tch::Device::Cpu));
     let (mut inner, mut g_norm, mut t_norm) = (zero(), zero(), zero());
-    for (k, (&layer, &w)) in matcher.layers.iter().zip(&matcher.weights).enumerate() {
-        if w == 0.0 {
-            continue;
-        }
-        let t = Tensor::stack(&targets.iter().map(|t| t.matcher.targets[k].shallow_clone()).collect::<Vec<_>>(), 0);
-        let g = &grads[layer];
-        inner += (g * &t).sum_dim_intlist([1i64].as_slice(), false, kind) * w;
-        g_norm += g.square().sum_dim_intlist([1i64].as_slice(), false, kind) * w;
-        t_norm += t.square().sum_dim_intlist([1i64].as_slice(), false, kind) * w;
+    let rows = |t: Tensor| t.sum_dim_intlist([1i64].as_slice(), false, kind);
+    for s in stacked {
+        let f = &factors[s.layer];
+        let (dot, square) = match &s.matrix {
+            Some(matrix) => {
+                let (a, delta) = (&f.input, &f.output_grad);
+                let out = delta.size()[1];
+                let bias = s.targets.narrow(1, s.targets.size()[1] - out, out);
+                // δᵀ T rather than T a: MKL's batched product is much faster this way round (measured).
+                let back = delta.unsqueeze(1).bmm(matrix).squeeze_dim(1);
+                let a_norm = rows(a.square()) + 1.0;
+                (rows(back * a) + rows(delta * bias), rows(delta.square()) * a_norm)
+            }
+            None => {
+                let g = f.gradients();
+                (rows(&g * &s.targets), rows(g.square()))
+            }
+        };
+        inner += dot * s.weight;
+        g_norm += square * s.weight;
+        t_norm += &s.norms * s.weight;
     }
     // As `Matcher::cosine`, victim by victim.
     objective::cosine_distance(&inner, &g_norm, &t_norm)
 }
 
-/// Per-victim total variation (V,): `objective::total_variation` of each victim's image, as the loop computes it.
+/// Per-victim total variation (V,): `objective::total_variation` of each victim's image, for all at once.
 fn total_variations(x: &Tensor) -> Tensor {
-    let per_victim: Vec<Tensor> = (0..x.size()[0]).map(|i| objective::total_variation(&x.narrow(0, i, 1))).collect();
-    Tensor::stack(&per_victim, 0)
+    let (h, w) = (x.size()[2], x.size()[3]);
+    let kind = x.kind();
+    let dims = [1i64, 2, 3];
+    let mut tv = Tensor::zeros([x.size()[0]], (kind, tch::Device::Cpu));
+    if w > 1 {
+        tv += (x.narrow(3, 0, w - 1) - x.narrow(3, 1, w - 1)).abs().mean_dim(dims.as_slice(), false, kind);
+    }
+    if h > 1 {
+        tv += (x.narrow(2, 0, h - 1) - x.narrow(2, 1, h - 1)).abs().mean_dim(dims.as_slice(), false, kind);
+    }
+    tv
 }
 
 /// Inverting Gradients on every target at once (see the module documentation). `None` when a run's objective
@@ -114,6 +287,7 @@ fn inverting_gradients(
     let mut best: Vec<Option<(f64, Tensor)>> = (0..v).map(|_| None).collect();
     let mut restart_distances = vec![Vec::new(); v];
     let n = config.iterations;
+    let stacked = stack_targets(targets);
     for _ in 0..config.restarts {
         let starts: Vec<Tensor> =
             rngs.iter_mut().map(|r| tensor(&rng::standard_normal_f64(r, nx), &shape, kind)).collect();
@@ -121,7 +295,7 @@ fn inverting_gradients(
         let mut adam = SignedAdam::new(&x, None, config.lr, n, config.data_range);
         for it in 0..n {
             let xv = x.detach().set_requires_grad(true);
-            let mut loss = cosine_distances(targets, &xv, labels, true);
+            let mut loss = cosine_distances(model, &stacked, &xv, labels, true);
             if config.tv_weight > 0.0 {
                 loss += total_variations(&xv) * config.tv_weight;
             }
@@ -139,7 +313,8 @@ fn inverting_gradients(
             }
         }
         // Score the final state by the gradient match alone, as the loop does.
-        let distances = Vec::<f64>::try_from(cosine_distances(targets, &x, labels, false).to_kind(Kind::Double))?;
+        let distances =
+            Vec::<f64>::try_from(cosine_distances(model, &stacked, &x, labels, false).to_kind(Kind::Double))?;
         for (i, d) in distances.into_iter().enumerate() {
             restart_distances[i].push(d);
             if best[i].as_ref().is_none_or(|b| d < b.0) {

@@ -46,20 +46,16 @@ impl Attack for InvertingGradients {
         })
     }
 
-    /// Single-sample updates with fixed labels, in single precision, are attacked all at once ([`batched`]): the
-    /// same steps, many victims per pass. Anything else (batches behind an update, optimised labels, double
-    /// precision) runs one update at a time.
+    /// Single-sample updates with fixed labels are attacked all at once ([`batched`]): the same steps, many
+    /// victims per pass. Anything else (batches behind an update, optimised labels) runs one update at a time.
     fn reconstruct_all(
         &self,
         targets: &[Target],
         rngs: &mut [ChaCha8Rng],
         on_iteration: &mut dyn FnMut(),
     ) -> Result<Vec<Reconstruction>> {
-        // Measured (`examples/bench_attacks_batched.rs`): batching pays in single precision only.
-        if targets.first().is_some_and(|t| t.model.kind() == tch::Kind::Float) {
-            if let Some(all) = batched::inverting_gradients_all(targets, rngs, on_iteration)? {
-                return Ok(all);
-            }
+        if let Some(all) = batched::inverting_gradients_all(targets, rngs, on_iteration)? {
+            return Ok(all);
         }
         reconstruct_each(self, targets, rngs, on_iteration)
     }

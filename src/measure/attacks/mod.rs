@@ -42,7 +42,9 @@ mod target;
 
 pub use crate::optim::lbfgs::{self, Stop};
 pub use attack::{reconstruct, reconstruct_each, Attack, Defaults, Reconstruction};
-pub use batched::inverting_gradients_all as batched_inverting_gradients;
+pub use batched::{
+    inverting_gradients_all as batched_inverting_gradients, inverting_gradients_on as batched_inverting_gradients_on,
+};
 pub use config::{AttackConfig, LabelMode, Method, Setting, ShareConfig};
 pub use dlg::Dlg;
 pub use idlg::Idlg;
