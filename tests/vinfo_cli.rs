@@ -239,3 +239,100 @@ fn split_file_has_every_fit_and_its_roles_and_store_rows_end_with_best() {
         assert!(block[0]["source"].is_null() && block[1]["source"].is_null());
     }
 }
+
+/// The model-backed families read a store through the model behind it: the checkpoint its manifest names (or
+/// `--run` when the run moved), or a built-in model rebuilt from its recorded seed. iDLG's rule reads every label
+/// of a single-sample update from the last layer, so the analytic and ig families' labels from fc3 are exact.
+#[test]
+fn model_backed_families_read_a_store_through_its_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gradleak"))
+            .current_dir(d)
+            .args(args)
+            .args(["--threads", "1", "--quiet"])
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let vinfo = |store: &str, extra: &[&str]| {
+        let mut args = vec!["vinfo", "--store", store, "--targets", "input,label", "--family", "linear+analytic+ig:5"];
+        args.extend_from_slice(&["--protocol", "split", "--bootstrap", "20", "--json"]);
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let rows_of = |stdout: &str| -> Vec<serde_json::Value> {
+        let v: serde_json::Value = serde_json::from_str(stdout).unwrap();
+        v["rows"].as_array().unwrap().clone()
+    };
+    let row = |rows: &[serde_json::Value], layer: &str, target: &str, family: &str| -> Option<serde_json::Value> {
+        rows.iter().find(|r| r["layer"] == layer && r["target"] == target && r["family"] == family).cloned()
+    };
+    assert!(run(&["train", "--dataset", "embedded", "--model", "lenet5", "--epochs", "1", "--out", "run"]).0);
+    assert!(run(&["grads", "--run", "run", "--updates", "60", "--layers", "conv1,fc3", "--out", "store"]).0);
+
+    let (ok, stdout, stderr) = vinfo("store", &[]);
+    assert!(ok, "{stderr}");
+    let rows = rows_of(&stdout);
+    for family in ["analytic", "ig:5"] {
+        let label = row(&rows, "fc3", "label", family).unwrap_or_else(|| panic!("{family} on fc3: {rows:?}"));
+        assert_eq!(label["accuracy"].as_f64(), Some(1.0), "{family}: iDLG's rule is exact at batch size 1");
+        assert_eq!(label["features"], "reconstruction");
+    }
+    // No closed form from a convolution: no analytic row there, and the `best` row still belongs to its own
+    // layer and target (the largest estimate among that block's families).
+    assert!(row(&rows, "conv1", "input", "analytic").is_none());
+    for best in rows.iter().filter(|r| r["family"] == "best") {
+        let block: Vec<&serde_json::Value> = rows
+            .iter()
+            .filter(|r| r["layer"] == best["layer"] && r["target"] == best["target"] && r["family"] != "best")
+            .collect();
+        let top = block.iter().map(|r| r["bits"].as_f64().unwrap()).fold(f64::MIN, f64::max);
+        assert_eq!(best["bits"].as_f64(), Some(top), "{best:?}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["notes"].as_array().unwrap().iter().any(|n| n.as_str().unwrap().starts_with("analytic: no closed form")));
+
+    // The run moved: the manifest's folder is gone, which the error says, and --run finds it.
+    std::fs::rename(d.join("run"), d.join("moved")).unwrap();
+    let (ok, _, stderr) = vinfo("store", &[]);
+    assert!(!ok);
+    assert!(stderr.contains("the manifest's run 'run'") && stderr.contains("--run DIR"), "{stderr}");
+    let (ok, moved, stderr) = vinfo("store", &["--run", "moved"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(rows_of(&moved), rows, "the same model gives the same estimates");
+    // The gradient families alone need no model.
+    assert!(run(&["vinfo", "--store", "store", "--targets", "label", "--bootstrap", "20"]).0);
+
+    // A built-in model as it is: rebuilt from the seed its store records.
+    assert!(
+        run(&[
+            "grads",
+            "--model",
+            "lenet5",
+            "--dataset",
+            "embedded",
+            "--model-seed",
+            "3",
+            "--updates",
+            "60",
+            "--layers",
+            "fc3",
+            "--out",
+            "as-is"
+        ])
+        .0
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(d.join("as-is").join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["checkpoint"]["model_seed"].as_u64(), Some(3));
+    let (ok, stdout, stderr) = vinfo("as-is", &["--no-all"]);
+    assert!(ok, "{stderr}");
+    let label = row(&rows_of(&stdout), "fc3", "label", "analytic").expect("an analytic row");
+    assert_eq!(label["accuracy"].as_f64(), Some(1.0));
+}

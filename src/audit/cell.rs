@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use tch::Tensor;
 
 use super::config::{AuditConfig, Cell, ATTACK_KEYS, SENSITIVITY_KEYS, UPDATE_KEYS};
@@ -13,10 +13,10 @@ use super::{add_best, AttackRecord, CellKeys, CellResult, LocalisationRecord, Re
 use crate::data::{Dataset, Split};
 use crate::defenses;
 use crate::error::rename_params;
-use crate::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
+use crate::gradients::updates::{compute_updates, UpdateConfig};
 use crate::measure::attack_families::{AnalyticFeatures, AttackBackedFeatures};
 use crate::measure::bounds::{excess, fisher_per_layer, upper_bound, ReleaseNoise};
-use crate::measure::decoder::DecoderFeatures;
+use crate::measure::decoder::{self, DecoderFeatures};
 use crate::measure::layerwise::{layer_groups, layerwise, resolve_targets, NamedTarget};
 use crate::measure::localisation::localise;
 use crate::measure::vinfo::{EstimateOptions, Family};
@@ -135,8 +135,9 @@ pub fn run_cell(
     let opts_v = estimate_options(config);
     let mut attackers =
         attack_backed.then(|| AttackBackedFeatures::new(&model, &updates, families, config.seed, progress));
-    if let (Some(a), Some(aux_updates)) = (attackers.as_mut(), decoder_aux_updates(families)) {
-        let aux = auxiliary_updates(&model, split, &updates, &update_config, aux_updates, progress)?;
+    if let (Some(a), Some(aux_updates)) = (attackers.as_mut(), decoder::aux_updates_of(families)) {
+        let aux = decoder::auxiliary_updates(&model, split, &updates, &update_config, aux_updates, progress)
+            .map_err(|e| rename_params(e, UPDATE_KEYS))?;
         let aux_targets =
             resolve_targets(&config.measure.targets, &dataset.attributes, &aux).context("measure.targets")?;
         a.decoder = Some(DecoderFeatures::new(&updates, aux, aux_targets, config.seed));
@@ -246,49 +247,6 @@ pub fn run_cell(
         notes,
         seconds: started.elapsed().as_secs_f64(),
     })
-}
-
-/// Where the auxiliary updates' noise and dropout streams start: beyond any victims' update.
-const AUX_STREAM_OFFSET: u64 = 1 << 40;
-
-/// The auxiliary updates of the decoder family, when one is configured.
-fn decoder_aux_updates(families: &[Family]) -> Option<usize> {
-    families.iter().find_map(|f| match f {
-        Family::Decoder { aux_updates } => Some(*aux_updates),
-        _ => None,
-    })
-}
-
-/// Updates the attacker simulates on its own data: the samples of the split that no victim's batch uses, up to
-/// `count`, computed as the victims' are (same defences, batch size, layers and sketches) but with no full copies
-/// beyond what the gradient families read.
-fn auxiliary_updates(
-    model: &Model,
-    split: &Split,
-    victims: &SharedUpdates,
-    victim_config: &UpdateConfig,
-    count: usize,
-    progress: Progress,
-) -> Result<SharedUpdates> {
-    let used: std::collections::HashSet<i64> =
-        Vec::<i64>::try_from(victims.batch_indices.flatten(0, -1))?.into_iter().collect();
-    let rest: Vec<i64> = (0..split.len()).filter(|i| !used.contains(i)).collect();
-    let needed = victim_config.batch_size.max(1) * 20;
-    if (rest.len() as i64) < needed {
-        bail!(
-            "the decoder family needs samples that no victim uses: the split has {} left after the victims' \
-             batches, fewer than {needed}; lower measure.updates",
-            rest.len()
-        );
-    }
-    let aux_split = split.select(&Tensor::from_slice(&rest));
-    let aux_config = UpdateConfig {
-        num_updates: (count as i64).min(rest.len() as i64 / victim_config.batch_size.max(1)),
-        full_layers: Vec::new(),
-        stream_offset: AUX_STREAM_OFFSET,
-        ..victim_config.clone()
-    };
-    compute_updates(model, &aux_split, &aux_config, progress).map_err(|e| rename_params(e, UPDATE_KEYS))
 }
 
 fn targets_names(targets: &[NamedTarget]) -> Vec<String> {

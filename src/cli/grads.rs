@@ -98,7 +98,11 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
         args.steps,
     )?;
     let test_accuracy = loaded.test_accuracy.unwrap_or(f64::NAN);
-    let checkpoint = CheckpointRef { run: loaded.source.clone(), epoch, test_accuracy };
+    // A built-in architecture taken as it is is rebuilt from its seed (by `vinfo --store` for the model-backed
+    // families); a run or a TorchScript file names its own weights.
+    let builtin = args.checkpoint.model.as_deref().is_some_and(|m| !m.starts_with("torchscript:"));
+    let model_seed = builtin.then_some(args.checkpoint.model_seed);
+    let checkpoint = CheckpointRef { run: loaded.source.clone(), epoch, test_accuracy, model_seed };
     let description =
         StoreDescription { split: &args.checkpoint.split, checkpoint: Some(checkpoint), config: &config, dp };
     let progress = Progress::new(global.quiet || args.json);

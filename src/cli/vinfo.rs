@@ -6,10 +6,15 @@ use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
 use gradleak::arrays::{read_array, write_npy};
+use gradleak::data::Dataset;
 use gradleak::gradients::store::GradientStore;
+use gradleak::measure::attack_families::AttackBackedFeatures;
+use gradleak::measure::decoder::{self, DecoderFeatures};
 use gradleak::measure::layerwise::{best_index, layer_groups, layerwise, resolve_targets, LayerwiseRow, BEST};
 use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, Protocol, Target, VInfoEstimate};
+use gradleak::models::{Model, ModelSpec};
 use gradleak::progress::Progress;
+use gradleak::train::SavedRun;
 
 use super::Global;
 
@@ -40,12 +45,17 @@ pub struct VinfoArgs {
     /// With --store: do not measure all layers together.
     #[arg(long)]
     pub no_all: bool,
-    /// Predictive family: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, all (linear and mlp), or analytic (with
-    /// --features: calibrates a reconstruction with one value per target value; its attack runs in an audit).
-    /// With --store and several families, a `best` row (the largest estimate, its family as source) follows each
-    /// layer and target.
+    /// Predictive families, joined by `+`: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, all (linear and mlp);
+    /// with --store also the model-backed ones, which load the model behind the store: analytic, ig, dlg, idlg
+    /// (`ig:ITERATIONS`), decoder (`decoder:AUX_UPDATES`). With --features a model-backed family calibrates the
+    /// features as a reconstruction. With --store and several families, a `best` row (the largest estimate, its
+    /// family as source) follows each layer and target.
     #[arg(long, default_value = "linear")]
     pub family: String,
+    /// With --store and a model-backed family: the training run behind the store, when it is no longer where the
+    /// store's manifest says (the checkpoint's epoch is the manifest's).
+    #[arg(long, requires = "store")]
+    pub run: Option<PathBuf>,
     /// Seed of every random choice (split, MLP initialisation and minibatches, bootstrap).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -261,7 +271,28 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
     let groups: Vec<Vec<String>> =
         args.groups.iter().map(|g| g.split('+').map(|s| s.trim().to_string()).collect()).collect();
     let groups = layer_groups(updates, &args.layers, &groups, !args.no_all)?;
-    let rows = layerwise(updates, &groups, &targets, families, opts, None, Progress::new(global.quiet || args.json))?;
+    let progress = Progress::new(global.quiet || args.json);
+    let backing = match families.iter().find(|f| !f.reads_gradients()) {
+        Some(family) => Some(
+            ModelBehind::load(global, args.run.as_deref(), &store)
+                .with_context(|| format!("the {family} family needs the model behind {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let mut attackers =
+        backing.as_ref().map(|b| AttackBackedFeatures::new(&b.model, updates, families, opts.seed, progress));
+    if let (Some(a), Some(b), Some(count)) = (attackers.as_mut(), &backing, decoder::aux_updates_of(families)) {
+        let split = b.dataset.split(&store.manifest.split)?;
+        let aux = decoder::auxiliary_updates(&b.model, split, updates, &store.manifest.config, count, progress)
+            .context("the decoder family's auxiliary updates")?;
+        let aux_targets = resolve_targets(&args.targets, &store.manifest.attributes, &aux).context("--targets")?;
+        a.decoder = Some(DecoderFeatures::new(updates, aux, aux_targets, opts.seed));
+    }
+    let rows = layerwise(updates, &groups, &targets, families, opts, attackers.as_mut(), progress)?;
+    let notes = attackers.as_ref().map(|a| a.notes()).unwrap_or_default();
+    if rows.is_empty() {
+        bail!("no family measured anything: {}", notes.join("; "));
+    }
     if let Some(path) = &args.pvi_out {
         let estimates: Vec<VInfoEstimate> = rows.iter().map(|r| r.estimate.clone()).collect();
         write_pvi(path, &estimates)?;
@@ -269,10 +300,11 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
     if let Some(path) = &args.split_out {
         write_split(path, opts, updates.num_updates() as usize)?;
     }
-    // `layerwise` gives each layer and target's families together, in order: after them comes `best`, a copy of
-    // the largest estimate (the first family of equal ones) with its family as `source`.
+    // `layerwise` gives each layer and target's families together, in order (a model-backed family has no row
+    // where its attack has nothing): after them comes `best`, a copy of the largest estimate (the first family of
+    // equal ones) with its family as `source`.
     let mut table: Vec<(&LayerwiseRow, Option<&str>)> = Vec::new();
-    for block in rows.chunks(families.len().max(1)) {
+    for block in rows.chunk_by(|a, b| (&a.layer, &a.target) == (&b.layer, &b.target)) {
         table.extend(block.iter().map(|r| (r, None)));
         if let Some(i) = best_index(block.iter().map(|r| r.estimate.bits)) {
             table.push((&block[i], Some(block[i].estimate.family.as_str())));
@@ -285,6 +317,7 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
             "dataset": store.manifest.dataset,
             "defense": store.manifest.defense,
             "num_updates": store.manifest.num_updates,
+            "notes": notes,
             "rows": table.iter().map(|(r, source)| serde_json::json!({
                 "layer": r.layer, "num_params": r.num_params, "features": r.features, "feature_dim": r.feature_dim,
                 "target": r.target, "family": if source.is_some() { BEST } else { &r.estimate.family },
@@ -336,5 +369,46 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
             source.map(|f| format!("  {f}")).unwrap_or_default()
         );
     }
+    for note in &notes {
+        println!("note: {note}");
+    }
     Ok(())
+}
+
+/// The model and dataset behind a gradient store, for the model-backed families: the checkpoint its manifest
+/// names (or `--run`), checked against the manifest's model.
+struct ModelBehind {
+    model: Model,
+    dataset: Dataset,
+}
+
+impl ModelBehind {
+    fn load(global: &Global, run: Option<&Path>, store: &GradientStore) -> Result<ModelBehind> {
+        let manifest = &store.manifest;
+        let Some(checkpoint) = &manifest.checkpoint else {
+            bail!("the store's manifest names no checkpoint; pass --run DIR")
+        };
+        let model = match (run, checkpoint.model_seed) {
+            (Some(run), _) => SavedRun::open(run).context("--run")?.model_at(checkpoint.epoch).context("--run")?,
+            (None, Some(seed)) => Model::new(&manifest.model, seed)?,
+            (None, None) if checkpoint.run.starts_with("torchscript:") => {
+                let spec = ModelSpec::from_name(&checkpoint.run, manifest.input_shape, manifest.classes.len() as i64)?;
+                Model::new(&spec, 0)?
+            }
+            (None, None) => SavedRun::open(Path::new(&checkpoint.run))
+                .and_then(|saved| saved.model_at(checkpoint.epoch))
+                .with_context(|| {
+                    format!(
+                        "the manifest's run '{}' (epoch {}); pass --run DIR if it moved",
+                        checkpoint.run, checkpoint.epoch
+                    )
+                })?,
+        };
+        if model.spec != manifest.model {
+            bail!("the model loaded ({}) is not the store's ({})", model.spec.arch, manifest.model.arch);
+        }
+        let dataset = gradleak::data::load(&manifest.dataset, &global.data_dir)
+            .with_context(|| format!("the store's dataset '{}'", manifest.dataset))?;
+        Ok(ModelBehind { model, dataset })
+    }
 }

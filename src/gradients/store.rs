@@ -51,10 +51,21 @@ pub fn sketch_tensor(layer: &str) -> String {
 /// Where the model's weights came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointRef {
-    /// The training run folder, as given.
+    /// The training run folder, as given; or the model's name (`torchscript:PATH`, a built-in architecture) for a
+    /// model taken as it is.
     pub run: String,
     pub epoch: usize,
+    /// NaN (written as null) for a model taken as it is, or a run that recorded none.
+    #[serde(deserialize_with = "null_as_nan")]
     pub test_accuracy: f64,
+    /// The seed of a built-in architecture's initial weights, for a model taken as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_seed: Option<u64>,
+}
+
+/// JSON has no NaN: serde_json writes it as null, which reads back as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(deserializer)?.unwrap_or(f64::NAN))
 }
 
 /// One stored layer in the manifest.

@@ -13,15 +13,61 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
-use crate::gradients::updates::SharedUpdates;
+use crate::data::Split;
+use crate::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
 use crate::measure::layerwise::{group_features, NamedTarget};
-use crate::measure::vinfo::{ConditionalModel, Mlp, MlpOptions, Part, Prediction, Target};
+use crate::measure::vinfo::{ConditionalModel, Family, Mlp, MlpOptions, Part, Prediction, Target};
+use crate::models::Model;
+use crate::progress::Progress;
 
 /// Auxiliary updates a decoder family trains on when none are given (`decoder` = `decoder:5000`).
 pub const DEFAULT_AUX_UPDATES: usize = 5000;
 
 /// Fraction of the auxiliary updates that stops the decoder's training early.
 const VALIDATION_FRACTION: f64 = 0.1;
+
+/// Where the auxiliary updates' noise and dropout streams start: beyond any victims' update.
+const AUX_STREAM_OFFSET: u64 = 1 << 40;
+
+/// The auxiliary updates of the decoder family among `families`, when there is one.
+pub fn aux_updates_of(families: &[Family]) -> Option<usize> {
+    families.iter().find_map(|f| match f {
+        Family::Decoder { aux_updates } => Some(*aux_updates),
+        _ => None,
+    })
+}
+
+/// Updates the attacker simulates on its own data: the samples of the split that no victim's batch uses, up to
+/// `count`, computed as the victims' are (same defences, batch size, layers and sketches) but with no full copies
+/// beyond what the gradient families read.
+pub fn auxiliary_updates(
+    model: &Model,
+    split: &Split,
+    victims: &SharedUpdates,
+    victim_config: &UpdateConfig,
+    count: usize,
+    progress: Progress,
+) -> Result<SharedUpdates> {
+    let used: std::collections::HashSet<i64> =
+        Vec::<i64>::try_from(victims.batch_indices.flatten(0, -1))?.into_iter().collect();
+    let rest: Vec<i64> = (0..split.len()).filter(|i| !used.contains(i)).collect();
+    let needed = victim_config.batch_size.max(1) * 20;
+    if (rest.len() as i64) < needed {
+        bail!(
+            "the decoder family needs samples that no victim uses: the split has {} left after the victims' \
+             batches, fewer than {needed}; measure fewer updates",
+            rest.len()
+        );
+    }
+    let aux_split = split.select(&Tensor::from_slice(&rest));
+    let aux_config = UpdateConfig {
+        num_updates: (count as i64).min(rest.len() as i64 / victim_config.batch_size.max(1)),
+        full_layers: Vec::new(),
+        stream_offset: AUX_STREAM_OFFSET,
+        ..victim_config.clone()
+    };
+    compute_updates(model, &aux_split, &aux_config, progress)
+}
 
 /// The decoder attacker of one cell: the auxiliary updates and their targets, and one decoder per group and target
 /// (trained when first asked for).
