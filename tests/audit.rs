@@ -782,6 +782,8 @@ fn attack(method: &str, psnr: f64, guess: f64) -> gradleak::audit::AttackRecord 
     gradleak::audit::AttackRecord {
         keys: record("all", "input", "best", 0.0, [0.0, 0.0]).keys,
         method: method.into(),
+        // A family's record names the layer it read last (`analytic:fc3`, `decoder:5000:fc3`).
+        layer: method.rsplit_once(':').map(|(_, layer)| layer.to_string()),
         samples: 4,
         mse: 0.01,
         psnr,
@@ -804,8 +806,13 @@ fn the_report_flags_attacks_that_succeed_without_bits_and_bits_without_a_reconst
     let records: Vec<&gradleak::audit::Record> = records.iter().collect();
     // IG 10 dB above the guess from all layers, where the best family finds nothing: flagged.
     // The analytic attacker from fc3 no closer than the guess, where the families read 300 bits: flagged.
-    // From fc1 both agree: no line.
-    let attacks = [attack("ig", 20.0, 10.0), attack("analytic:fc3", 11.3, 11.0), attack("analytic:fc1", 24.0, 11.0)];
+    // From fc1 both agree, for the analytic attacker and the decoder: no line.
+    let attacks = [
+        attack("ig", 20.0, 10.0),
+        attack("analytic:fc3", 11.3, 11.0),
+        attack("analytic:fc1", 24.0, 11.0),
+        attack("decoder:5000:fc1", 15.0, 11.0),
+    ];
     let attacks: Vec<&gradleak::audit::AttackRecord> = attacks.iter().collect();
     let lines = gradleak::report::attack_reading(&records, &attacks);
     assert_eq!(lines.len(), 2, "{lines:?}");
@@ -869,6 +876,18 @@ fn the_gradient_matching_families_read_what_their_attack_reconstructs_and_nothin
             assert!(x["ci95"][0].as_f64().unwrap() <= x["upper_bits"].as_f64().unwrap(), "{x}");
         }
     }
+    // Each family's reconstructions of each group are scored against the victims, with a gallery.
+    let attacks = r["attacks"].as_array().unwrap();
+    for family in ["ig:60", "idlg:10"] {
+        for layer in ["fc3", "all"] {
+            let a = attacks
+                .iter()
+                .find(|a| a["defense"] == "none" && a["method"] == format!("{family}:{layer}").as_str())
+                .unwrap_or_else(|| panic!("no {family} record for {layer}: {attacks:?}"));
+            assert_eq!(a["layer"], layer);
+            assert!(a["psnr"].as_f64().unwrap() > 0.0 && out.join(a["image"].as_str().unwrap()).exists(), "{a}");
+        }
+    }
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("ig:60: bits [95% CI] | idlg:10: bits [95% CI]"), "the configured order");
     assert!(md.contains("ig: 60 iterations on each victim's update of all, fc3"), "{md}");
@@ -920,6 +939,15 @@ fn the_decoder_family_learns_from_auxiliary_updates_what_a_probe_on_the_victims_
         assert!(x["bits"].as_f64().unwrap() <= 3.0, "{x}");
         assert!(x["ci95"][0].as_f64().unwrap() <= x["upper_bits"].as_f64().unwrap(), "{x}");
     }
+    // The decoded images are scored and shown like an attack's: closer to the victims than the split's mean image.
+    let attacks = r["attacks"].as_array().unwrap();
+    let a = attacks
+        .iter()
+        .find(|a| a["defense"] == "none" && a["method"] == "decoder:400:conv1")
+        .unwrap_or_else(|| panic!("no decoder record: {attacks:?}"));
+    assert_eq!(a["layer"], "conv1");
+    assert!(a["psnr"].as_f64().unwrap() > a["guess_psnr"].as_f64().unwrap(), "{a}");
+    assert!(out.join(a["image"].as_str().unwrap()).exists(), "{a}");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(md.contains("trained on 400 auxiliary updates from samples that are not victims"), "{md}");
 }

@@ -14,7 +14,7 @@ use crate::data::{Dataset, Split};
 use crate::defenses;
 use crate::error::rename_params;
 use crate::gradients::updates::{compute_updates, UpdateConfig};
-use crate::measure::attack_families::{AnalyticFeatures, AttackBackedFeatures};
+use crate::measure::attack_families::{AttackBackedFeatures, ReconstructionScore};
 use crate::measure::bounds::{excess, fisher_per_layer, upper_bound, ReleaseNoise};
 use crate::measure::decoder::{self, DecoderFeatures};
 use crate::measure::layerwise::{layer_groups, layerwise, resolve_targets, NamedTarget};
@@ -140,15 +140,16 @@ pub fn run_cell(
             .map_err(|e| rename_params(e, UPDATE_KEYS))?;
         let aux_targets =
             resolve_targets(&config.measure.targets, &dataset.attributes, &aux).context("measure.targets")?;
-        a.decoder = Some(DecoderFeatures::new(&updates, aux, aux_targets, config.seed));
+        a.decoder = Some(DecoderFeatures::new(&updates, aux, aux_targets, aux_updates, config.seed));
     }
     let rows = layerwise(&updates, &groups, &targets, families, &opts_v, attackers.as_mut(), progress)?;
     let mut attacks = Vec::new();
     if let Some(a) = &attackers {
         notes.extend(a.notes());
-        if let Some(analytic) = &a.analytic {
+        let scores = a.image_scores(&model, &updates.victim_input)?;
+        if !scores.is_empty() {
             let guess = guess_psnr(split, &updates.victim_input)?;
-            attacks.extend(analytic_galleries(analytic, &updates.victim_input, &guess, &keys, out)?);
+            attacks.extend(family_galleries(scores, &updates.victim_input, &guess, &keys, out)?);
         }
     }
     let records = rows
@@ -300,24 +301,21 @@ fn guess_psnr(split: &Split, victims: &Tensor) -> Result<Option<f64>> {
 /// Victims shown per analytic gallery.
 const GALLERY_VICTIMS: i64 = 8;
 
-/// The analytic attacker's reconstructions of each layer it read, as attack records (mean MSE, PSNR, SSIM over all
-/// victims) with a gallery of the first victims: `cells/<key>-attack/analytic-<layer>.png`.
-fn analytic_galleries(
-    analytic: &AnalyticFeatures,
+/// The attack-backed families' reconstructions, scored against the victims, each with a gallery of the first
+/// victims (originals above, reconstructions below): `method` is `FAMILY:LAYER`, `layer` the layer or group read.
+fn family_galleries(
+    scores: Vec<(String, ReconstructionScore)>,
     victims: &Tensor,
     guess: &Option<f64>,
     keys: &CellKeys,
     out: &Path,
 ) -> Result<Vec<AttackRecord>> {
-    let scores = analytic.image_scores()?;
     let dir = super::cache::attack_dir(out, &keys.cell);
-    if !scores.is_empty() {
-        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let mut records = Vec::new();
-    for s in scores {
+    for (family, s) in scores {
         let shown = GALLERY_VICTIMS.min(s.images.size()[0]);
-        let file = format!("analytic-{}.png", s.layer);
+        let file = format!("{}-{}.png", family.replace(':', "-"), s.layer);
         crate::measure::attacks::grid::write_grid(
             &dir.join(&file),
             &victims.narrow(0, 0, shown),
@@ -327,7 +325,8 @@ fn analytic_galleries(
         )?;
         records.push(AttackRecord {
             keys: keys.clone(),
-            method: format!("analytic:{}", s.layer),
+            method: format!("{family}:{}", s.layer),
+            layer: Some(s.layer.clone()),
             samples: s.samples,
             mse: s.mse,
             psnr: s.psnr,
@@ -373,6 +372,7 @@ fn run_attack(
     Ok(vec![AttackRecord {
         keys: keys.clone(),
         method: method.to_string(),
+        layer: None,
         samples: report.updates.len(),
         mse: report.mean.mse,
         psnr: report.mean.psnr,

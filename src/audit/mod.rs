@@ -187,6 +187,9 @@ pub struct AttackRecord {
     #[serde(flatten)]
     pub keys: CellKeys,
     pub method: String,
+    /// The layer or layer group the attack read; null for the reference attack, which reads every shared layer.
+    #[serde(default)]
+    pub layer: Option<String>,
     pub samples: usize,
     pub mse: f64,
     pub psnr: f64,

@@ -286,7 +286,7 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
         let aux = decoder::auxiliary_updates(&b.model, split, updates, &store.manifest.config, count, progress)
             .context("the decoder family's auxiliary updates")?;
         let aux_targets = resolve_targets(&args.targets, &store.manifest.attributes, &aux).context("--targets")?;
-        a.decoder = Some(DecoderFeatures::new(updates, aux, aux_targets, opts.seed));
+        a.decoder = Some(DecoderFeatures::new(updates, aux, aux_targets, count, opts.seed));
     }
     let rows = layerwise(updates, &groups, &targets, families, opts, attackers.as_mut(), progress)?;
     let notes = attackers.as_ref().map(|a| a.notes()).unwrap_or_default();

@@ -25,7 +25,7 @@ use anyhow::Result;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 crate::keyword_enum! {
     /// The kind of random projection.
@@ -119,10 +119,74 @@ pub struct Sketch {
 enum Projection {
     /// (P, k) matrix.
     Dense(Tensor),
-    /// For each of s blocks: the output bucket (P,) and the signed weight (P,) of every input coordinate.
-    Sparse(Vec<(Tensor, Tensor)>),
+    /// Every input coordinate's s output buckets (one in each of s blocks of outputs) and signed weights.
+    Sparse(SparseMap),
     /// S_out (k_out, O) and S_in (k_in, I + 1) of a layer of this shape.
     Kron { shape: MatrixShape, out: Tensor, inp: Tensor },
+}
+
+/// The sparse sketch's map: for input coordinate `i`, its `per_coordinate` buckets and signed weights are at
+/// `i * per_coordinate ..`, one per block of outputs.
+#[derive(Debug)]
+struct SparseMap {
+    per_coordinate: usize,
+    buckets: Vec<u32>,
+    signs: Vec<f32>,
+}
+
+/// Element types the sparse sketch runs on.
+trait SketchFloat:
+    tch::kind::Element + Copy + Default + Send + Sync + std::ops::Mul<Output = Self> + std::ops::AddAssign
+{
+    fn of(weight: f32) -> Self;
+}
+
+impl SketchFloat for f32 {
+    fn of(weight: f32) -> Self {
+        weight
+    }
+}
+
+impl SketchFloat for f64 {
+    fn of(weight: f32) -> Self {
+        weight as f64
+    }
+}
+
+impl SparseMap {
+    /// (N, P) -> (N, k), row by row on libtorch's thread count.
+    ///
+    /// A plain loop rather than libtorch's `index_add_` along columns, which walked the batch with a stride of a
+    /// whole row per coordinate and was the sketch's whole cost. Each bucket still sums its coordinates' signed
+    /// values in increasing coordinate order from zero, as `index_add_` did, so the sketches are the same to the
+    /// bit (a test compares them).
+    fn apply<T: SketchFloat>(&self, g: &Tensor, dim: i64) -> Tensor {
+        let (n, p, k) = (g.size()[0] as usize, g.size()[1] as usize, dim as usize);
+        let mut rows = vec![T::default(); n * p];
+        g.contiguous().copy_data(&mut rows, n * p);
+        let mut out = vec![T::default(); n * k];
+        let workers = (tch::get_num_threads().max(1) as usize).min(n).max(1);
+        let per_worker = n.div_ceil(workers).max(1);
+        std::thread::scope(|scope| {
+            for (inputs, outputs) in rows.chunks(per_worker * p).zip(out.chunks_mut(per_worker * k)) {
+                scope.spawn(move || {
+                    for (row, sketch) in inputs.chunks(p).zip(outputs.chunks_mut(k)) {
+                        self.sketch_row(row, sketch);
+                    }
+                });
+            }
+        });
+        Tensor::from_slice(&out).reshape([n as i64, dim])
+    }
+
+    fn sketch_row<T: SketchFloat>(&self, row: &[T], sketch: &mut [T]) {
+        let s = self.per_coordinate;
+        for ((&x, buckets), signs) in row.iter().zip(self.buckets.chunks_exact(s)).zip(self.signs.chunks_exact(s)) {
+            for (&b, &w) in buckets.iter().zip(signs) {
+                sketch[b as usize] += x * T::of(w);
+            }
+        }
+    }
 }
 
 impl Sketch {
@@ -181,17 +245,20 @@ impl Sketch {
                 let s = SPARSE_NONZEROS.min(dim);
                 let block = dim / s;
                 let scale = 1.0 / (s as f32).sqrt();
-                let blocks = (0..s)
-                    .map(|b| {
-                        // The last block takes the remainder of dim / s.
-                        let (start, len) = (b * block, if b == s - 1 { dim - b * block } else { block });
-                        let buckets: Vec<i64> = (0..input_dim).map(|_| start + rng.random_range(0..len)).collect();
-                        let signs: Vec<f32> =
-                            (0..input_dim).map(|_| if rng.random::<bool>() { scale } else { -scale }).collect();
-                        (Tensor::from_slice(&buckets), Tensor::from_slice(&signs))
-                    })
-                    .collect();
-                Projection::Sparse(blocks)
+                let p = input_dim as usize;
+                let (mut buckets, mut signs) = (vec![0u32; p * s as usize], vec![0f32; p * s as usize]);
+                // Drawn block by block, each block's buckets then its signs, as the sketches of earlier versions.
+                for b in 0..s {
+                    // The last block takes the remainder of dim / s.
+                    let (start, len) = (b * block, if b == s - 1 { dim - b * block } else { block });
+                    for i in 0..p {
+                        buckets[i * s as usize + b as usize] = (start + rng.random_range(0..len)) as u32;
+                    }
+                    for i in 0..p {
+                        signs[i * s as usize + b as usize] = if rng.random::<bool>() { scale } else { -scale };
+                    }
+                }
+                Projection::Sparse(SparseMap { per_coordinate: s as usize, buckets, signs })
             }
         };
         Ok(Sketch { kind, input_dim, dim, projection })
@@ -202,13 +269,10 @@ impl Sketch {
         assert_eq!(g.size()[1], self.input_dim, "sketch input width");
         match &self.projection {
             Projection::Dense(m) => g.matmul(&m.to_kind(g.kind())),
-            Projection::Sparse(blocks) => {
-                let mut out = Tensor::zeros([g.size()[0], self.dim], (g.kind(), g.device()));
-                for (buckets, signs) in blocks {
-                    let _ = out.index_add_(1, buckets, &(g * signs.to_kind(g.kind())));
-                }
-                out
-            }
+            Projection::Sparse(map) => match g.kind() {
+                Kind::Double => map.apply::<f64>(g, self.dim),
+                _ => map.apply::<f32>(&g.to_kind(Kind::Float), self.dim).to_kind(g.kind()),
+            },
             Projection::Kron { shape, out, inp } => {
                 // Rows of the matrix view: each output's weights, then its bias.
                 let (rows, cols) = shape.matrix();
@@ -335,6 +399,35 @@ mod tests {
         assert!(again.equal(&sx));
         // Without a matrix shape, kron falls back to the sparse sketch.
         assert_eq!(Sketch::for_layer(SketchKind::Kron, None, 5000, 512, seeded(7)).unwrap().kind, SketchKind::Sparse);
+    }
+
+    /// The sparse sketch's loop gives, to the bit, what libtorch's `index_add_` along columns gave (the
+    /// implementation up to 0.6, here rebuilt from the same draws), in both precisions and whatever the number of
+    /// rows per worker.
+    #[test]
+    fn sparse_sketch_is_index_add_to_the_bit() {
+        let (p, k) = (3001, 512);
+        let sketch = Sketch::new(SketchKind::Sparse, p, k, seeded(11)).unwrap();
+        let Projection::Sparse(map) = &sketch.projection else { panic!("a sparse map") };
+        let s = map.per_coordinate;
+        assert_eq!(s as i64, SPARSE_NONZEROS);
+        for kind in [Kind::Float, Kind::Double] {
+            tch::manual_seed(3);
+            for n in [1, 5, 64] {
+                let g = Tensor::randn([n, p], (kind, tch::Device::Cpu));
+                let mut reference = Tensor::zeros([n, k], (kind, tch::Device::Cpu));
+                for b in 0..s {
+                    let buckets: Vec<i64> = (0..p as usize).map(|i| map.buckets[i * s + b] as i64).collect();
+                    let signs: Vec<f32> = (0..p as usize).map(|i| map.signs[i * s + b]).collect();
+                    let signs = Tensor::from_slice(&signs).to_kind(kind);
+                    let _ = reference.index_add_(1, &Tensor::from_slice(&buckets), &(&g * signs));
+                }
+                assert!(sketch.apply(&g).equal(&reference), "{kind:?}, {n} rows");
+            }
+        }
+        // Block b of the outputs takes bucket b of every coordinate.
+        let block = k / s as i64;
+        assert!(map.buckets.chunks(s).all(|c| c.iter().enumerate().all(|(b, &x)| x as i64 / block == b as i64)));
     }
 
     #[test]

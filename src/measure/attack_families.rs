@@ -118,27 +118,10 @@ impl<'a> AnalyticFeatures<'a> {
     /// How close each reconstructed layer's images come to the victims' (images in [0, 1] only): the attack's own
     /// success, beside the bits its calibration measures. In layer order.
     pub fn image_scores(&self) -> Result<Vec<ReconstructionScore>> {
-        let InputShape::Image { height, width, .. } = self.model.spec.input else { return Ok(Vec::new()) };
-        let originals = self.updates.victim_input.to_kind(Kind::Double);
         let mut out = Vec::new();
         for (&l, r) in &self.reconstructions {
-            let images = r.inputs.to_kind(Kind::Double).clamp(0.0, 1.0);
-            let mean = |v: Vec<f64>| {
-                let finite: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
-                finite.iter().sum::<f64>() / finite.len().max(1) as f64
-            };
-            let ssim = match ssim_options(height, width, 1.0) {
-                Some(opts) => Some(mean(image_metrics::ssim(&images, &originals, &opts)?)),
-                None => None,
-            };
-            out.push(ReconstructionScore {
-                layer: self.model.layers()[l].name.clone(),
-                samples: images.size()[0] as usize,
-                mse: mean(image_metrics::mse(&images, &originals)?),
-                psnr: mean(image_metrics::psnr(&images, &originals, 1.0)?),
-                ssim,
-                images,
-            });
+            let layer = &self.model.layers()[l].name;
+            out.extend(score_images(self.model, &self.updates.victim_input, layer, &r.inputs)?);
         }
         Ok(out)
     }
@@ -236,6 +219,35 @@ impl<'a> AnalyticFeatures<'a> {
     }
 }
 
+/// How close reconstructions (N, ...) of the victims' inputs come to them, as `layer`'s score; None for a model
+/// that does not take images in [0, 1].
+pub fn score_images(
+    model: &Model,
+    victims: &Tensor,
+    layer: &str,
+    images: &Tensor,
+) -> Result<Option<ReconstructionScore>> {
+    let InputShape::Image { height, width, .. } = model.spec.input else { return Ok(None) };
+    let originals = victims.to_kind(Kind::Double);
+    let images = images.to_kind(Kind::Double).reshape(originals.size()).clamp(0.0, 1.0);
+    let mean = |v: Vec<f64>| {
+        let finite: Vec<f64> = v.into_iter().filter(|x| x.is_finite()).collect();
+        finite.iter().sum::<f64>() / finite.len().max(1) as f64
+    };
+    let ssim = match ssim_options(height, width, 1.0) {
+        Some(opts) => Some(mean(image_metrics::ssim(&images, &originals, &opts)?)),
+        None => None,
+    };
+    Ok(Some(ReconstructionScore {
+        layer: layer.to_string(),
+        samples: images.size()[0] as usize,
+        mse: mean(image_metrics::mse(&images, &originals)?),
+        psnr: mean(image_metrics::psnr(&images, &originals, 1.0)?),
+        ssim,
+        images,
+    }))
+}
+
 /// The column of attribute `name` among the attributes measured on a model's input images, None for tabular
 /// models or attributes that are not measured from pixels.
 fn measured_attribute_column(model: &Model, name: &str) -> Option<usize> {
@@ -309,6 +321,17 @@ impl<'a> MatchingFeatures<'a> {
             notes.push(format!("{method}: not run for {}", self.skipped.join("; ")));
         }
         notes
+    }
+
+    /// How close each attacked group's reconstructions come to the victims' images, by group name.
+    pub fn image_scores(&self) -> Result<Vec<ReconstructionScore>> {
+        let mut out = Vec::new();
+        for (group, m) in &self.by_group {
+            if let Some(m) = m {
+                out.extend(score_images(self.model, &self.updates.victim_input, group, &m.inputs)?);
+            }
+        }
+        Ok(out)
     }
 
     /// The family's features for `target` from the stored layers `members` named `group`; None where the attack
@@ -423,6 +446,24 @@ impl<'a> AttackBackedFeatures<'a> {
             },
             other => bail!("the {other} family reads the gradients, not an attack's reconstructions"),
         }
+    }
+
+    /// Every attacker's reconstructions of the victims' images, scored: (family, score), the analytic attacker's by
+    /// layer, the others' by layer group, the decoder's from the input it decodes.
+    pub fn image_scores(&self, model: &Model, victims: &Tensor) -> Result<Vec<(String, ReconstructionScore)>> {
+        let mut out = Vec::new();
+        if let Some(a) = &self.analytic {
+            out.extend(a.image_scores()?.into_iter().map(|s| (Family::Analytic.to_string(), s)));
+        }
+        for (family, m) in &self.matching {
+            out.extend(m.image_scores()?.into_iter().map(|s| (family.clone(), s)));
+        }
+        if let Some(d) = &self.decoder {
+            for (group, images) in d.decoded_inputs() {
+                out.extend(score_images(model, victims, &group, &images)?.map(|s| (d.family(), s)));
+            }
+        }
+        Ok(out)
     }
 
     /// Every attacker's notes.

@@ -72,6 +72,8 @@ pub fn auxiliary_updates(
 /// The decoder attacker of one cell: the auxiliary updates and their targets, and one decoder per group and target
 /// (trained when first asked for).
 pub struct DecoderFeatures<'a> {
+    /// The auxiliary updates the family asked for (`decoder:N`); fewer when the split has fewer samples left.
+    requested: usize,
     victims: &'a SharedUpdates,
     aux: SharedUpdates,
     aux_targets: Vec<NamedTarget>,
@@ -86,8 +88,15 @@ pub struct DecoderFeatures<'a> {
 impl<'a> DecoderFeatures<'a> {
     /// A decoder attacker trained on `aux` (updates computed like the victims', from other samples) whose targets
     /// are `aux_targets`.
-    pub fn new(victims: &'a SharedUpdates, aux: SharedUpdates, aux_targets: Vec<NamedTarget>, seed: u64) -> Self {
+    pub fn new(
+        victims: &'a SharedUpdates,
+        aux: SharedUpdates,
+        aux_targets: Vec<NamedTarget>,
+        requested: usize,
+        seed: u64,
+    ) -> Self {
         DecoderFeatures {
+            requested,
             victims,
             aux,
             aux_targets,
@@ -101,6 +110,20 @@ impl<'a> DecoderFeatures<'a> {
     /// Auxiliary updates the decoders train on.
     pub fn aux_updates(&self) -> i64 {
         self.aux.num_updates()
+    }
+
+    /// The family's name, with the auxiliary updates it asked for.
+    pub fn family(&self) -> String {
+        Family::Decoder { aux_updates: self.requested }.to_string()
+    }
+
+    /// The victims' decoded inputs (N, K) by group, for the groups decoded so far.
+    pub fn decoded_inputs(&self) -> Vec<(String, Tensor)> {
+        self.decoded
+            .iter()
+            .filter(|((_, target), _)| target == "input")
+            .map(|((group, _), t)| (group.clone(), t.shallow_clone()))
+            .collect()
     }
 
     /// What the decoders were trained on, for the report's notes.

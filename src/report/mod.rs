@@ -323,13 +323,13 @@ const ATTACK_FAILS_DB: f64 = 1.0;
 /// Where an attack and the families tell different stories about the input, one line each: an attack that
 /// reconstructs (its PSNR at least 3 dB above the mean-image guess, which reads no gradient) where the `best`
 /// family's interval for the layers it read reaches 0, or bits with an interval above 0 where the attack comes no
-/// closer than the guess (within 1 dB). The analytic attacker reads one layer (`analytic:LAYER`); the reference
-/// attack reads all shared layers.
+/// closer than the guess (within 1 dB). An attack-backed family's reconstructions read one layer or group (its
+/// `layer`); the reference attack reads all shared layers.
 pub fn attack_reading(records: &[&Record], attacks: &[&AttackRecord]) -> Vec<String> {
     let mut lines = Vec::new();
     for a in attacks {
         let Some(guess) = a.guess_psnr else { continue };
-        let layer = a.method.strip_prefix("analytic:").unwrap_or("all");
+        let layer = a.layer.as_deref().unwrap_or("all");
         let Some(best) = records
             .iter()
             .find(|r| r.family == BEST && r.target == "input" && r.layer == layer && r.keys.cell == a.keys.cell)
