@@ -125,6 +125,9 @@ enum Projection {
     Kron { shape: MatrixShape, out: Tensor, inp: Tensor },
 }
 
+/// Rows the sparse sketch carries through one pass over its map.
+const ROWS_PER_PASS: usize = 8;
+
 /// The sparse sketch's map: for input coordinate `i`, its `per_coordinate` buckets and signed weights are at
 /// `i * per_coordinate ..`, one per block of outputs.
 #[derive(Debug)]
@@ -170,8 +173,9 @@ impl SparseMap {
         std::thread::scope(|scope| {
             for (inputs, outputs) in rows.chunks(per_worker * p).zip(out.chunks_mut(per_worker * k)) {
                 scope.spawn(move || {
-                    for (row, sketch) in inputs.chunks(p).zip(outputs.chunks_mut(k)) {
-                        self.sketch_row(row, sketch);
+                    for (rows, sketches) in inputs.chunks(ROWS_PER_PASS * p).zip(outputs.chunks_mut(ROWS_PER_PASS * k))
+                    {
+                        self.sketch_rows(rows, sketches, p, k);
                     }
                 });
             }
@@ -179,11 +183,34 @@ impl SparseMap {
         Tensor::from_slice(&out).reshape([n as i64, dim])
     }
 
-    fn sketch_row<T: SketchFloat>(&self, row: &[T], sketch: &mut [T]) {
+    /// Sketches up to [`ROWS_PER_PASS`] rows (P values each) into their sketches (k each) in one pass over the
+    /// map, which is read once for all of them (8 buckets and weights per coordinate: megabytes for a large
+    /// layer). The rows are interleaved, so that each bucket update is one short vector operation across them.
+    fn sketch_rows<T: SketchFloat>(&self, rows: &[T], sketches: &mut [T], p: usize, k: usize) {
+        const R: usize = ROWS_PER_PASS;
         let s = self.per_coordinate;
-        for ((&x, buckets), signs) in row.iter().zip(self.buckets.chunks_exact(s)).zip(self.signs.chunks_exact(s)) {
+        let mut xs = vec![T::default(); p * R];
+        for (r, row) in rows.chunks_exact(p).enumerate() {
+            for (i, &x) in row.iter().enumerate() {
+                xs[i * R + r] = x;
+            }
+        }
+        let mut acc = vec![T::default(); k * R];
+        let coordinates = xs.chunks_exact(R).zip(self.buckets.chunks_exact(s).zip(self.signs.chunks_exact(s)));
+        for (x, (buckets, signs)) in coordinates {
+            let x: &[T; R] = x.try_into().expect("R values");
             for (&b, &w) in buckets.iter().zip(signs) {
-                sketch[b as usize] += x * T::of(w);
+                let w = T::of(w);
+                let start = b as usize * R;
+                let out: &mut [T; R] = (&mut acc[start..start + R]).try_into().expect("R values");
+                for q in 0..R {
+                    out[q] += x[q] * w;
+                }
+            }
+        }
+        for (r, sketch) in sketches.chunks_exact_mut(k).enumerate() {
+            for (b, value) in sketch.iter_mut().enumerate() {
+                *value = acc[b * R + r];
             }
         }
     }

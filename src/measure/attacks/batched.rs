@@ -37,9 +37,9 @@ use crate::optim::Stop;
 use crate::rng;
 
 /// Inverting Gradients on every target at once, when every update is one sample with a fixed label (inferred or
-/// known), all match the same layers with the same weights, and the model is built in; otherwise, or when an objective became non-finite,
-/// None, with `rngs` as they were (the one-at-a-time loop then runs from the same starts and reports any error per
-/// update).
+/// known), all match the same layers with the same weights, and the model is built in; otherwise, or when an
+/// objective became non-finite, None, with `rngs` as they were (the one-at-a-time loop then runs from the same
+/// starts and reports any error per update).
 pub fn inverting_gradients_all(
     targets: &[Target],
     rngs: &mut [ChaCha8Rng],
@@ -122,7 +122,7 @@ fn on_workers(
                     let mut count = || {
                         done.fetch_add(1, Ordering::Relaxed);
                     };
-                    Shared(inverting_gradients(group, &group_labels, source, group_rngs, &mut count))
+                    inverting_gradients(group, &group_labels, source, group_rngs, &mut count)
                 })
             })
             .collect();
@@ -141,9 +141,7 @@ fn on_workers(
         report(&mut reported);
         handles
             .into_iter()
-            .map(|h| {
-                h.join().map_or_else(|_| Err(anyhow!("a worker of the batched attack panicked")), Shared::into_inner)
-            })
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow!("a worker of the batched attack panicked"))))
             .collect()
     });
     // A worker's libtorch thread count is shared state; give the caller its own back.
