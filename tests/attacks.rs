@@ -452,12 +452,28 @@ fn batched_inverting_gradients_takes_the_steps_of_the_one_at_a_time_loop() {
             assert_eq!(b.labels, l.labels);
         }
     }
-    // Optimised labels (no last layer matched) are not batched.
+    // Optimised labels (no last layer matched: each victim's label logits are optimised with its dummy), on two
+    // workers: the loop's steps and labels again.
     let model = Model::new(&spec(Arch::Lenet5), 4).unwrap();
-    let (shared, _) = single_updates(&model, 2);
-    let cfg = AttackConfig { layers: vec!["conv1".into()], ..config(Method::Ig, 2) };
+    let (shared, _) = single_updates(&model, 16);
+    let cfg = AttackConfig { layers: vec!["conv2".into(), "fc1".into()], restarts: 2, ..config(Method::Ig, 10) };
     let targets: Vec<attacks::Target> =
         shared.iter().map(|s| attacks::Target::new(&model, s, 1, None, &cfg).unwrap()).collect();
+    let rngs = || -> Vec<ChaCha8Rng> { (0..16).map(ChaCha8Rng::seed_from_u64).collect() };
+    let looped = attacks::reconstruct_each(&attacks::InvertingGradients, &targets, &mut rngs(), &mut || {}).unwrap();
+    let batched = attacks::batched_inverting_gradients_on(2, &targets, &mut rngs(), &mut || {}).unwrap();
+    let batched = batched.expect("single-sample updates with optimised labels are batched");
+    for (i, (b, l)) in batched.iter().zip(&looped).enumerate() {
+        let gap = (&b.inputs - &l.inputs).abs().max().double_value(&[]);
+        assert!(gap < 1e-6, "optimised labels, victim {i}: the reconstructions differ by {gap}");
+        assert!((b.gradient_distance - l.gradient_distance).abs() < 1e-5, "victim {i}");
+        assert_eq!((&b.labels, b.label_source), (&l.labels, LabelSource::Optimized));
+    }
+    // Updates of batches are not batched (each needs a batch of dummies of its own).
+    let (shared, _) = single_updates(&model, 4);
+    let cfg = config(Method::Ig, 2);
+    let targets: Vec<attacks::Target> =
+        shared.chunks(2).map(|s| attacks::Target::new(&model, &s[0], 2, None, &cfg).unwrap()).collect();
     let mut rngs: Vec<ChaCha8Rng> = (0..2).map(ChaCha8Rng::seed_from_u64).collect();
     assert!(attacks::batched_inverting_gradients(&targets, &mut rngs, &mut || {}).unwrap().is_none());
 }

@@ -80,8 +80,20 @@ pub fn per_sample_factors(
     model: &Model,
     inputs: &Tensor,
     labels: &Tensor,
+    fwd: Forward,
+    create_graph: bool,
+) -> Option<Vec<LayerFactors>> {
+    per_sample_factors_of(model, inputs, fwd, create_graph, |logits| summed_loss(logits, labels))
+}
+
+/// [`per_sample_factors`] of any loss that is a sum of one term per sample, each a function of that sample's
+/// logits only (so that the gradient at a layer's output is, sample by sample, that of the sample's own term).
+pub fn per_sample_factors_of(
+    model: &Model,
+    inputs: &Tensor,
     mut fwd: Forward,
     create_graph: bool,
+    summed_loss: impl FnOnce(&Tensor) -> Tensor,
 ) -> Option<Vec<LayerFactors>> {
     if model.script().is_some() {
         return None;
@@ -90,7 +102,7 @@ pub fn per_sample_factors(
         fwd.records = Some(Vec::new());
     }
     let logits = model.forward(inputs, &mut fwd);
-    let loss = summed_loss(&logits, labels);
+    let loss = summed_loss(&logits);
     let records = fwd.records.take().unwrap_or_default();
     let probes: Vec<&Tensor> = records.iter().map(|r| &r.output_probe).collect();
     let output_grads = Tensor::run_backward(&[&loss], &probes, create_graph, create_graph);

@@ -3,7 +3,8 @@
 //! [`crate::gradients::per_sample`], kept differentiable).
 //!
 //! Each victim's objective (cosine distance of its dummy's gradient to its update, plus the total variation of its
-//! dummy) depends on its own dummy only, the model runs in evaluation mode, and signed Adam works per coordinate:
+//! dummy) depends on its own dummy (and its own label logits, when labels are optimised) only, the model runs in
+//! evaluation mode, and signed Adam works per coordinate:
 //! the batch takes exactly the steps the one-at-a-time loop takes, up to floating-point rounding of the reductions.
 //! Each victim draws its starts from its own generator, restart by restart, as in the loop. A test compares the
 //! two.
@@ -29,17 +30,17 @@ use tch::{Kind, Tensor};
 use super::adam::SignedAdam;
 use super::attack::Reconstruction;
 use super::labels::{LabelPlan, LabelSource};
-use super::objective::{self, tensor};
+use super::objective::{self, tensor, DummyLabels};
 use super::target::Target;
-use crate::gradients::per_sample::per_sample_factors;
+use crate::gradients::per_sample::per_sample_factors_of;
 use crate::models::{Forward, LayerKind, Model};
 use crate::optim::Stop;
 use crate::rng;
 
-/// Inverting Gradients on every target at once, when every update is one sample with a fixed label (inferred or
-/// known), all match the same layers with the same weights, and the model is built in; otherwise, or when an
-/// objective became non-finite, None, with `rngs` as they were (the one-at-a-time loop then runs from the same
-/// starts and reports any error per update).
+/// Inverting Gradients on every target at once, when every update is one sample, all labels are fixed (inferred
+/// or known) or all optimised, all updates match the same layers with the same weights, and the model is built
+/// in; otherwise, or when an objective became non-finite, None, with `rngs` as they were (the one-at-a-time loop
+/// then runs from the same starts and reports any error per update).
 pub fn inverting_gradients_all(
     targets: &[Target],
     rngs: &mut [ChaCha8Rng],
@@ -62,13 +63,13 @@ pub fn inverting_gradients_on(
         return Ok(None);
     }
     let Ok(plans) = targets.iter().map(super::ig::label_plan).collect::<Result<Vec<_>>>() else { return Ok(None) };
-    let Some((labels, source)) = fixed_labels(targets, &plans) else { return Ok(None) };
+    let Some(labels) = BatchLabels::of(targets, &plans) else { return Ok(None) };
     let starts = rngs.to_vec();
     let workers = workers.min(targets.len() / MIN_VICTIMS_PER_WORKER).max(1);
     let all = if workers == 1 {
-        inverting_gradients(targets, &labels, source, rngs, on_iteration)?
+        inverting_gradients(targets, &labels, rngs, on_iteration)?
     } else {
-        on_workers(workers, targets, &labels, source, rngs, on_iteration)?
+        on_workers(workers, targets, &labels, rngs, on_iteration)?
     };
     if all.is_none() {
         rngs.clone_from_slice(&starts);
@@ -100,8 +101,7 @@ impl<T> Shared<T> {
 fn on_workers(
     workers: usize,
     targets: &[Target],
-    labels: &Tensor,
-    source: LabelSource,
+    labels: &BatchLabels,
     rngs: &mut [ChaCha8Rng],
     on_iteration: &mut dyn FnMut(),
 ) -> Result<Option<Vec<Reconstruction>>> {
@@ -114,7 +114,7 @@ fn on_workers(
             .zip(rngs.chunks_mut(per_worker))
             .enumerate()
             .map(|(w, (group, group_rngs))| {
-                let group_labels = labels.narrow(0, (w * per_worker) as i64, group.len() as i64);
+                let group_labels = labels.narrow(w * per_worker, group.len());
                 let work = Shared((group, group_labels, group_rngs, &done));
                 scope.spawn(move || {
                     let (group, group_labels, group_rngs, done) = work.into_inner();
@@ -122,7 +122,7 @@ fn on_workers(
                     let mut count = || {
                         done.fetch_add(1, Ordering::Relaxed);
                     };
-                    inverting_gradients(group, &group_labels, source, group_rngs, &mut count)
+                    inverting_gradients(group, &group_labels, group_rngs, &mut count)
                 })
             })
             .collect();
@@ -156,23 +156,55 @@ fn on_workers(
     Ok(Some(all))
 }
 
-/// The labels of every victim when the batched attack applies: every update is one sample, its label is fixed
-/// (inferred or known), and all updates match the same layers with the same weights. None otherwise (the attack
-/// then runs one update at a time).
-fn fixed_labels(targets: &[Target], plans: &[LabelPlan]) -> Option<(Tensor, LabelSource)> {
-    let first = targets.first()?;
-    let mut labels = Vec::with_capacity(targets.len());
-    let mut source = LabelSource::Inferred;
-    for (t, plan) in targets.iter().zip(plans) {
-        let LabelPlan::Fixed(y, s) = plan else { return None };
-        let same_layers = t.matcher.layers == first.matcher.layers && t.matcher.weights == first.matcher.weights;
-        if t.batch_size() != 1 || !same_layers {
-            return None;
+/// How the victims' labels enter the batched attack.
+enum BatchLabels {
+    /// Every victim's label is fixed (inferred or known).
+    Fixed(Tensor, LabelSource),
+    /// Every victim's label logits are optimised with its dummy (no last layer matched).
+    Optimised,
+}
+
+impl BatchLabels {
+    /// The victims' labels when the batched attack applies: every update is one sample, all labels are fixed or
+    /// all optimised, and all updates match the same layers with the same weights. None otherwise (the attack
+    /// then runs one update at a time).
+    fn of(targets: &[Target], plans: &[LabelPlan]) -> Option<BatchLabels> {
+        let first = targets.first()?;
+        for t in targets {
+            let same_layers = t.matcher.layers == first.matcher.layers && t.matcher.weights == first.matcher.weights;
+            if t.batch_size() != 1 || !same_layers {
+                return None;
+            }
         }
-        labels.push(y.int64_value(&[0]));
-        source = *s;
+        if plans.iter().all(|p| matches!(p, LabelPlan::Optimize)) {
+            return Some(BatchLabels::Optimised);
+        }
+        let mut labels = Vec::with_capacity(targets.len());
+        let mut source = LabelSource::Inferred;
+        for plan in plans {
+            let LabelPlan::Fixed(y, s) = plan else { return None };
+            labels.push(y.int64_value(&[0]));
+            source = *s;
+        }
+        Some(BatchLabels::Fixed(Tensor::from_slice(&labels), source))
     }
-    Some((Tensor::from_slice(&labels), source))
+
+    /// The dummy labels of the batch, with its label logits `z` when they are optimised.
+    fn dummy<'a>(&'a self, z: Option<&'a Tensor>) -> DummyLabels<'a> {
+        match (self, z) {
+            (BatchLabels::Fixed(y, _), _) => DummyLabels::Hard(y),
+            (BatchLabels::Optimised, Some(z)) => DummyLabels::Soft(z),
+            (BatchLabels::Optimised, None) => unreachable!("optimised labels have logits"),
+        }
+    }
+
+    /// The labels of `count` victims from `start`.
+    fn narrow(&self, start: usize, count: usize) -> BatchLabels {
+        match self {
+            BatchLabels::Fixed(y, source) => BatchLabels::Fixed(y.narrow(0, start as i64, count as i64), *source),
+            BatchLabels::Optimised => BatchLabels::Optimised,
+        }
+    }
 }
 
 /// The victims' updates of the matched layers, stacked once per attack.
@@ -217,9 +249,20 @@ fn stack_targets(targets: &[Target]) -> Vec<Stacked> {
 /// A linear layer's per-sample gradient is the outer product `δ aᵀ` (then the bias gradient `δ`), so its inner
 /// product with the update `T` is `δᵀ (T a) + δᵀ t_bias` and its squared norm `|δ|² (|a|² + 1)`: no per-sample
 /// gradient of a linear layer is formed, which is what makes the batch fast. Other layers use their grad samplers.
-fn cosine_distances(model: &Model, stacked: &[Stacked], x: &Tensor, labels: &Tensor, create_graph: bool) -> Tensor {
+fn cosine_distances(
+    model: &Model,
+    stacked: &[Stacked],
+    x: &Tensor,
+    labels: &DummyLabels,
+    create_graph: bool,
+) -> Tensor {
     let kind = model.kind();
-    let factors = per_sample_factors(model, x, labels, Forward::recording(false), create_graph)
+    // The loop's loss of each victim (the mean over a batch of one), summed over the victims.
+    let summed_loss = |logits: &Tensor| match labels {
+        DummyLabels::Hard(y) => -logits.log_softmax(-1, kind).gather(1, &y.unsqueeze(1), false).sum(kind),
+        DummyLabels::Soft(z) => (-(z.softmax(-1, kind) * logits.log_softmax(-1, kind))).sum(kind),
+    };
+    let factors = per_sample_factors_of(model, x, Forward::recording(false), create_graph, summed_loss)
         .expect("batched attacks run on built-in models");
     let zero = || Tensor::zeros([x.size()[0]], (kind, tch::Device::Cpu));
     let (mut inner, mut g_norm, mut t_norm) = (zero(), zero(), zero());
@@ -268,8 +311,7 @@ fn total_variations(x: &Tensor) -> Tensor {
 /// became non-finite.
 fn inverting_gradients(
     targets: &[Target],
-    labels: &Tensor,
-    source: LabelSource,
+    labels: &BatchLabels,
     rngs: &mut [ChaCha8Rng],
     on_iteration: &mut dyn FnMut(),
 ) -> Result<Option<Vec<Reconstruction>>> {
@@ -277,23 +319,36 @@ fn inverting_gradients(
     let model = targets[0].model;
     let kind = model.kind();
     let shape = targets[0].shape;
+    let classes = model.spec.num_classes;
     let v = targets.len();
     let nx = shape.iter().product::<i64>() as usize;
     let mut batch_shape = shape;
     batch_shape[0] = v as i64;
-    // Per victim: the best restart's (distance, image) and every restart's distance.
-    let mut best: Vec<Option<(f64, Tensor)>> = (0..v).map(|_| None).collect();
+    // Per victim: the best restart's (distance, image, label logits) and every restart's distance.
+    let mut best: Vec<Option<(f64, Tensor, Option<Tensor>)>> = (0..v).map(|_| None).collect();
     let mut restart_distances = vec![Vec::new(); v];
     let n = config.iterations;
     let stacked = stack_targets(targets);
     for _ in 0..config.restarts {
+        // Each victim's generator draws its start, then (optimised labels) its label logits, as the loop does.
         let starts: Vec<Tensor> =
             rngs.iter_mut().map(|r| tensor(&rng::standard_normal_f64(r, nx), &shape, kind)).collect();
         let mut x = Tensor::cat(&starts, 0).reshape(batch_shape);
-        let mut adam = SignedAdam::new(&x, None, config.lr, n, config.data_range);
+        let mut z = match labels {
+            BatchLabels::Optimised => {
+                let logits: Vec<Tensor> = rngs
+                    .iter_mut()
+                    .map(|r| tensor(&rng::standard_normal_f64(r, classes as usize), &[1, classes], kind))
+                    .collect();
+                Some(Tensor::cat(&logits, 0))
+            }
+            BatchLabels::Fixed(..) => None,
+        };
+        let mut adam = SignedAdam::new(&x, z.as_ref(), config.lr, n, config.data_range);
         for it in 0..n {
             let xv = x.detach().set_requires_grad(true);
-            let mut loss = cosine_distances(model, &stacked, &xv, labels, true);
+            let zv = z.as_ref().map(|z| z.detach().set_requires_grad(true));
+            let mut loss = cosine_distances(model, &stacked, &xv, &labels.dummy(zv.as_ref()), true);
             if config.tv_weight > 0.0 {
                 loss += total_variations(&xv) * config.tv_weight;
             }
@@ -301,45 +356,52 @@ fn inverting_gradients(
             if !total.double_value(&[]).is_finite() {
                 return Ok(None);
             }
-            let g = Tensor::run_backward(&[&total], &[&xv], false, false).remove(0);
-            if g.isfinite().all().int64_value(&[]) != 1 {
+            let mut inputs = vec![&xv];
+            inputs.extend(zv.as_ref());
+            let g = Tensor::run_backward(&[&total], &inputs, false, false);
+            if g.iter().any(|g| g.isfinite().all().int64_value(&[]) != 1) {
                 return Ok(None);
             }
-            adam.step(it, &mut x, &g, None, None);
+            adam.step(it, &mut x, &g[0], z.as_mut(), g.get(1));
             for _ in 0..v {
                 on_iteration();
             }
         }
         // Score the final state by the gradient match alone, as the loop does.
-        let distances =
-            Vec::<f64>::try_from(cosine_distances(model, &stacked, &x, labels, false).to_kind(Kind::Double))?;
+        let distances = cosine_distances(model, &stacked, &x, &labels.dummy(z.as_ref()), false);
+        let distances = Vec::<f64>::try_from(distances.to_kind(Kind::Double))?;
         for (i, d) in distances.into_iter().enumerate() {
             restart_distances[i].push(d);
             if best[i].as_ref().is_none_or(|b| d < b.0) {
-                best[i] = Some((d, x.get(i as i64).unsqueeze(0).detach()));
+                let logits = z.as_ref().map(|z| z.get(i as i64).unsqueeze(0).detach());
+                best[i] = Some((d, x.get(i as i64).unsqueeze(0).detach(), logits));
             }
         }
     }
     let (lo, hi) = config.data_range;
-    let label_values = Vec::<i64>::try_from(labels)?;
-    Ok(Some(
-        best.into_iter()
-            .zip(restart_distances)
-            .zip(label_values)
-            .map(|((b, distances), label)| {
-                let (distance, x) = b.expect("at least one restart ran");
-                Reconstruction {
-                    inputs: x.clamp(lo, hi).to_kind(Kind::Float),
-                    labels: vec![label],
-                    label_source: source,
-                    gradient_distance: distance,
-                    restart_distances: distances,
-                    iterations: n * config.restarts,
-                    evaluations: (n + 1) * config.restarts,
-                    stop: Stop::Iterations,
-                    warnings: Vec::new(),
-                }
-            })
-            .collect(),
-    ))
+    let fixed = match labels {
+        BatchLabels::Fixed(y, source) => Some((Vec::<i64>::try_from(y)?, *source)),
+        BatchLabels::Optimised => None,
+    };
+    let mut out = Vec::with_capacity(v);
+    for (i, (b, distances)) in best.into_iter().zip(restart_distances).enumerate() {
+        let (distance, x, logits) = b.expect("at least one restart ran");
+        let (label, label_source) = match (&fixed, logits) {
+            (Some((y, source)), _) => (y[i], *source),
+            (None, Some(z)) => (z.argmax(-1, false).int64_value(&[0]), LabelSource::Optimized),
+            (None, None) => unreachable!("optimised labels have logits"),
+        };
+        out.push(Reconstruction {
+            inputs: x.clamp(lo, hi).to_kind(Kind::Float),
+            labels: vec![label],
+            label_source,
+            gradient_distance: distance,
+            restart_distances: distances,
+            iterations: n * config.restarts,
+            evaluations: (n + 1) * config.restarts,
+            stop: Stop::Iterations,
+            warnings: Vec::new(),
+        });
+    }
+    Ok(Some(out))
 }

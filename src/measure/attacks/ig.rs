@@ -46,8 +46,8 @@ impl Attack for InvertingGradients {
         })
     }
 
-    /// Single-sample updates with fixed labels are attacked all at once ([`batched`]): the same steps, many
-    /// victims per pass. Anything else (batches behind an update, optimised labels) runs one update at a time.
+    /// Single-sample updates are attacked all at once ([`batched`]), with fixed or optimised labels: the same
+    /// steps, many victims per pass. Updates of batches run one update at a time.
     fn reconstruct_all(
         &self,
         targets: &[Target],
