@@ -24,7 +24,7 @@ use tch::{Kind, Tensor};
 use crate::models::{flat_gradient, ConvGeometry, Forward, LayerKind, Model};
 
 /// Sum of the per-sample cross-entropy losses (nats), in the logits' precision.
-fn summed_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
+pub fn summed_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
     let log_probs = logits.log_softmax(-1, logits.kind());
     -log_probs.gather(1, &labels.unsqueeze(1), false).sum(logits.kind())
 }

@@ -258,10 +258,7 @@ fn cosine_distances(
 ) -> Tensor {
     let kind = model.kind();
     // The loop's loss of each victim (the mean over a batch of one), summed over the victims.
-    let summed_loss = |logits: &Tensor| match labels {
-        DummyLabels::Hard(y) => -logits.log_softmax(-1, kind).gather(1, &y.unsqueeze(1), false).sum(kind),
-        DummyLabels::Soft(z) => (-(z.softmax(-1, kind) * logits.log_softmax(-1, kind))).sum(kind),
-    };
+    let summed_loss = |logits: &Tensor| labels.summed_loss(logits);
     let factors = per_sample_factors_of(model, x, Forward::recording(false), create_graph, summed_loss)
         .expect("batched attacks run on built-in models");
     let zero = || Tensor::zeros([x.size()[0]], (kind, tch::Device::Cpu));

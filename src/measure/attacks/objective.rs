@@ -11,6 +11,24 @@ pub enum DummyLabels<'a> {
     Soft(&'a Tensor),
 }
 
+impl DummyLabels<'_> {
+    /// The sum over the batch of each sample's loss alone: the loss whose per-sample gradients a batch of
+    /// single-sample attacks matches (for a batch of one, the loss of [`layer_gradients`]).
+    pub fn summed_loss(&self, logits: &Tensor) -> Tensor {
+        match self {
+            DummyLabels::Hard(y) => crate::gradients::per_sample::summed_loss(logits, y),
+            DummyLabels::Soft(z) => soft_losses(z, logits).sum(logits.kind()),
+        }
+    }
+}
+
+/// Each sample's loss against soft labels `z` (N,): `sum_k -softmax(z_n)_k log softmax(logits_n)_k`.
+fn soft_losses(z: &Tensor, logits: &Tensor) -> Tensor {
+    let target = z.softmax(-1, z.kind());
+    let log_probs = logits.log_softmax(-1, logits.kind());
+    (-(target * log_probs)).sum_dim_intlist([1i64].as_slice(), false, logits.kind())
+}
+
 /// Gradients of the batch's mean cross-entropy for the layers `layers` (indices into `model.layers()`), each a flat
 /// vector (weight in row-major order, then bias), as [`crate::gradients::batch_gradients`] lays them out. With soft
 /// labels the loss is `mean_n sum_k -softmax(z_n)_k log softmax(logits_n)_k`, the DLG code's
@@ -20,11 +38,7 @@ pub fn layer_gradients(model: &Model, x: &Tensor, labels: &DummyLabels, layers: 
     let logits = model.forward(x, &mut Forward::eval());
     let loss = match labels {
         DummyLabels::Hard(y) => Model::loss(&logits, y),
-        DummyLabels::Soft(z) => {
-            let target = z.softmax(-1, z.kind());
-            let log_probs = logits.log_softmax(-1, logits.kind());
-            (-(target * log_probs)).sum_dim_intlist([1i64].as_slice(), false, logits.kind()).mean(logits.kind())
-        }
+        DummyLabels::Soft(z) => soft_losses(z, &logits).mean(logits.kind()),
     };
     let all = model.layers();
     let params: Vec<&Tensor> = layers.iter().flat_map(|&l| all[l].tensors()).collect();
