@@ -173,9 +173,12 @@ impl SparseMap {
         std::thread::scope(|scope| {
             for (inputs, outputs) in rows.chunks(per_worker * p).zip(out.chunks_mut(per_worker * k)) {
                 scope.spawn(move || {
+                    // The interleaved rows and sketches of one pass, reused by every pass of this worker.
+                    let (mut xs, mut acc) =
+                        (vec![T::default(); p * ROWS_PER_PASS], vec![T::default(); k * ROWS_PER_PASS]);
                     for (rows, sketches) in inputs.chunks(ROWS_PER_PASS * p).zip(outputs.chunks_mut(ROWS_PER_PASS * k))
                     {
-                        self.sketch_rows(rows, sketches, p, k);
+                        self.sketch_rows(rows, sketches, &mut xs, &mut acc);
                     }
                 });
             }
@@ -185,17 +188,19 @@ impl SparseMap {
 
     /// Sketches up to [`ROWS_PER_PASS`] rows (P values each) into their sketches (k each) in one pass over the
     /// map, which is read once for all of them (8 buckets and weights per coordinate: megabytes for a large
-    /// layer). The rows are interleaved, so that each bucket update is one short vector operation across them.
-    fn sketch_rows<T: SketchFloat>(&self, rows: &[T], sketches: &mut [T], p: usize, k: usize) {
+    /// layer). The rows are interleaved into `xs` (P x R), so that each bucket update is one short vector
+    /// operation across them, and summed into `acc` (k x R); rows past the last leave stale values in `xs`, whose
+    /// sketches are not read.
+    fn sketch_rows<T: SketchFloat>(&self, rows: &[T], sketches: &mut [T], xs: &mut [T], acc: &mut [T]) {
         const R: usize = ROWS_PER_PASS;
         let s = self.per_coordinate;
-        let mut xs = vec![T::default(); p * R];
+        let (p, k) = (xs.len() / R, acc.len() / R);
         for (r, row) in rows.chunks_exact(p).enumerate() {
             for (i, &x) in row.iter().enumerate() {
                 xs[i * R + r] = x;
             }
         }
-        let mut acc = vec![T::default(); k * R];
+        acc.fill(T::default());
         let coordinates = xs.chunks_exact(R).zip(self.buckets.chunks_exact(s).zip(self.signs.chunks_exact(s)));
         for (x, (buckets, signs)) in coordinates {
             let x: &[T; R] = x.try_into().expect("R values");
