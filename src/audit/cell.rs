@@ -146,7 +146,7 @@ pub fn run_cell(
     let mut attacks = Vec::new();
     if let Some(a) = &attackers {
         notes.extend(a.notes());
-        let scores = a.image_scores(&model, &updates.victim_input)?;
+        let scores = a.image_scores()?;
         if !scores.is_empty() {
             let guess = guess_psnr(split, &updates.victim_input)?;
             attacks.extend(family_galleries(scores, &updates.victim_input, &guess, &keys, out)?);

@@ -394,6 +394,8 @@ impl<'a> MatchingFeatures<'a> {
 /// The features of every attack-backed family of an audit cell: the analytic attacker and the gradient-matching
 /// attackers, each created once and reused by every group and target.
 pub struct AttackBackedFeatures<'a> {
+    model: &'a Model,
+    updates: &'a SharedUpdates,
     pub analytic: Option<AnalyticFeatures<'a>>,
     /// By family name (`ig`, `dlg:500`, ...).
     pub matching: BTreeMap<String, MatchingFeatures<'a>>,
@@ -420,7 +422,7 @@ impl<'a> AttackBackedFeatures<'a> {
                 _ => None,
             })
             .collect();
-        AttackBackedFeatures { analytic, matching, decoder: None }
+        AttackBackedFeatures { model, updates, analytic, matching, decoder: None }
     }
 
     /// The features of attack-backed `family` for `target` from the group's layers; None where it has none.
@@ -450,7 +452,7 @@ impl<'a> AttackBackedFeatures<'a> {
 
     /// Every attacker's reconstructions of the victims' images, scored: (family, score), the analytic attacker's by
     /// layer, the others' by layer group, the decoder's from the input it decodes.
-    pub fn image_scores(&self, model: &Model, victims: &Tensor) -> Result<Vec<(String, ReconstructionScore)>> {
+    pub fn image_scores(&self) -> Result<Vec<(String, ReconstructionScore)>> {
         let mut out = Vec::new();
         if let Some(a) = &self.analytic {
             out.extend(a.image_scores()?.into_iter().map(|s| (Family::Analytic.to_string(), s)));
@@ -460,7 +462,8 @@ impl<'a> AttackBackedFeatures<'a> {
         }
         if let Some(d) = &self.decoder {
             for (group, images) in d.decoded_inputs() {
-                out.extend(score_images(model, victims, &group, &images)?.map(|s| (d.family(), s)));
+                let score = score_images(self.model, &self.updates.victim_input, &group, &images)?;
+                out.extend(score.map(|s| (d.family(), s)));
             }
         }
         Ok(out)
