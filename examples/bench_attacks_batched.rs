@@ -13,6 +13,9 @@
 //! Run: `cargo run --release --example bench_attacks_batched [-- --victims 64] [--iterations 20] [--threads 2]
 //! [--reps 3] [--f64] [--layers fc1,fc3]`
 
+mod common;
+use common::{arg, median};
+
 use std::time::Instant;
 
 use gradleak::gradients::per_sample::per_sample_gradients;
@@ -21,15 +24,6 @@ use gradleak::models::{Arch, Model, ModelSpec};
 use gradleak::rng::{self, Stream};
 use rand_chacha::ChaCha8Rng;
 use tch::Tensor;
-
-fn arg(name: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != name).nth(1)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     let threads: i32 = arg("--threads").and_then(|v| v.parse().ok()).unwrap_or(2);

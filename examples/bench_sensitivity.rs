@@ -8,6 +8,9 @@
 //! Run: `cargo run --release --example bench_sensitivity [-- --threads 2] [--models lenet,resnet20,resnet18]
 //! [--probes 1,4,16]`
 
+mod common;
+use common::arg;
+
 use std::time::Instant;
 
 use gradleak::data::InputShape;
@@ -42,10 +45,6 @@ fn peak_rss_mib() -> f64 {
         })
         .map(|kib| kib / 1024.0)
         .unwrap_or(f64::NAN)
-}
-
-fn arg(name: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != name).nth(1)
 }
 
 fn main() {

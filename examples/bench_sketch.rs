@@ -5,20 +5,14 @@
 //!
 //! Run: `cargo run --release --example bench_sketch [-- --threads 2] [--reps 5]`
 
+mod common;
+use common::{arg, median};
+
 use std::time::Instant;
 
 use gradleak::gradients::sketch::{Sketch, SketchKind, SPARSE_NONZEROS};
 use rand::SeedableRng;
 use tch::{Kind, Tensor};
-
-fn arg(name: &str) -> Option<String> {
-    std::env::args().skip_while(|a| a != name).nth(1)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> anyhow::Result<()> {
     let threads: i32 = arg("--threads").and_then(|v| v.parse().ok()).unwrap_or(2);

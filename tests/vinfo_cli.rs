@@ -17,6 +17,21 @@ fn gradleak(args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// [`gradleak`] run in `dir` (relative paths are inside it), without progress bars.
+fn gradleak_in(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_gradleak"))
+        .current_dir(dir)
+        .args(args)
+        .args(["--threads", "1", "--quiet"])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// 300 samples: 4 features, a binary label that is the sign of the first feature (flipped with probability
 /// about 0.16 through noise), and a 2-column continuous target.
 fn write_data(dir: &Path) {
@@ -187,13 +202,8 @@ fn split_file_has_every_fit_and_its_roles_and_store_rows_end_with_best() {
     // --store: every layer and target is fitted on the same partitions as an array of as many samples.
     let d = dir.path();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_gradleak"))
-            .current_dir(d)
-            .args(args)
-            .args(["--threads", "1", "--quiet"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (ok, _, stderr) = gradleak_in(d, args);
+        assert!(ok, "{stderr}");
     };
     run(&["train", "--dataset", "embedded", "--model", "lenet5", "--epochs", "1", "--out", "run"]);
     run(&["grads", "--run", "run", "--updates", "60", "--layers", "conv1,fc3", "--out", "store"]);
@@ -219,14 +229,23 @@ fn split_file_has_every_fit_and_its_roles_and_store_rows_end_with_best() {
     assert_eq!(store_fits, roles(&d.join("split60.npy")).1);
 
     // Several families: after each layer's families a `best` row, the largest estimate, names its family.
-    let out = Command::new(env!("CARGO_BIN_EXE_gradleak"))
-        .current_dir(d)
-        .args(["vinfo", "--store", "store", "--targets", "label", "--bootstrap", "20", "--family", "linear+mlp:16"])
-        .args(["--json", "--threads", "1", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (ok, stdout, stderr) = gradleak_in(
+        d,
+        &[
+            "vinfo",
+            "--store",
+            "store",
+            "--targets",
+            "label",
+            "--bootstrap",
+            "20",
+            "--family",
+            "linear+mlp:16",
+            "--json",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let rows = v["rows"].as_array().unwrap();
     // conv1, fc3 and all: linear, mlp:16, best.
     assert_eq!(rows.len(), 3 * 3);
@@ -247,19 +266,7 @@ fn split_file_has_every_fit_and_its_roles_and_store_rows_end_with_best() {
 fn model_backed_families_read_a_store_through_its_model() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_gradleak"))
-            .current_dir(d)
-            .args(args)
-            .args(["--threads", "1", "--quiet"])
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| gradleak_in(d, args);
     let vinfo = |store: &str, extra: &[&str]| {
         let mut args = vec!["vinfo", "--store", store, "--targets", "input,label", "--family", "linear+analytic+ig:5"];
         args.extend_from_slice(&["--protocol", "split", "--bootstrap", "20", "--json"]);
