@@ -12,10 +12,14 @@
 //! - with 2 threads, `kron, 2 workers x 1 thread`: the same split over two threads with one libtorch thread each
 //!   (a data-parallel split of the batches against libtorch's intra-op threads).
 //!
-//! Run: `cargo run --release --example bench_per_sample -- THREADS [MODELS]` (MODELS: comma-separated of lenet5,
+//! Run: `cargo run --release --example bench_per_sample -- THREADS [MODELS] [--reps R]` (MODELS: comma-separated of lenet5,
 //! resnet20, resnet18; default all). Prints one JSON object per line.
 
+mod common;
+
 use std::time::Instant;
+
+use common::{arg, median};
 
 use gradleak::data::InputShape;
 use gradleak::gradients::per_sample::per_sample_factors;
@@ -27,19 +31,8 @@ use tch::{Kind, Tensor};
 
 const K: i64 = 4096;
 
-/// Median of `reps` timings of `f`, in seconds, after one warm-up call.
-fn time(reps: usize, mut f: impl FnMut()) -> f64 {
-    f();
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
-            let s = Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(f64::total_cmp);
-    t[reps / 2]
-}
+/// One benchmarked method: a pass over all the batches.
+type Method<'a> = Box<dyn FnMut() + 'a>;
 
 /// Moves borrowed models into scoped worker threads: each worker is the only user of its model and data.
 struct SendRef<T>(T);
@@ -75,8 +68,8 @@ fn kron_pass(model: &Model, sketches: &[Option<Sketch>], x: &Tensor, y: &Tensor)
         .iter()
         .zip(sketches)
         .map(|(f, s)| match s {
-            Some(kron) if kron.kind == SketchKind::Kron => kron.apply_factors(&f.input, &f.output_grad),
-            Some(sparse) => sparse.apply(&f.gradients()),
+            Some(kron) if kron.reads_factors() => kron.apply_factors(&f.input, &f.output_grad),
+            Some(other) => other.apply(&f.gradients()),
             None => f.gradients(),
         })
         .collect();
@@ -84,9 +77,14 @@ fn kron_pass(model: &Model, sketches: &[Option<Sketch>], x: &Tensor, y: &Tensor)
 }
 
 fn main() {
+    // As the gradleak command does: large tensors reuse freed memory instead of faulting in fresh pages.
+    // SAFETY: no other thread and no tensor exist yet.
+    unsafe { gradleak::limits::reuse_freed_memory() };
     let args: Vec<String> = std::env::args().collect();
     let threads: i32 = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);
-    let models = args.get(2).cloned().unwrap_or_else(|| "lenet5,resnet20,resnet18".into());
+    let models =
+        args.get(2).filter(|m| !m.starts_with("--")).cloned().unwrap_or_else(|| "lenet5,resnet20,resnet18".into());
+    let reps: usize = arg("--reps").and_then(|v| v.parse().ok()).unwrap_or(3);
     tch::set_num_threads(threads);
     let _guard = tch::no_grad_guard();
     // (architecture, input, samples measured, batch size of every method)
@@ -114,67 +112,99 @@ fn main() {
                 })
             })
             .collect();
-        let reps = 3;
-        let batched = time(reps, || {
-            for (xb, yb) in batches() {
-                tch::with_grad(|| batch_gradients(&model, &xb, &yb, false, false));
-            }
-        });
-        let full = time(reps, || {
-            for (xb, yb) in batches() {
-                tch::with_grad(|| per_sample_gradients(&model, &xb, &yb, false, false));
-            }
-        });
-        let sparse = time(reps, || {
-            for (xb, yb) in batches() {
-                let grads = tch::with_grad(|| per_sample_gradients(&model, &xb, &yb, false, false));
-                let kept: Vec<Tensor> = grads
-                    .iter()
-                    .zip(&sparse_sketches)
-                    .map(|(g, s)| match s {
-                        Some(sparse) => sparse.apply(g),
-                        None => g.shallow_clone(),
-                    })
-                    .collect();
-                assert_eq!(kept.len(), grads.len());
-            }
-        });
         let kron_only = kron_sketches(&model);
-        let kron = time(reps, || {
-            for (xb, yb) in batches() {
-                kron_pass(&model, &kron_only, &xb, &yb);
-            }
-        });
-        let mut results = vec![("batched", batched), ("full", full), ("sparse", sparse), ("kron", kron)];
+        let workers: Vec<(Model, Vec<Option<Sketch>>)> = (0..2)
+            .map(|_| {
+                let model = Model::new(&ModelSpec::new(arch, input, 10), 0).unwrap();
+                let kron = kron_sketches(&model);
+                (model, kron)
+            })
+            .collect();
+        let halves: Vec<Vec<(Tensor, Tensor)>> =
+            (0..2).map(|w| batches().skip(w).step_by(2).map(|(a, b)| (a.copy(), b.copy())).collect()).collect();
+        // Every method once per round, rounds interleaved, the median round per method: drift of a shared
+        // machine then shifts all methods alike instead of whichever ran last.
+        let mut methods: Vec<(&str, Method)> = vec![
+            (
+                "batched",
+                Box::new(|| {
+                    for (xb, yb) in batches() {
+                        tch::with_grad(|| batch_gradients(&model, &xb, &yb, false, false));
+                    }
+                }),
+            ),
+            (
+                "full",
+                Box::new(|| {
+                    for (xb, yb) in batches() {
+                        tch::with_grad(|| per_sample_gradients(&model, &xb, &yb, false, false));
+                    }
+                }),
+            ),
+            (
+                "sparse",
+                Box::new(|| {
+                    for (xb, yb) in batches() {
+                        let grads = tch::with_grad(|| per_sample_gradients(&model, &xb, &yb, false, false));
+                        let kept: Vec<Tensor> = grads
+                            .iter()
+                            .zip(&sparse_sketches)
+                            .map(|(g, s)| match s {
+                                Some(sparse) => sparse.apply(g),
+                                None => g.shallow_clone(),
+                            })
+                            .collect();
+                        assert_eq!(kept.len(), grads.len());
+                    }
+                }),
+            ),
+            (
+                "kron",
+                Box::new(|| {
+                    for (xb, yb) in batches() {
+                        kron_pass(&model, &kron_only, &xb, &yb);
+                    }
+                }),
+            ),
+        ];
         if threads == 2 {
             // Data-parallel instead of intra-op parallel: two workers with one libtorch thread each, each with its
             // own copy of the model, each computing the Kronecker sketches of half of the batches.
-            let workers: Vec<(Model, Vec<Option<Sketch>>)> = (0..2)
-                .map(|_| {
-                    let model = Model::new(&ModelSpec::new(arch, input, 10), 0).unwrap();
-                    let kron = kron_sketches(&model);
-                    (model, kron)
-                })
-                .collect();
-            let halves: Vec<Vec<(Tensor, Tensor)>> =
-                (0..2).map(|w| batches().skip(w).step_by(2).map(|(a, b)| (a.copy(), b.copy())).collect()).collect();
-            let data_parallel = time(reps, || {
-                std::thread::scope(|scope| {
-                    for ((model, kron), half) in workers.iter().zip(&halves) {
-                        let work = SendRef((model, kron, half));
-                        scope.spawn(move || {
-                            let (model, kron, half) = work.into_inner();
-                            tch::set_num_threads(1);
-                            let _guard = tch::no_grad_guard();
-                            for (xb, yb) in half {
-                                kron_pass(model, kron, xb, yb);
-                            }
-                        });
-                    }
-                });
-            });
-            results.push(("kron, 2 workers x 1 thread", data_parallel));
+            let workers = &workers;
+            let halves = &halves;
+            methods.push((
+                "kron, 2 workers x 1 thread",
+                Box::new(move || {
+                    std::thread::scope(|scope| {
+                        for ((model, kron), half) in workers.iter().zip(halves) {
+                            let work = SendRef((model, kron, half));
+                            scope.spawn(move || {
+                                let (model, kron, half) = work.into_inner();
+                                tch::set_num_threads(1);
+                                let _guard = tch::no_grad_guard();
+                                for (xb, yb) in half {
+                                    kron_pass(model, kron, xb, yb);
+                                }
+                            });
+                        }
+                    });
+                }),
+            ));
         }
+        let mut seconds: Vec<Vec<f64>> = methods.iter().map(|_| Vec::new()).collect();
+        for round in 0..=reps {
+            for ((_, run), times) in methods.iter_mut().zip(&mut seconds) {
+                let start = Instant::now();
+                run();
+                // Round 0 warms up.
+                if round > 0 {
+                    times.push(start.elapsed().as_secs_f64());
+                }
+            }
+        }
+        let results: Vec<(&str, f64)> =
+            methods.iter().zip(seconds).map(|((name, _), times)| (*name, median(times))).collect();
+        let batched = results[0].1;
         for (method, seconds) in results {
             println!(
                 "{{\"side\": \"gradleak\", \"model\": \"{}\", \"method\": \"{method}\", \"threads\": {threads}, \

@@ -15,6 +15,24 @@ pub const MAX_CLASSES: i64 = 1 << 20;
 /// samples takes about 40 s with the linear family; 1,000 x 10,000 ran past 20 minutes (`docs/vinfo.md`).
 pub const MAX_CLASS_SAMPLES: i64 = 1 << 21;
 
+/// Keeps the memory that tensors free for the next ones instead of handing it back to the system.
+///
+/// glibc serves every block above 32 MB with a fresh `mmap` and unmaps it when freed, so each large tensor (a
+/// batch of per-sample gradients of a wide layer is ~100 MB) costs one page fault per 4 kB on first write: filling a
+/// new 96 MB tensor took 50 ms against 6.6 ms for a reused one (`examples/bench_grad_samplers.rs`), about the cost
+/// of LeNet-5's whole batched pass. Serving large blocks from the heap and not trimming it lets the next pass reuse
+/// them. The price is that the process keeps its peak memory until it exits, which a batch job can afford.
+///
+/// # Safety
+/// Call it at the start of `main`, before any other thread is started and before any tensor exists.
+pub unsafe fn reuse_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
+    }
+}
+
 /// The machine's physical memory in bytes (None when the system does not say).
 pub fn physical_memory() -> Option<u64> {
     // SAFETY: sysconf only reads system configuration.

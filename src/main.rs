@@ -12,6 +12,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    // SAFETY: no other thread and no tensor exist yet.
+    unsafe { gradleak::limits::reuse_freed_memory() };
     install_panic_hook();
     let args = cli::Cli::parse();
     match cli::run(args) {

@@ -318,6 +318,20 @@ impl Sketch {
         }
     }
 
+    /// Whether this sketch is cheaper computed from a layer's factors ([`Sketch::apply_factors`]) than from its
+    /// per-sample gradients ([`Sketch::apply`]); the two agree to rounding. Only a `kron` sketch reads factors. A
+    /// linear layer's factors are always cheaper. A convolution's input projection is a convolution with k_in
+    /// filters where the grad sampler's costs as one with O: with k_in > O (a layer of few outputs sketched to
+    /// nearly its size, such as ResNet-20's 32-channel layers at k = 4,096: k_in = 128) forming the gradient and
+    /// projecting it is cheaper (`examples/bench_per_sample.rs`).
+    pub fn reads_factors(&self) -> bool {
+        match &self.projection {
+            Projection::Kron { shape: MatrixShape::Conv(c), inp, .. } => inp.size()[0] <= c.out_channels / c.groups,
+            Projection::Kron { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The sketch of each sample's gradient from the layer's input `a` and the gradient `delta` at its output (what
     /// a per-sample grad sampler combines), without forming the gradients. Only for `kron` sketches.
     ///

@@ -269,8 +269,7 @@ fn activation_floats(model: &Model, split: &Split) -> i64 {
     let x = split.inputs.narrow(0, 0, 1).to_kind(model.kind());
     let mut fwd = Forward::recording(false);
     let _ = model.forward(&x, &mut fwd);
-    let held: i64 =
-        fwd.records.unwrap_or_default().iter().map(|r| (r.input.numel() + r.output_probe.numel()) as i64).sum();
+    let held: i64 = fwd.records.unwrap_or_default().iter().map(|r| (r.input.numel() + r.output.numel()) as i64).sum();
     3 * held
 }
 
@@ -460,11 +459,11 @@ impl<'m> UpdateRun<'m> {
             .map(|((&l, stored), sketch)| {
                 let f = &factors[l];
                 // Formed only for a layer stored in full or sketched without its factors, and then once.
-                let needs_gradients = stored.full || sketch.as_ref().is_some_and(|s| s.kind != SketchKind::Kron);
-                let gradients = needs_gradients.then(|| f.gradients().detach());
+                let needs_gradients = stored.full || sketch.as_ref().is_some_and(|s| !s.reads_factors());
+                let gradients = needs_gradients.then(|| f.gradients());
                 let sketch = sketch.as_ref().map(|s| match &gradients {
-                    Some(g) if s.kind != SketchKind::Kron => update_rows(s.apply(g)),
-                    _ => update_rows(s.apply_factors(&f.input.detach(), &f.output_grad.detach())),
+                    Some(g) if !s.reads_factors() => update_rows(s.apply(g)),
+                    _ => update_rows(s.apply_factors(&f.input, &f.output_grad)),
                 });
                 let full = gradients.filter(|_| stored.full).map(update_rows);
                 ChunkLayer { full, sketch }

@@ -68,8 +68,9 @@ pub struct LayerRecord {
     pub layer: usize,
     /// The layer's input (detached from nothing: it stays in the graph).
     pub input: Tensor,
-    /// A zero tensor of the output's shape, added to the output; d loss / d probe is the output gradient.
-    pub output_probe: Tensor,
+    /// The layer's output, in the graph: d loss / d output is the output gradient. (No zero probe is added to it,
+    /// which would cost an allocation and a pass over every activation.)
+    pub output: Tensor,
 }
 
 /// Per-forward-pass context: training mode (dropout on), where dropout masks come from, and an optional recorder
@@ -218,15 +219,13 @@ impl ParamLayer {
         }
     }
 
-    /// Forward pass; records input and an output probe when the context asks for it.
+    /// Forward pass; records input and output when the context asks for it.
     pub fn forward(&self, index: usize, x: &Tensor, fwd: &mut Forward) -> Tensor {
         let y = self.apply(x);
         match fwd.records.as_mut() {
             None => y,
             Some(records) => {
-                let probe = y.zeros_like().set_requires_grad(true);
-                let y = &y + &probe;
-                records.push(LayerRecord { layer: index, input: x.shallow_clone(), output_probe: probe });
+                records.push(LayerRecord { layer: index, input: x.shallow_clone(), output: y.shallow_clone() });
                 y
             }
         }
