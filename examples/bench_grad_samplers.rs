@@ -4,6 +4,9 @@
 //! 1. Writing a fresh 96 MB tensor (a batch of 256 per-sample gradients of LeNet-5's fc1) against writing a reused
 //!    one: the gap is the page faults of memory the allocator took from the system and gave back. The gradleak
 //!    command keeps freed memory (`gradleak::limits::reuse_freed_memory`); `--default-malloc` measures without.
+//!    This loop, which frees one block and asks for the same size again, faults either way: glibc's aligned
+//!    allocation asks for a little more than the freed block. The per-sample passes do reuse (`bench_per_sample`
+//!    with and without `--default-malloc`).
 //! 2. Every convolution grad sampler on the layer shapes of LeNet-5, ResNet-20 and ResNet-18 (batch sizes of
 //!    `bench_per_sample`), beside the one `ConvSampler::for_layer` chooses. All three agree to rounding
 //!    (`gradients::per_sample` tests).

@@ -12,7 +12,7 @@
 //! - with 2 threads, `kron, 2 workers x 1 thread`: the same split over two threads with one libtorch thread each
 //!   (a data-parallel split of the batches against libtorch's intra-op threads).
 //!
-//! Run: `cargo run --release --example bench_per_sample -- THREADS [MODELS] [--reps R]` (MODELS: comma-separated of lenet5,
+//! Run: `cargo run --release --example bench_per_sample -- THREADS [MODELS] [--reps R] [--default-malloc]` (MODELS: comma-separated of lenet5,
 //! resnet20, resnet18; default all). Prints one JSON object per line.
 
 mod common;
@@ -77,9 +77,12 @@ fn kron_pass(model: &Model, sketches: &[Option<Sketch>], x: &Tensor, y: &Tensor)
 }
 
 fn main() {
-    // As the gradleak command does: large tensors reuse freed memory instead of faulting in fresh pages.
-    // SAFETY: no other thread and no tensor exist yet.
-    unsafe { gradleak::limits::reuse_freed_memory() };
+    // As the gradleak command does: large tensors reuse freed memory instead of faulting in fresh pages
+    // (`--default-malloc` measures without).
+    if !std::env::args().any(|a| a == "--default-malloc") {
+        // SAFETY: no other thread and no tensor exist yet.
+        unsafe { gradleak::limits::reuse_freed_memory() };
+    }
     let args: Vec<String> = std::env::args().collect();
     let threads: i32 = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(1);
     let models =

@@ -2,7 +2,7 @@
 # Per-sample gradients side by side, in one run on one machine: gradleak's full, sparse-sketched and
 # Kronecker-sketched per-sample gradients against Opacus 1.6 (GradSampleModule) and torch.func (vmap of grad), for
 # LeNet-5, ResNet-20 and ResNet-18, as samples/s and as multiples of a batched pass in each; then the whole
-# `gradleak grads` process for 8,192 LeNet-5 updates (defaults, MNIST, store written) against Opacus computing the
+# `gradleak grads` process for 8,192 LeNet-5 updates (defaults and others, MNIST, store written) against Opacus computing the
 # same per-sample gradients in memory, with peak memory; then the two streaming cases (50,000 Kronecker-sketched
 # LeNet-5 updates, 5,000 ResNet-18 updates on 32x32x3 inputs), with peak memory.
 # Installs PyTorch 2.13.0 and Opacus 1.6.0 into .deps/bench-venv once.
@@ -39,10 +39,11 @@ peak() { /usr/bin/time -f '%e s, peak %M KB' "$@" 2>&1 >/dev/null | tail -1; }
 
 if has grads; then
   echo "## the whole grads process: 8,192 LeNet-5 updates"
-  for flags in "--sketch sparse" "--sketch kron" "--sketch sparse --full-max-params 4096" \
-    "--sketch kron --full-max-params 4096"; do
+  # The defaults (sparse sketch, layers above the sketch dimension as sketches only), the Kronecker sketch, and
+  # both keeping every layer up to 262,144 parameters in full too (0.7's default).
+  for flags in "" "--sketch kron" "--full-max-params 262144" "--sketch kron --full-max-params 262144"; do
     # shellcheck disable=SC2086
-    echo "gradleak grads $flags: $(peak ./target/release/gradleak --threads "$threads" --quiet grads \
+    echo "gradleak grads ${flags:-(defaults)}: $(peak ./target/release/gradleak --threads "$threads" --quiet grads \
       --run "$work/lenet5" --updates 8192 $flags --out "$work/store")"
     du -sh "$work/store" | cut -f1 | sed 's/^/  store size: /'
     rm -rf "$work/store"
@@ -55,7 +56,7 @@ fi
 has streaming || exit 0
 echo "## streaming: peak memory"
 echo "50,000 LeNet-5 updates, kron, layers above 4,096 parameters as sketches only: $(peak ./target/release/gradleak \
-  --threads "$threads" --quiet grads --run "$work/lenet5" --updates 50000 --sketch kron --full-max-params 4096 \
+  --threads "$threads" --quiet grads --run "$work/lenet5" --updates 50000 --sketch kron \
   --out "$work/big")"
 du -sh "$work/big" | cut -f1 | sed 's/^/  store size: /'
 rm -rf "$work/big"
@@ -66,5 +67,5 @@ np.save(d + '/x_train.npy', r.integers(0, 256, (6500, 3, 32, 32), dtype=np.uint8
 np.save(d + '/y_train.npy', r.integers(0, 10, 6500))" "$work/colour"
 echo "5,000 ResNet-18 updates (initial weights), kron, layers above 4,096 parameters as sketches only: $(peak \
   ./target/release/gradleak --threads "$threads" --quiet grads --model resnet18 --dataset "arrays:$work/colour" \
-  --updates 5000 --sketch kron --full-max-params 4096 --out "$work/big")"
+  --updates 5000 --sketch kron --out "$work/big")"
 du -sh "$work/big" | cut -f1 | sed 's/^/  store size: /'

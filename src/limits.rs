@@ -18,10 +18,11 @@ pub const MAX_CLASS_SAMPLES: i64 = 1 << 21;
 /// Keeps the memory that tensors free for the next ones instead of handing it back to the system.
 ///
 /// glibc serves every block above 32 MB with a fresh `mmap` and unmaps it when freed, so each large tensor (a
-/// batch of per-sample gradients of a wide layer is ~100 MB) costs one page fault per 4 kB on first write: filling a
-/// new 96 MB tensor took 50 ms against 6.6 ms for a reused one (`examples/bench_grad_samplers.rs`), about the cost
-/// of LeNet-5's whole batched pass. Serving large blocks from the heap and not trimming it lets the next pass reuse
-/// them. The price is that the process keeps its peak memory until it exits, which a batch job can afford.
+/// batch of per-sample gradients of a wide layer is ~100 MB) costs one page fault per 4 kB on first write: writing
+/// a fresh 96 MB tensor took 29 to 44 ms against 6 to 8 ms for a mapped one (`examples/bench_grad_samplers.rs`).
+/// Serving large blocks from the heap and never trimming it lets later passes reuse them: full per-sample
+/// gradients ran 1.1 to 2x faster (`examples/bench_per_sample.rs` with and without `--default-malloc`). The price
+/// is that the process keeps its peak memory until it exits, which a batch job can afford.
 ///
 /// # Safety
 /// Call it at the start of `main`, before any other thread is started and before any tensor exists.

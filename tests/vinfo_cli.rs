@@ -316,6 +316,20 @@ fn model_backed_families_read_a_store_through_its_model() {
     // The gradient families alone need no model.
     assert!(run(&["vinfo", "--store", "store", "--targets", "label", "--bootstrap", "20"]).0);
 
+    // By default a layer above the sketch dimension keeps only its sketch: the analytic attack on fc1 says so and
+    // how to keep the full gradient; with the flag it runs.
+    let fc1 = ["grads", "--run", "moved", "--updates", "60", "--layers", "fc1"];
+    assert!(run(&[&fc1[..], &["--out", "sketched"]].concat()).0);
+    let analytic = ["--targets", "input", "--family", "linear+analytic", "--bootstrap", "20", "--run", "moved"];
+    let (ok, _, stderr) = run(&[&["vinfo", "--store", "sketched"][..], &analytic[..]].concat());
+    assert!(!ok);
+    let hint = "only a sketch of layer 'fc1' is stored; the attack needs its full gradient (write the store again \
+                with `gradleak grads --full-max-params 94200` or more to keep it)";
+    assert!(stderr.contains(hint) && stderr.lines().count() == 1, "{stderr}");
+    assert!(run(&[&fc1[..], &["--full-max-params", "94200", "--out", "full"]].concat()).0);
+    let (ok, _, stderr) = run(&[&["vinfo", "--store", "full"][..], &analytic[..]].concat());
+    assert!(ok, "{stderr}");
+
     // A built-in model as it is: rebuilt from the seed its store records.
     assert!(
         run(&[

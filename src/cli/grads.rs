@@ -42,9 +42,11 @@ pub struct GradsArgs {
     /// per-sample gradients; fastest for large layers).
     #[arg(long, value_parser = keywords::<SketchKind>(SketchKind::KEYWORDS), default_value = "sparse")]
     pub sketch: SketchKind,
-    /// Layers with more parameters are stored only as a sketch.
-    #[arg(long, default_value_t = 262_144)]
-    pub full_max_params: i64,
+    /// Layers with more parameters are stored only as a sketch (default: the sketch dimension, as the audit stores
+    /// them). Raise it to keep a large layer's full gradient too, which the analytic, ig, dlg and idlg families of
+    /// `vinfo --store` need: forming and writing it is most of the time of `grads`.
+    #[arg(long)]
+    pub full_max_params: Option<i64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output folder for the store.
@@ -85,7 +87,7 @@ pub fn run(global: &Global, args: GradsArgs) -> Result<()> {
         layers: args.layers.clone(),
         sketch_kind: args.sketch,
         sketch_dim: args.sketch_dim,
-        full_max_params: args.full_max_params,
+        full_max_params: args.full_max_params.unwrap_or(args.sketch_dim),
         full_layers: Vec::new(),
         stream_offset: 0,
         chunk_samples: args.chunk,

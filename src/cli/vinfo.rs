@@ -8,7 +8,7 @@ use tch::Tensor;
 use gradleak::arrays::{read_array, write_npy};
 use gradleak::data::Dataset;
 use gradleak::gradients::store::GradientStore;
-use gradleak::measure::attack_families::AttackBackedFeatures;
+use gradleak::measure::attack_families::{AttackBackedFeatures, SketchOnlyLayer};
 use gradleak::measure::decoder::{self, DecoderFeatures};
 use gradleak::measure::layerwise::{best_index, layer_groups, layerwise, resolve_targets, LayerwiseRow, BEST};
 use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, Protocol, Target, VInfoEstimate};
@@ -288,7 +288,8 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
         let aux_targets = resolve_targets(&args.targets, &store.manifest.attributes, &aux).context("--targets")?;
         a.decoder = Some(DecoderFeatures::new(updates, aux, aux_targets, count, opts.seed));
     }
-    let rows = layerwise(updates, &groups, &targets, families, opts, attackers.as_mut(), progress)?;
+    let rows = layerwise(updates, &groups, &targets, families, opts, attackers.as_mut(), progress)
+        .map_err(with_full_gradient_hint)?;
     let notes = attackers.as_ref().map(|a| a.notes()).unwrap_or_default();
     if rows.is_empty() {
         bail!("no family measured anything: {}", notes.join("; "));
@@ -377,6 +378,17 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
 
 /// The model and dataset behind a gradient store, for the model-backed families: the checkpoint its manifest
 /// names (or `--run`), checked against the manifest's model.
+/// Says how to keep a layer's full gradient when an attack-backed family met only its sketch.
+fn with_full_gradient_hint(e: anyhow::Error) -> anyhow::Error {
+    match e.chain().find_map(|cause| cause.downcast_ref::<SketchOnlyLayer>()) {
+        Some(only) => anyhow::anyhow!(
+            "{e:#} (write the store again with `gradleak grads --full-max-params {}` or more to keep it)",
+            only.num_params
+        ),
+        None => e,
+    }
+}
+
 struct ModelBehind {
     model: Model,
     dataset: Dataset,

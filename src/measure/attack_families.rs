@@ -35,6 +35,26 @@ use crate::models::{LayerKind, Model};
 use crate::progress::Progress;
 use crate::rng::{self, Stream};
 
+/// An attack-backed family met a layer whose store keeps only its sketch: the attack needs the full gradient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SketchOnlyLayer {
+    pub family: &'static str,
+    pub layer: String,
+    pub num_params: i64,
+}
+
+impl std::fmt::Display for SketchOnlyLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} family: only a sketch of layer '{}' is stored; the attack needs its full gradient",
+            self.family, self.layer
+        )
+    }
+}
+
+impl std::error::Error for SketchOnlyLayer {}
+
 /// How well one layer's reconstructions match the victims' images (means over victims; PSNR over finite values).
 pub struct ReconstructionScore {
     pub layer: String,
@@ -198,10 +218,8 @@ impl<'a> AnalyticFeatures<'a> {
             bail!("analytic recovery needs a fully connected layer; '{}' is a {}", l.name, l.kind.type_name())
         };
         let Some(full) = &self.updates.layers[member].full else {
-            bail!(
-                "analytic family: only a sketch of layer '{}' is stored; the recovery needs its full gradient",
-                l.name
-            )
+            let layer = l.name.clone();
+            return Err(SketchOnlyLayer { family: "analytic", layer, num_params: l.num_params() }.into());
         };
         let (layer_inputs, residuals) = analytic::linear_layer_inputs(full, in_features, out_features)?;
         let mut finite: Vec<f64> = residuals.into_iter().filter(|r| r.is_finite()).collect();
@@ -370,7 +388,8 @@ impl<'a> MatchingFeatures<'a> {
             for &m in members {
                 let layer = &self.updates.layers[m];
                 let Some(full) = &layer.full else {
-                    bail!("only a sketch of layer '{}' is stored; the attack needs its full gradient", layer.name)
+                    let (family, name) = (self.config.method.name(), layer.name.clone());
+                    return Err(SketchOnlyLayer { family, layer: name, num_params: layer.num_params }.into());
                 };
                 shared.push((layer.name.clone(), full.get(u).to_kind(self.model.kind())));
             }
