@@ -60,13 +60,7 @@ fn main() {
         fill_reused * 1e3
     );
 
-    let geom = |in_channels, out_channels, kernel, stride, padding| ConvGeometry {
-        in_channels,
-        out_channels,
-        kernel,
-        stride,
-        padding,
-    };
+    let geom = |c, o, k, s, p| ConvGeometry { in_channels: c, out_channels: o, kernel: k, stride: s, padding: p };
     // (layer, geometry, batch, input side)
     let layers = [
         ("lenet5 conv1", geom(1, 6, 5, 1, 2), 256, 28),

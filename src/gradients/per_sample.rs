@@ -354,13 +354,7 @@ mod tests {
     }
 
     fn geometries() -> Vec<(ConvGeometry, i64, i64)> {
-        let geom = |in_channels, out_channels, kernel, stride, padding| ConvGeometry {
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding,
-        };
+        let geom = |c, o, k, s, p| ConvGeometry { in_channels: c, out_channels: o, kernel: k, stride: s, padding: p };
         // (geometry, input height, input width): strided, padded, unpadded, 1x1, 5x5, non-square, an input whose
         // last rows and columns no window reaches.
         vec![
