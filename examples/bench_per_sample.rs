@@ -68,8 +68,7 @@ fn kron_pass(model: &Model, sketches: &[Option<Sketch>], x: &Tensor, y: &Tensor)
         .iter()
         .zip(sketches)
         .map(|(f, s)| match s {
-            Some(kron) if kron.reads_factors() => kron.apply_factors(&f.input, &f.output_grad),
-            Some(other) => other.apply(&f.gradients()),
+            Some(sketch) => sketch.apply_to(f, None),
             None => f.gradients(),
         })
         .collect();

@@ -27,6 +27,8 @@ use rand_chacha::ChaCha8Rng;
 
 use tch::{Kind, Tensor};
 
+use crate::gradients::per_sample::LayerFactors;
+
 crate::keyword_enum! {
     /// The kind of random projection.
     pub enum SketchKind("sketch kind") {
@@ -329,6 +331,17 @@ impl Sketch {
             Projection::Kron { shape: MatrixShape::Conv(c), inp, .. } => inp.size()[0] <= c.out_channels / c.groups,
             Projection::Kron { .. } => true,
             _ => false,
+        }
+    }
+
+    /// The sketch of each sample's gradient of the layer that `factors` describe, the cheaper way: from the factors
+    /// where [`Sketch::reads_factors`], otherwise from the per-sample gradients, `gradients` when the caller has
+    /// already formed them (for a layer also stored in full).
+    pub fn apply_to(&self, factors: &LayerFactors, gradients: Option<&Tensor>) -> Tensor {
+        match gradients {
+            _ if self.reads_factors() => self.apply_factors(&factors.input, &factors.output_grad),
+            Some(g) => self.apply(g),
+            None => self.apply(&factors.gradients()),
         }
     }
 

@@ -461,10 +461,7 @@ impl<'m> UpdateRun<'m> {
                 // Formed only for a layer stored in full or sketched without its factors, and then once.
                 let needs_gradients = stored.full || sketch.as_ref().is_some_and(|s| !s.reads_factors());
                 let gradients = needs_gradients.then(|| f.gradients());
-                let sketch = sketch.as_ref().map(|s| match &gradients {
-                    Some(g) if !s.reads_factors() => update_rows(s.apply(g)),
-                    _ => update_rows(s.apply_factors(&f.input, &f.output_grad)),
-                });
+                let sketch = sketch.as_ref().map(|s| update_rows(s.apply_to(f, gradients.as_ref())));
                 let full = gradients.filter(|_| stored.full).map(update_rows);
                 ChunkLayer { full, sketch }
             })
