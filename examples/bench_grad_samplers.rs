@@ -78,7 +78,7 @@ fn main() {
     tch::manual_seed(0);
     for (name, geom, n, side) in layers {
         let a = Tensor::randn([n, geom.in_channels, side, side], (Kind::Float, Device::Cpu));
-        let out_side = (side + 2 * geom.padding - geom.kernel) / geom.stride + 1;
+        let out_side = geom.output_side(side);
         let g = Tensor::randn([n, geom.out_channels, out_side, out_side], (Kind::Float, Device::Cpu));
         let chosen = ConvSampler::for_layer(geom, out_side * out_side);
         let timings: Vec<(ConvSampler, f64)> =

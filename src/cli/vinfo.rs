@@ -376,8 +376,6 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
     Ok(())
 }
 
-/// The model and dataset behind a gradient store, for the model-backed families: the checkpoint its manifest
-/// names (or `--run`), checked against the manifest's model.
 /// Says how to keep a layer's full gradient when an attack-backed family met only its sketch.
 fn with_full_gradient_hint(e: anyhow::Error) -> anyhow::Error {
     match e.chain().find_map(|cause| cause.downcast_ref::<SketchOnlyLayer>()) {
@@ -389,6 +387,8 @@ fn with_full_gradient_hint(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// The model and dataset behind a gradient store, for the model-backed families: the checkpoint its manifest
+/// names (or `--run`), checked against the manifest's model.
 struct ModelBehind {
     model: Model,
     dataset: Dataset,

@@ -373,8 +373,7 @@ mod tests {
         tch::manual_seed(3);
         for (geom, h, w) in geometries() {
             let a = Tensor::randn([3, geom.in_channels, h, w], (Kind::Double, Device::Cpu));
-            let ho = (h + 2 * geom.padding - geom.kernel) / geom.stride + 1;
-            let wo = (w + 2 * geom.padding - geom.kernel) / geom.stride + 1;
+            let (ho, wo) = (geom.output_side(h), geom.output_side(w));
             let g = Tensor::randn([3, geom.out_channels, ho, wo], (Kind::Double, Device::Cpu));
             let expected = autograd_conv(&a, &g, geom);
             for name in ConvSampler::ALL {
@@ -397,8 +396,7 @@ mod tests {
         tch::manual_seed(4);
         for (geom, h, w) in geometries() {
             let a = Tensor::randn([2, geom.in_channels, h, w], (Kind::Double, Device::Cpu)).set_requires_grad(true);
-            let ho = (h + 2 * geom.padding - geom.kernel) / geom.stride + 1;
-            let wo = (w + 2 * geom.padding - geom.kernel) / geom.stride + 1;
+            let (ho, wo) = (geom.output_side(h), geom.output_side(w));
             let g = Tensor::randn([2, geom.out_channels, ho, wo], (Kind::Double, Device::Cpu));
             let probe = Tensor::randn(
                 [2, geom.out_channels * (geom.in_channels * geom.kernel * geom.kernel + 1)],

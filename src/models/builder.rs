@@ -168,8 +168,7 @@ impl<'a> Builder<'a> {
         };
         let layer = ParamLayer::conv2d(&self.root, name, g, &mut self.rng);
         let index = self.push_layer(layer);
-        let out = |n: i64| (n + 2 * padding - kernel) / stride + 1;
-        self.shape = (out_channels, out(h), out(w));
+        self.shape = (out_channels, g.output_side(h), g.output_side(w));
         index
     }
 

@@ -19,6 +19,13 @@ pub struct ConvGeometry {
     pub padding: i64,
 }
 
+impl ConvGeometry {
+    /// The output's height (or width) for an input of height (or width) `side`.
+    pub fn output_side(&self, side: i64) -> i64 {
+        (side + 2 * self.padding - self.kernel) / self.stride + 1
+    }
+}
+
 /// What a named layer computes.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
