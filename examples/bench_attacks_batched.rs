@@ -19,7 +19,7 @@ use common::{arg, median};
 use std::time::Instant;
 
 use gradleak::gradients::per_sample::per_sample_gradients;
-use gradleak::measure::attacks::{self, AttackConfig, InvertingGradients, Method, Reconstruction, Target};
+use gradleak::measure::attacks::{self, AttackConfig, InvertingGradients, Method, Reconstruction, AttackedUpdate};
 use gradleak::models::{Arch, Model, ModelSpec};
 use gradleak::rng::{self, Stream};
 use rand_chacha::ChaCha8Rng;
@@ -45,8 +45,8 @@ fn main() -> anyhow::Result<()> {
         .collect();
     let layers: Vec<String> = arg("--layers").map(|l| l.split(',').map(str::to_string).collect()).unwrap_or_default();
     let config = AttackConfig { iterations, layers, ..AttackConfig::new(Method::Ig) };
-    let targets: Vec<Target> =
-        shared.iter().map(|s| Target::new(&model, s, 1, None, &config)).collect::<anyhow::Result<_>>()?;
+    let targets: Vec<AttackedUpdate> =
+        shared.iter().map(|s| AttackedUpdate::new(&model, s, 1, None, &config)).collect::<anyhow::Result<_>>()?;
     let rngs = || -> Vec<ChaCha8Rng> {
         (0..victims as u64).map(|u| rng::rng(0, Stream::AttackUpdate { update: u })).collect()
     };

@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, MlpOptions, Protocol, Target};
+use gradleak::measure::vinfo::{estimate, EstimateOptions, MlpOptions, Predictor, Protocol, Target};
 use tch::{Device, Kind, Tensor};
 
 fn main() -> anyhow::Result<()> {
@@ -21,10 +21,10 @@ fn main() -> anyhow::Result<()> {
     let target = Target::Continuous(y);
     println!("{n} samples x {d} features -> {k}-dimensional target, {} libtorch threads", tch::get_num_threads());
     let split = Protocol::Split { val_fraction: 0.2, test_fraction: 0.2 };
-    let runs: Vec<(&str, Family, Protocol)> = vec![
-        ("ridge, split 60/20/20", Family::Linear, split),
-        ("ridge, 5-fold cross-fitting", Family::Linear, Protocol::default()),
-        ("mlp:128, split 60/20/20", Family::Mlp(MlpOptions { patience: 5, ..Default::default() }), split),
+    let runs: Vec<(&str, Predictor, Protocol)> = vec![
+        ("ridge, split 60/20/20", Predictor::Linear, split),
+        ("ridge, 5-fold cross-fitting", Predictor::Linear, Protocol::default()),
+        ("mlp:128, split 60/20/20", Predictor::Mlp(MlpOptions { patience: 5, ..Default::default() }), split),
     ];
     for (name, family, protocol) in runs {
         let opts = EstimateOptions { protocol, ..Default::default() };

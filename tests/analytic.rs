@@ -6,11 +6,12 @@ mod common;
 
 use common::{image, quadrant_dataset};
 use gradleak::gradients::updates::{compute_updates, UpdateConfig};
-use gradleak::measure::attack_families::AnalyticFeatures;
+use gradleak::measure::families::AnalyticFeatures;
 use gradleak::measure::attacks::analytic::{
     invert_layer_input, layer_reads_the_input, linear_layer_input, linear_layer_inputs, Inversion,
 };
-use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, Target};
+use gradleak::measure::targets::TargetName;
+use gradleak::measure::vinfo::{estimate, EstimateOptions, Predictor, Target};
 use gradleak::models::{Arch, Forward, Model, ModelSpec};
 use gradleak::progress::Progress;
 use tch::{nn, nn::Module, Device, Kind, Tensor};
@@ -139,14 +140,14 @@ fn the_calibration_measures_a_noisy_reconstruction_as_its_gaussian_channel_does(
     let y = Tensor::randn([n, 8], (Kind::Double, Device::Cpu));
     let r = &y * 3.0 + 1.0 + Tensor::randn([n, 8], (Kind::Double, Device::Cpu)) * 3.0;
     let opts = EstimateOptions { bootstrap: 200, ..Default::default() };
-    let e = estimate(&r, &Target::Continuous(y.shallow_clone()), &Family::Analytic, &opts).unwrap();
+    let e = estimate(&r, &Target::Continuous(y.shallow_clone()), &Predictor::Calibration, &opts).unwrap();
     assert!((e.bits - 4.0).abs() < 0.25, "{} bits [{}, {}]", e.bits, e.ci95[0], e.ci95[1]);
     assert!(e.ci95[0] < 4.0 + 0.1 && e.ci95[1] > 4.0 - 0.1, "{:?}", e.ci95);
     let noise = Tensor::randn([n, 8], (Kind::Double, Device::Cpu));
-    let e = estimate(&noise, &Target::Continuous(y.shallow_clone()), &Family::Analytic, &opts).unwrap();
+    let e = estimate(&noise, &Target::Continuous(y.shallow_clone()), &Predictor::Calibration, &opts).unwrap();
     assert!(e.bits.abs() < 0.05, "independent: {} bits", e.bits);
     // A reconstruction of another shape is an error that says what was expected.
-    let err = estimate(&r.narrow(1, 0, 7), &Target::Continuous(y), &Family::Analytic, &opts).unwrap_err();
+    let err = estimate(&r.narrow(1, 0, 7), &Target::Continuous(y), &Predictor::Calibration, &opts).unwrap_err();
     assert!(format!("{err:#}").contains("7 values per sample but the target has 8"), "{err:#}");
 }
 
@@ -159,22 +160,22 @@ fn the_analytic_family_reads_the_label_and_the_input_from_single_sample_updates_
     let index = |name: &str| updates.layers.iter().position(|l| l.name == name).unwrap();
     let mut attacker = AnalyticFeatures::new(&model, &updates);
     // iDLG's rule on the last layer is exact at batch size 1.
-    let label = attacker.features("fc3", &[index("fc3")], "label").unwrap().unwrap();
+    let label = attacker.features("fc3", &[index("fc3")], &TargetName::Label).unwrap().unwrap();
     assert_eq!(
         Vec::<i64>::try_from(label.argmax(1, false)).unwrap(),
         Vec::<i64>::try_from(&updates.victim_label).unwrap()
     );
     // Convolutions have no closed form; fc1 without the last layer has no label.
-    assert!(attacker.features("conv1", &[index("conv1")], "input").unwrap().is_none());
-    assert!(attacker.features("fc1", &[index("fc1")], "label").unwrap().is_none());
+    assert!(attacker.features("conv1", &[index("conv1")], &TargetName::Input).unwrap().is_none());
+    assert!(attacker.features("fc1", &[index("fc1")], &TargetName::Label).unwrap().is_none());
     let notes = attacker.notes().join("\n");
     assert!(notes.contains("conv1 / input") && notes.contains("fc1 / label"), "{notes}");
     // The input from fc1, calibrated, carries information about the victims' images.
-    let input = attacker.features("fc1", &[index("fc1")], "input").unwrap().unwrap();
+    let input = attacker.features("fc1", &[index("fc1")], &TargetName::Input).unwrap().unwrap();
     assert_eq!(input.size(), [150, 256]);
     let target = Target::Continuous(updates.victim_input.flatten(1, -1));
     let opts = EstimateOptions { bootstrap: 200, ..Default::default() };
-    let e = estimate(&input, &target, &Family::Analytic, &opts).unwrap();
+    let e = estimate(&input, &target, &Predictor::Calibration, &opts).unwrap();
     assert!(e.ci95[0] > 0.0, "fc1 input: {} bits [{}, {}]", e.bits, e.ci95[0], e.ci95[1]);
     assert!(attacker.notes()[0].contains("the input of fc1 recovered in closed form"), "{:?}", attacker.notes());
 
@@ -183,7 +184,7 @@ fn the_analytic_family_reads_the_label_and_the_input_from_single_sample_updates_
         UpdateConfig { defenses: vec![gradleak::defenses::Defense::Dp { clip: 1.0, noise_multiplier: 1.0 }], ..config };
     let noised = compute_updates(&model, &data.train, &dp, Progress::HIDDEN).unwrap();
     let mut attacker = AnalyticFeatures::new(&model, &noised);
-    let input = attacker.features("fc1", &[index("fc1")], "input").unwrap().unwrap();
-    let e = estimate(&input, &target, &Family::Analytic, &opts).unwrap();
+    let input = attacker.features("fc1", &[index("fc1")], &TargetName::Input).unwrap().unwrap();
+    let e = estimate(&input, &target, &Predictor::Calibration, &opts).unwrap();
     assert!(e.bits < 1.0, "under DP: {} bits [{}, {}]", e.bits, e.ci95[0], e.ci95[1]);
 }

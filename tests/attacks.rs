@@ -395,8 +395,8 @@ fn batched_inverting_gradients_takes_the_steps_of_the_one_at_a_time_loop() {
         }
         let (shared, _) = single_updates(&model, 4);
         let cfg = AttackConfig { restarts: 2, ..config(Method::Ig, 30) };
-        let targets: Vec<attacks::Target> =
-            shared.iter().map(|s| attacks::Target::new(&model, s, 1, None, &cfg).unwrap()).collect();
+        let targets: Vec<attacks::AttackedUpdate> =
+            shared.iter().map(|s| attacks::AttackedUpdate::new(&model, s, 1, None, &cfg).unwrap()).collect();
         let rngs = || -> Vec<ChaCha8Rng> {
             (0..4).map(|u| gradleak::rng::rng(7, gradleak::rng::Stream::AttackUpdate { update: u })).collect()
         };
@@ -433,8 +433,8 @@ fn batched_inverting_gradients_takes_the_steps_of_the_one_at_a_time_loop() {
         }
         let (shared, _) = single_updates(&model, 16);
         let cfg = config(Method::Ig, 12);
-        let targets: Vec<attacks::Target> =
-            shared.iter().map(|s| attacks::Target::new(&model, s, 1, None, &cfg).unwrap()).collect();
+        let targets: Vec<attacks::AttackedUpdate> =
+            shared.iter().map(|s| attacks::AttackedUpdate::new(&model, s, 1, None, &cfg).unwrap()).collect();
         let rngs = || -> Vec<ChaCha8Rng> {
             (0..16).map(|u| gradleak::rng::rng(3, gradleak::rng::Stream::AttackUpdate { update: u })).collect()
         };
@@ -457,8 +457,8 @@ fn batched_inverting_gradients_takes_the_steps_of_the_one_at_a_time_loop() {
     let model = Model::new(&spec(Arch::Lenet5), 4).unwrap();
     let (shared, _) = single_updates(&model, 16);
     let cfg = AttackConfig { layers: vec!["conv2".into(), "fc1".into()], restarts: 2, ..config(Method::Ig, 10) };
-    let targets: Vec<attacks::Target> =
-        shared.iter().map(|s| attacks::Target::new(&model, s, 1, None, &cfg).unwrap()).collect();
+    let targets: Vec<attacks::AttackedUpdate> =
+        shared.iter().map(|s| attacks::AttackedUpdate::new(&model, s, 1, None, &cfg).unwrap()).collect();
     let rngs = || -> Vec<ChaCha8Rng> { (0..16).map(ChaCha8Rng::seed_from_u64).collect() };
     let looped = attacks::reconstruct_each(&attacks::InvertingGradients, &targets, &mut rngs(), &mut || {}).unwrap();
     let batched = attacks::batched_inverting_gradients_on(2, &targets, &mut rngs(), &mut || {}).unwrap();
@@ -472,8 +472,8 @@ fn batched_inverting_gradients_takes_the_steps_of_the_one_at_a_time_loop() {
     // Updates of batches are not batched (each needs a batch of dummies of its own).
     let (shared, _) = single_updates(&model, 4);
     let cfg = config(Method::Ig, 2);
-    let targets: Vec<attacks::Target> =
-        shared.chunks(2).map(|s| attacks::Target::new(&model, &s[0], 2, None, &cfg).unwrap()).collect();
+    let targets: Vec<attacks::AttackedUpdate> =
+        shared.chunks(2).map(|s| attacks::AttackedUpdate::new(&model, &s[0], 2, None, &cfg).unwrap()).collect();
     let mut rngs: Vec<ChaCha8Rng> = (0..2).map(ChaCha8Rng::seed_from_u64).collect();
     assert!(attacks::batched_inverting_gradients(&targets, &mut rngs, &mut || {}).unwrap().is_none());
 }

@@ -81,8 +81,28 @@ fn quantization_uses_at_most_two_to_the_bits_levels_and_bounded_error() {
 }
 
 #[test]
+fn the_sign_defence_keeps_each_sign_and_the_layers_mean_magnitude() {
+    let g = Tensor::from_slice(&[0.5f64, -1.5, 0.0, 2.0]);
+    // Mean magnitude 1.0: each entry becomes its sign (0 stays 0), and the L1 norm stays 4.
+    assert_eq!(Vec::<f64>::try_from(&defenses::sign(&g)).unwrap(), vec![1.0, -1.0, 0.0, 1.0]);
+    // Applied to the averaged update, layer by layer, after any noise.
+    let per_sample = [
+        Tensor::from_slice(&[1.0f64, -3.0, 2.0, 4.0]).view([2, 2]),
+        Tensor::from_slice(&[0.2f64, -0.4]).view([2, 1]),
+    ];
+    let plan = DefensePlan::new(&["sign".parse::<Defense>().unwrap()]).unwrap();
+    let update = defenses::aggregate(&per_sample, &plan, &mut rng::rng(0, Stream::UpdateNoise { update: 0 }));
+    // Means: (1.5, 0.5), scale 1.0; and (-0.1), scale 0.1.
+    assert_eq!(Vec::<f64>::try_from(&update[0]).unwrap(), vec![1.0, 1.0]);
+    let second = Vec::<f64>::try_from(&update[1]).unwrap();
+    assert!((second[0] + 0.1).abs() < 1e-15, "{second:?}");
+}
+
+#[test]
 fn defences_parse_print_and_refuse_bad_values() {
-    for text in ["dp:clip=1,sigma=1.1", "dropout:0.5", "prune:0.9", "quantize:8", "noise:0.01", "protect:conv1+fc3"] {
+    for text in
+        ["dp:clip=1,sigma=1.1", "dropout:0.5", "prune:0.9", "quantize:8", "noise:0.01", "sign", "protect:conv1+fc3"]
+    {
         let d: Defense = text.parse().unwrap();
         assert_eq!(d.to_string(), text);
     }
@@ -95,6 +115,7 @@ fn defences_parse_print_and_refuse_bad_values() {
         ("quantize:0", "bits must be in [1, 16]"),
         ("noise:abc", "must be a number"),
         ("shuffle:1", "unknown defence 'shuffle'"),
+        ("sign:1", "sign takes no argument"),
     ];
     for (text, expected) in bad {
         let err = text.parse::<Defense>().unwrap_err().to_string();

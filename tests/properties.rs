@@ -10,7 +10,7 @@ use gradleak::arrays::{npy_bytes, parse_csv, parse_npy, parse_safetensors};
 use gradleak::audit::config::AuditConfig;
 use gradleak::defenses::Defense;
 use gradleak::gradients::store::GradientStore;
-use gradleak::measure::vinfo::Family;
+use gradleak::measure::families::Family;
 use proptest::prelude::*;
 use tch::{Kind, Tensor};
 

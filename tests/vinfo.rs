@@ -1,7 +1,8 @@
 //! Numerical validation of the V-information estimators against channels with known information, plus
 //! independence, invariance, determinism and bad-input checks.
 
-use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, Protocol, Target, VInfoEstimate};
+use gradleak::measure::families::Family;
+use gradleak::measure::vinfo::{estimate, EstimateOptions, Predictor, Protocol, Target, VInfoEstimate};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
@@ -84,7 +85,7 @@ fn gaussian_channel(n: i64, seed: u64) -> (Tensor, Tensor, f64) {
 fn gaussian_channel_recovers_the_analytic_information_and_improves_with_n() {
     let _serial = serial();
     let (x, y, truth) = gaussian_channel(4000, 1);
-    let e = estimate(&x, &Target::Continuous(y), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&x, &Target::Continuous(y), &Predictor::Linear, &opts(0)).unwrap();
     // Error budget: sampling noise (the CI half-width is 1.96 standard errors, so two half-widths are about four)
     // plus the fitting bias of 7x3 ridge coefficients on ~2,560 training samples, about
     // (D+1)K / (2 n ln 2) = 0.006 bits; 0.02 covers it.
@@ -107,7 +108,7 @@ fn gaussian_channel_recovers_the_analytic_information_and_improves_with_n() {
         (0..4u64)
             .map(|s| {
                 let (x, y, truth) = gaussian_channel(n, 10 + s);
-                (estimate(&x, &Target::Continuous(y), &Family::Linear, &opts(s)).unwrap().bits - truth).abs()
+                (estimate(&x, &Target::Continuous(y), &Predictor::Linear, &opts(s)).unwrap().bits - truth).abs()
             })
             .sum::<f64>()
             / 4.0
@@ -130,7 +131,7 @@ fn features_scaled_per_sample_over_six_decades_keep_their_information() {
     let scale: Vec<f64> = (0..4000).map(|_| 10f64.powf(uniform.random_range(-3.0..3.0))).collect();
     let scale = Tensor::from_slice(&scale).unsqueeze(1);
     let rows = Tensor::cat(&[x, Tensor::full([4000, 1], 30.0, (Kind::Double, tch::Device::Cpu))], 1) * scale;
-    let e = estimate(&rows, &Target::Continuous(y), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&rows, &Target::Continuous(y), &Predictor::Linear, &opts(0)).unwrap();
     eprintln!("scaled gaussian channel: {:.4} bits {:?}, analytic {truth:.4}", e.bits, e.ci95);
     // The unscaled test's budget (two half-widths plus 0.02 of fitting bias), plus 0.02 for the direction's
     // small nonlinearity (|row| varies by 0.2% around 30.1).
@@ -171,7 +172,7 @@ fn class_channel_recovers_the_analytic_information() {
     let _serial = serial();
     let (x, y, truth) = class_channel(3000, 2);
     assert!(truth > 0.0 && truth < 3f64.log2(), "analytic value {truth}");
-    let e = estimate(&x, &Target::Categorical(y), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&x, &Target::Categorical(y), &Predictor::Linear, &opts(0)).unwrap();
     // Sampling noise (two CI half-widths, about four standard errors) plus the fitting bias of 4x3 logistic
     // parameters on ~1,920 training samples, about (D+1)C / (2 n ln 2) = 0.005 bits; 0.02 covers it.
     let tol = 2.0 * half_width(&e) + 0.02;
@@ -190,14 +191,14 @@ fn independent_targets_give_intervals_covering_zero_and_shuffling_destroys_a_rea
     let mut rng = Normal::new(3);
     let x = rng.matrix(800, 10);
     let classes = rng.classes(800, 4);
-    let e = estimate(&x, &Target::Categorical(classes), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&x, &Target::Categorical(classes), &Predictor::Linear, &opts(0)).unwrap();
     assert!(e.ci95[0] <= 0.0 && 0.0 <= e.ci95[1], "categorical: {} {:?}", e.bits, e.ci95);
     let y = rng.matrix(800, 5);
-    let e = estimate(&x, &Target::Continuous(y), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&x, &Target::Continuous(y), &Predictor::Linear, &opts(0)).unwrap();
     assert!(e.ci95[0] <= 0.0 && 0.0 <= e.ci95[1], "continuous: {} {:?}", e.bits, e.ci95);
 
     let (x, y, truth) = gaussian_channel(1000, 4);
-    let real = estimate(&x, &Target::Continuous(y.shallow_clone()), &Family::Linear, &opts(0)).unwrap();
+    let real = estimate(&x, &Target::Continuous(y.shallow_clone()), &Predictor::Linear, &opts(0)).unwrap();
     assert!(real.ci95[0] > truth / 2.0, "real estimate {:?}", real.ci95);
     let perm: Vec<i64> = {
         let mut p: Vec<i64> = (0..1000).collect();
@@ -205,7 +206,7 @@ fn independent_targets_give_intervals_covering_zero_and_shuffling_destroys_a_rea
         p
     };
     let shuffled = y.index_select(0, &Tensor::from_slice(&perm));
-    let e = estimate(&x, &Target::Continuous(shuffled), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&x, &Target::Continuous(shuffled), &Predictor::Linear, &opts(0)).unwrap();
     // Nothing is left: the interval is not above 0. It may lie slightly below 0: a finite-sample estimate is biased
     // downwards, mainly by the noise of the residual variances fitted on the 160 validation samples of each fit,
     // about K / (2 n_val ln 2) = 3 / (320 ln 2) = 0.014 bits here. 0.05 bits allows that plus sampling noise.
@@ -222,14 +223,14 @@ fn linear_estimates_ignore_column_order_and_scale() {
     let scale = Tensor::from_slice(&[100.0f64, 0.01, 7.0]);
     let permc = Tensor::from_slice(&[5i64, 3, 1, 0, 2, 4]);
     let scalec = Tensor::from_slice(&[0.1f64, 3.0, 50.0, 1e-3, 1.0, 2.0]);
-    let a = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::Linear, &opts(0)).unwrap();
-    let b = estimate(&(x.index_select(1, &perm) * scale), &Target::Categorical(y), &Family::Linear, &opts(0)).unwrap();
+    let a = estimate(&x, &Target::Categorical(y.shallow_clone()), &Predictor::Linear, &opts(0)).unwrap();
+    let b = estimate(&(x.index_select(1, &perm) * scale), &Target::Categorical(y), &Predictor::Linear, &opts(0)).unwrap();
     // Standardisation makes the problems identical up to rounding; L-BFGS stops at a gradient of 1e-7, so the
     // rounding differences can move the optimum by about that much, far below 1e-4 bits.
     assert!((a.bits - b.bits).abs() < 1e-4, "logistic: {} vs {}", a.bits, b.bits);
-    let a = estimate(&xc, &Target::Continuous(yc.shallow_clone()), &Family::Linear, &opts(0)).unwrap();
+    let a = estimate(&xc, &Target::Continuous(yc.shallow_clone()), &Predictor::Linear, &opts(0)).unwrap();
     let b =
-        estimate(&(xc.index_select(1, &permc) * scalec), &Target::Continuous(yc), &Family::Linear, &opts(0)).unwrap();
+        estimate(&(xc.index_select(1, &permc) * scalec), &Target::Continuous(yc), &Predictor::Linear, &opts(0)).unwrap();
     // Ridge is solved in closed form in f64: only rounding differs (relative 1e-12 or so).
     assert!((a.bits - b.bits).abs() < 1e-6, "ridge: {} vs {}", a.bits, b.bits);
 }
@@ -242,7 +243,7 @@ fn ridge_in_the_dual_form_with_more_features_than_samples() {
     let mut rng = Normal::new(9);
     let noise_cols = rng.matrix(400, 994);
     let wide = Tensor::cat(&[x, noise_cols], 1);
-    let e = estimate(&wide, &Target::Continuous(y), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&wide, &Target::Continuous(y), &Predictor::Linear, &opts(0)).unwrap();
     assert_eq!(e.fits[0]["form"], "dual");
     // 994 irrelevant columns cost a linear family on 256 training samples much of the signal; the estimate
     // must still be clearly positive and cannot exceed the truth by more than sampling noise.
@@ -257,26 +258,26 @@ fn the_mlp_family_finds_what_the_linear_family_cannot() {
     let x = rng.matrix(1500, 2);
     let y = (x.select(1, 0) * x.select(1, 1)).gt(0.0).to_kind(Kind::Int64);
     let o = EstimateOptions { protocol: Protocol::CrossFit { folds: 3, val_fraction: 0.2 }, ..opts(0) };
-    let lin = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::Linear, &o).unwrap();
-    let mlp = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::mlp_hidden(&[32, 32]), &o).unwrap();
+    let lin = estimate(&x, &Target::Categorical(y.shallow_clone()), &Predictor::Linear, &o).unwrap();
+    let mlp = estimate(&x, &Target::Categorical(y.shallow_clone()), &Predictor::mlp_hidden(&[32, 32]), &o).unwrap();
     eprintln!("xor: linear {:.4} bits, mlp {:.4} bits {:?}", lin.bits, mlp.bits, mlp.ci95);
     assert!(lin.bits < 0.05, "linear {}", lin.bits);
     // Near the axes the boundary stays uncertain with ~1,000 training samples; 0.6 of the 1 bit is a loose floor.
     assert!(mlp.bits > 0.6 && mlp.bits <= 1.0 + 2.0 * half_width(&mlp), "mlp {}", mlp.bits);
     assert!(mlp.accuracy.unwrap() > 0.9);
     // Same seed, same estimate; another seed, another initialisation and minibatch order.
-    let again = estimate(&x, &Target::Categorical(y.shallow_clone()), &Family::mlp_hidden(&[32, 32]), &o).unwrap();
+    let again = estimate(&x, &Target::Categorical(y.shallow_clone()), &Predictor::mlp_hidden(&[32, 32]), &o).unwrap();
     assert_eq!(mlp.bits, again.bits);
     let other = EstimateOptions { seed: 1, ..o.clone() };
-    let other = estimate(&x, &Target::Categorical(y), &Family::mlp_hidden(&[32, 32]), &other).unwrap();
+    let other = estimate(&x, &Target::Categorical(y), &Predictor::mlp_hidden(&[32, 32]), &other).unwrap();
     assert_ne!(mlp.bits, other.bits);
 
     // Continuous: y = g1 g2 + noise (sd 0.2). The product is odd in g1 and in g2, so it is uncorrelated with every
     // feature the linear family sees (g, its direction g/|g| and log|g|): the best linear mean is constant, an MLP
     // decoder is not.
     let yc = (x.select(1, 0) * x.select(1, 1)).unsqueeze(1) + rng.matrix(1500, 1) * 0.2;
-    let lin = estimate(&x, &Target::Continuous(yc.shallow_clone()), &Family::Linear, &o).unwrap();
-    let mlp = estimate(&x, &Target::Continuous(yc), &Family::mlp_hidden(&[32]), &o).unwrap();
+    let lin = estimate(&x, &Target::Continuous(yc.shallow_clone()), &Predictor::Linear, &o).unwrap();
+    let mlp = estimate(&x, &Target::Continuous(yc), &Predictor::mlp_hidden(&[32]), &o).unwrap();
     assert!(lin.bits < 0.1 && lin.r2.unwrap() < 0.05, "linear {} r2 {:?}", lin.bits, lin.r2);
     // A perfect mean leaves residual variance 0.04 of Var(y) = 1.04, R^2 ~ 0.96.
     eprintln!("product: mlp {} bits, r2 {:?}", mlp.bits, mlp.r2);
@@ -288,7 +289,7 @@ fn split_protocol_scores_only_the_test_part() {
     let _serial = serial();
     let (x, y, truth) = gaussian_channel(1000, 12);
     let o = EstimateOptions { protocol: Protocol::Split { val_fraction: 0.2, test_fraction: 0.3 }, ..opts(0) };
-    let e = estimate(&x, &Target::Continuous(y), &Family::Linear, &o).unwrap();
+    let e = estimate(&x, &Target::Continuous(y), &Predictor::Linear, &o).unwrap();
     assert_eq!((e.n_train, e.n_val, e.n_test), (500, 200, 300));
     let by_sample = e.pvi_by_sample(1000);
     assert_eq!(by_sample.iter().filter(|v| v.is_finite()).count(), 300);
@@ -296,7 +297,7 @@ fn split_protocol_scores_only_the_test_part() {
 }
 
 fn error_of(x: &Tensor, target: &Target) -> String {
-    format!("{:#}", estimate(x, target, &Family::Linear, &opts(0)).unwrap_err())
+    format!("{:#}", estimate(x, target, &Predictor::Linear, &opts(0)).unwrap_err())
 }
 
 #[test]
@@ -329,7 +330,7 @@ fn bad_inputs_give_one_line_errors() {
     let msg = "xyz".parse::<Family>().unwrap_err().to_string();
     assert!(msg.starts_with("unknown family 'xyz'"), "{msg}");
     assert!(Family::parse_list("all").unwrap().len() == 2);
-    assert_eq!(Family::parse_list("mlp:64,32").unwrap(), vec![Family::mlp_hidden(&[64, 32])]);
+    assert_eq!(Family::parse_list("mlp:64,32").unwrap()[0].predictor(), Predictor::mlp_hidden(&[64, 32]));
 
     // Every message above is a single line.
     for msg in [
@@ -359,14 +360,14 @@ fn rare_bright_dimensions_do_not_swamp_the_continuous_estimate() {
     }
     y = Tensor::cat(&[y.to_kind(tch::Kind::Double), rare], 1);
     let y_ordinary = y.narrow(1, 0, 50);
-    let e = estimate(&x, &Target::Continuous(y), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&x, &Target::Continuous(y), &Predictor::Linear, &opts(0)).unwrap();
     // 80 dimensions: anything beyond a few bits either way would be the rare dimensions talking.
     assert!(e.bits.abs() < 2.0, "independent features: {} bits {:?}", e.bits, e.ci95);
     // The null entropy of the 50 ordinary dimensions alone, then what the 30 rare ones add. Each is zero in all
     // but 1 to 3 of 600 samples; the floored variance makes a bright held-out sample costly, so together they add
     // about 3.5 bits per dimension here (105 bits). More than 6 per dimension would be the rare dimensions swamping
     // the null model; less than 0, a floor that stopped working.
-    let ordinary = estimate(&x, &Target::Continuous(y_ordinary), &Family::Linear, &opts(0)).unwrap();
+    let ordinary = estimate(&x, &Target::Continuous(y_ordinary), &Predictor::Linear, &opts(0)).unwrap();
     let added = e.h_null_bits - ordinary.h_null_bits;
     assert!(added > 0.0 && added < 30.0 * 6.0, "the 30 rare dimensions add {added} bits to the null entropy");
 }
@@ -379,12 +380,12 @@ fn wide_noise_features_give_about_zero_not_an_overfit_negative_estimate() {
     let mut rng = Normal::new(21);
     let x = rng.matrix(600, 1024);
     let classes = rng.classes(600, 2);
-    let e = estimate(&x, &Target::Categorical(classes), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&x, &Target::Categorical(classes), &Predictor::Linear, &opts(0)).unwrap();
     // The constant predictor reproduces the null model up to rounding (log-softmax of log-frequencies): 1e-12.
     let covers_zero = |ci: [f64; 2]| ci[0] <= 1e-12 && -1e-12 <= ci[1];
     assert!(e.bits.abs() < 0.02 && covers_zero(e.ci95), "categorical: {} {:?}", e.bits, e.ci95);
     let y = rng.matrix(600, 5);
-    let e = estimate(&x, &Target::Continuous(y), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&x, &Target::Continuous(y), &Predictor::Linear, &opts(0)).unwrap();
     assert!(e.bits.abs() < 0.05 && covers_zero(e.ci95), "continuous: {} {:?}", e.bits, e.ci95);
 }
 
@@ -411,7 +412,7 @@ fn independent_features_find_nothing_in_a_binary_image_like_target() {
         .collect();
     let y = Tensor::from_slice(&pixels).view([n, 200]);
     for seed in 0..3 {
-        for family in [Family::Linear, Family::mlp_hidden(&[32])] {
+        for family in [Predictor::Linear, Predictor::mlp_hidden(&[32])] {
             let e = estimate(&x, &Target::Continuous(y.shallow_clone()), &family, &opts(seed)).unwrap();
             eprintln!("independent, binary pixels, {family}, seed {seed}: {:.3} bits {:?}", e.bits, e.ci95);
             assert!(e.ci95[0] <= 1e-9 && e.bits < 1.0, "{family}, seed {seed}: {} bits {:?}", e.bits, e.ci95);
@@ -426,7 +427,7 @@ fn independent_features_find_nothing_in_a_binary_image_like_target() {
 #[test]
 fn the_mlp_family_on_continuous_targets_matches_the_channel_covers_zero_and_ignores_rare_pixels() {
     let _serial = serial();
-    let mlp = Family::mlp_hidden(&[32]);
+    let mlp = Predictor::mlp_hidden(&[32]);
     let (x, y, truth) = gaussian_channel(4000, 1);
     let e = estimate(&x, &Target::Continuous(y), &mlp, &opts(0)).unwrap();
     eprintln!("mlp, gaussian channel: {:.4} bits {:?}, analytic {truth:.4}", e.bits, e.ci95);
@@ -471,7 +472,7 @@ fn the_interval_of_repeated_cross_fitting_covers_the_truth_in_at_least_90_of_100
     let (mut covered, mut width, mut fit_se) = (0, 0.0, 0.0);
     for seed in 0..100u64 {
         let (x, y, truth) = gaussian_channel(2000, 1000 + seed);
-        let e = estimate(&x, &Target::Continuous(y), &Family::Linear, &options(seed)).unwrap();
+        let e = estimate(&x, &Target::Continuous(y), &Predictor::Linear, &options(seed)).unwrap();
         assert_eq!((e.repeats, e.repeat_bits.len(), e.pvi.len()), (3, 3, 2000));
         covered += usize::from(e.ci95[0] <= truth && truth <= e.ci95[1]);
         width += (e.ci95[1] - e.ci95[0]) / 100.0;
@@ -496,8 +497,8 @@ fn pure_noise_with_many_classes_gives_an_interval_that_covers_zero() {
     ];
     for (name, x, y) in cases {
         let present = y.unique_dim(0, false, false, false).0.size()[0] as f64;
-        let families: &[Family] =
-            if present > 200.0 { &[Family::mlp_hidden(&[32])] } else { &[Family::Linear, Family::mlp_hidden(&[32])] };
+        let families: &[Predictor] =
+            if present > 200.0 { &[Predictor::mlp_hidden(&[32])] } else { &[Predictor::Linear, Predictor::mlp_hidden(&[32])] };
         for family in families {
             let e = estimate(&x, &Target::Categorical(y.shallow_clone()), family, &opts(0)).unwrap();
             eprintln!("{name}, {family}: {:.4} bits {:?}, h_null {:.3}", e.bits, e.ci95, e.h_null_bits);
@@ -518,7 +519,7 @@ fn the_null_model_learns_a_skewed_class_distribution() {
     let x = rng.matrix(800, 4);
     // Classes 0 (half), 1..4 (an eighth each): entropy 2 bits; 5 classes present, log2 5 = 2.32.
     let y: Vec<i64> = (0..800).map(|i| if i % 2 == 0 { 0 } else { 1 + (i / 2) % 4 }).collect();
-    let e = estimate(&x, &Target::Categorical(Tensor::from_slice(&y)), &Family::Linear, &opts(0)).unwrap();
+    let e = estimate(&x, &Target::Categorical(Tensor::from_slice(&y)), &Predictor::Linear, &opts(0)).unwrap();
     assert!((e.h_null_bits - 2.0).abs() < 0.02, "h_null {} bits, expected about 2", e.h_null_bits);
 }
 
@@ -537,7 +538,7 @@ fn a_class_unseen_in_fitting_adds_exactly_zero() {
         y[i] = 2 + k / 2;
     }
     let y = Tensor::from_slice(&y);
-    for family in [Family::Linear, Family::mlp_hidden(&[16])] {
+    for family in [Predictor::Linear, Predictor::mlp_hidden(&[16])] {
         let o = opts(0);
         let e = estimate(&x, &Target::Categorical(y.shallow_clone()), &family, &o).unwrap();
         let mut unseen = 0;
@@ -576,14 +577,14 @@ fn a_target_of_mostly_singleton_classes_is_refused_with_the_reason() {
     let mut rng = Normal::new(54);
     let x = rng.matrix(3000, 4);
     let y: Vec<i64> = (0..3000).map(|i| if i < 1000 { i % 2 } else { i }).collect();
-    let err = estimate(&x, &Target::Categorical(Tensor::from_slice(&y)), &Family::Linear, &opts(0)).unwrap_err();
+    let err = estimate(&x, &Target::Categorical(Tensor::from_slice(&y)), &Predictor::Linear, &opts(0)).unwrap_err();
     let err = format!("{err:#}");
     assert!(err.contains("2000 of its 2002 classes occur in one sample only"), "{err}");
     // Many classes of a few samples each: a softmax of 1,100 outputs over 2,000 samples, hundreds of L-BFGS steps per
     // strength, is refused before it starts (1,000 classes x 10,000 samples ran past 20 minutes).
     let x = rng.matrix(2000, 4);
     let y: Vec<i64> = (0..2000).map(|i| i % 1100).collect();
-    let err = estimate(&x, &Target::Categorical(Tensor::from_slice(&y)), &Family::Linear, &opts(0)).unwrap_err();
+    let err = estimate(&x, &Target::Categorical(Tensor::from_slice(&y)), &Predictor::Linear, &opts(0)).unwrap_err();
     let err = format!("{err:#}");
     assert!(err.contains("1100 classes x 2000 samples is beyond what the families fit"), "{err}");
 }
@@ -595,7 +596,7 @@ fn a_target_of_mostly_singleton_classes_is_refused_with_the_reason() {
 fn features_and_targets_of_any_finite_scale_give_the_same_answer() {
     let _serial = serial();
     let (x, y, _) = gaussian_channel(600, 55);
-    for family in [Family::Linear, Family::mlp_hidden(&[16])] {
+    for family in [Predictor::Linear, Predictor::mlp_hidden(&[16])] {
         let base = estimate(&x, &Target::Continuous(y.shallow_clone()), &family, &opts(0)).unwrap();
         for scale in [1e200, 1e-200, 1e150, 1e-150] {
             let e = estimate(&(&x * scale), &Target::Continuous(y.shallow_clone()), &family, &opts(0)).unwrap();

@@ -13,14 +13,15 @@ use super::{add_best, AttackRecord, CellKeys, CellResult, LocalisationRecord, Re
 use crate::data::{Dataset, Split};
 use crate::defenses;
 use crate::error::rename_params;
-use crate::gradients::updates::{compute_updates, UpdateConfig};
-use crate::measure::attack_families::{AttackBackedFeatures, ReconstructionScore};
+use crate::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
 use crate::measure::bounds::{excess, fisher_per_layer, upper_bound, ReleaseNoise};
-use crate::measure::decoder::{self, DecoderFeatures};
-use crate::measure::layerwise::{layer_groups, layerwise, resolve_targets, NamedTarget};
-use crate::measure::localisation::localise;
-use crate::measure::vinfo::{EstimateOptions, Family};
-use crate::models::{LayerKind, Model};
+use crate::measure::families::{Behind, ReconstructionScore, Setup};
+use crate::measure::groups::layer_groups;
+use crate::measure::layerwise::{layerwise, Layerwise};
+use crate::measure::localisation::{localise, refit_family};
+use crate::measure::targets::{resolve, target_names, TargetName};
+use crate::measure::vinfo::EstimateOptions;
+use crate::models::Model;
 use crate::progress::Progress;
 use crate::train::SavedRun;
 
@@ -36,19 +37,28 @@ pub fn describe_cell(cell: &Cell) -> String {
     )
 }
 
-fn estimate_options(config: &AuditConfig) -> EstimateOptions {
-    // The same victims are split the same way for every layer of a cell: differences between layers are not split
-    // noise.
-    EstimateOptions {
-        seed: config.seed,
-        protocol: config.protocol(),
-        bootstrap: config.measure.bootstrap,
-        repeats: config.measure.repeats,
-        ..Default::default()
-    }
+/// What every stage of a cell reads: the audit's configuration, the cell, its data and model, and where it writes.
+pub(super) struct CellContext<'a> {
+    pub config: &'a AuditConfig,
+    pub cell: &'a Cell,
+    pub dataset: &'a Dataset,
+    /// The split the victims come from (`measure.split`).
+    pub split: &'a Split,
+    pub model: Model,
+    pub out: &'a Path,
+    pub progress: Progress,
 }
 
-/// Measures one cell of the audit writing into `out` (attack outputs go to `cells/<key>-attack/`).
+/// A cell's shared updates and what they were computed with.
+pub(super) struct CellUpdates {
+    pub config: UpdateConfig,
+    pub updates: SharedUpdates,
+    pub keys: CellKeys,
+}
+
+/// Measures one cell of the audit writing into `out` (attack outputs go to `cells/<key>-attack/`), stage by stage:
+/// the model, the shared updates, the V-information of every layer, group, target and family with its bounds, the
+/// localisation, the sensitivity, the attacks.
 pub fn run_cell(
     config: &AuditConfig,
     dataset: &Dataset,
@@ -59,14 +69,49 @@ pub fn run_cell(
     progress: Progress,
 ) -> Result<CellResult> {
     let started = Instant::now();
+    let (ctx, mut notes) = prepare(config, dataset, saved, cell, out, progress)?;
+    let cu = compute_cell_updates(&ctx, saved, key)?;
+    let (records, measured) = measure_information(&ctx, &cu)?;
+    notes.extend(measured.notes);
+    let mut attacks = family_galleries(&ctx, &cu, measured.image_scores)?;
+    let localisation = localise_targets(&ctx, &cu, &records)?;
+    let targets: Vec<String> = target_names(&config.measure.targets, &dataset.attributes)?
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let sensitivity = super::sensitivity::measure(&ctx, &cu, &records, &targets)?;
+    notes.extend(sensitivity.notes);
+    attacks.extend(run_attack(&ctx, &cu.keys)?);
+    Ok(CellResult {
+        keys: cu.keys,
+        cell: cell.clone(),
+        records,
+        sensitivity: sensitivity.rows,
+        agreement: sensitivity.agreement,
+        layer_order: sensitivity.layer_order,
+        localisation,
+        attacks,
+        notes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The cell's model (the run's checkpoint at the cell's epoch, with the cell's dropout) and split, and the notes on
+/// what the configuration asked for and the data could not give.
+fn prepare<'a>(
+    config: &'a AuditConfig,
+    dataset: &'a Dataset,
+    saved: &SavedRun,
+    cell: &'a Cell,
+    out: &'a Path,
+    progress: Progress,
+) -> Result<(CellContext<'a>, Vec<String>)> {
     let mut model = saved.model_at(cell.epoch)?;
     if (model.spec.dropout.rate - cell.dropout).abs() > 0.0 {
         // An external run trained without this dropout: the rate acts while the update is computed.
         model = model.with_dropout(cell.dropout)?;
     }
     let split = dataset.split(&config.measure.split).context("measure.split")?;
-    // A split smaller than `measure.updates` (LFW crops has 160 training faces) gives each of its samples once.
-    let num_updates = config.measure.updates.min(split.len());
     let mut notes = model.gradient_notes();
     let samples = config.training.samples;
     if config.training.run.is_none() && samples > dataset.train.len() {
@@ -76,19 +121,26 @@ pub fn run_cell(
             dataset.train.len()
         ));
     }
-    if num_updates < config.measure.updates {
+    if config.measure.updates > split.len() {
         notes.push(format!(
-            "measure.updates is {}, but the {} split of {} has {} samples: {num_updates} updates (one per victim)",
+            "measure.updates is {}, but the {} split of {} has {} samples: {} updates (one per victim)",
             config.measure.updates,
             config.measure.split,
             dataset.name,
+            split.len(),
             split.len()
         ));
     }
-    // Attack-backed families (analytic) read the full gradients of the fully connected layers and need the model.
-    let attack_backed = config.measure.families.iter().any(|f| !f.reads_gradients());
-    let analytic = config.measure.families.contains(&Family::Analytic);
-    let matching = config.measure.families.iter().any(|f| matches!(f, Family::Matching { .. }));
+    Ok((CellContext { config, cell, dataset, split, model, out, progress }, notes))
+}
+
+/// The shared updates of the cell's victims under its defences, keeping the full gradients of the layers that a
+/// configured family reads in full, and the cell's keys.
+fn compute_cell_updates(ctx: &CellContext, saved: &SavedRun, key: &str) -> Result<CellUpdates> {
+    let (config, cell, model) = (ctx.config, ctx.cell, &ctx.model);
+    // A split smaller than `measure.updates` (LFW crops has 160 training faces) gives each of its samples once.
+    let num_updates = config.measure.updates.min(ctx.split.len());
+    let families = &config.measure.families;
     let update_config = UpdateConfig {
         num_updates,
         batch_size: cell.batch_size,
@@ -97,23 +149,20 @@ pub fn run_cell(
         layers: None,
         sketch_kind: config.measure.sketch,
         sketch_dim: config.measure.sketch_dim,
-        // Large layers are measured on their sketch only: the full gradients would not be read, except the fully
-        // connected layers' by the analytic family.
+        // Large layers are measured on their sketch only, except where a family reads the full gradient.
         full_max_params: config.measure.sketch_dim,
-        // The analytic family reads the fully connected layers' full gradients, a gradient-matching family every
-        // layer's.
         full_layers: model
             .layers()
             .iter()
-            .filter(|l| matching || (analytic && matches!(l.kind, LayerKind::Linear { .. })))
+            .filter(|l| families.iter().any(|f| f.needs_full_gradient(&l.kind)))
             .map(|l| l.name.clone())
             .collect(),
         stream_offset: 0,
         chunk_samples: None,
     };
-    let dp = defenses::dp_record(&update_config.defenses, update_config.batch_size, dataset.train.len(), 1e-5, None)?;
-    let updates =
-        compute_updates(&model, split, &update_config, progress).map_err(|e| rename_params(e, UPDATE_KEYS))?;
+    let dp = defenses::dp_record(&update_config.defenses, update_config.batch_size, ctx.dataset.train.len(), 1e-5, None)?;
+    let updates = compute_updates(model, ctx.split, &update_config, ctx.progress)
+        .map_err(|e| rename_params(e, UPDATE_KEYS))?;
     let test_accuracy =
         saved.run.epochs.iter().find(|e| e.epoch == cell.epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);
     let keys = CellKeys {
@@ -127,140 +176,100 @@ pub fn run_cell(
         epsilon: dp.and_then(|d| d.epsilon),
         test_accuracy,
     };
+    Ok(CellUpdates { config: update_config, updates, keys })
+}
 
-    let targets = resolve_targets(&config.measure.targets, &dataset.attributes, &updates).context("measure.targets")?;
-    let groups = layer_groups(&updates, &config.measure.layers, &config.measure.groups, config.measure.all_layers)
+fn estimate_options(config: &AuditConfig) -> EstimateOptions {
+    // The same victims are split the same way for every layer of a cell: differences between layers are not split
+    // noise.
+    EstimateOptions {
+        seed: config.seed,
+        protocol: config.protocol(),
+        bootstrap: config.measure.bootstrap,
+        repeats: config.measure.repeats,
+        ..Default::default()
+    }
+}
+
+/// The V-information of every layer, group and all layers, for every target and family, with a `best` record
+/// per layer and target and each record's upper bound; and what the model-backed families showed of their work.
+fn measure_information(ctx: &CellContext, cu: &CellUpdates) -> Result<(Vec<Record>, Layerwise)> {
+    let (config, updates) = (ctx.config, &cu.updates);
+    let names = target_names(&config.measure.targets, &ctx.dataset.attributes).context("measure.targets")?;
+    let targets = resolve(&names, &ctx.dataset.attributes, updates).context("measure.targets")?;
+    let groups = layer_groups(updates, &config.measure.layers, &config.measure.groups, config.measure.all_layers)
         .map_err(|e| rename_params(e, super::config::MEASURE_KEYS))?;
-    let families = &config.measure.families;
-    let opts_v = estimate_options(config);
-    let mut attackers =
-        attack_backed.then(|| AttackBackedFeatures::new(&model, &updates, families, config.seed, progress));
-    if let (Some(a), Some(aux_updates)) = (attackers.as_mut(), decoder::aux_updates_of(families)) {
-        let aux = decoder::auxiliary_updates(&model, split, &updates, &update_config, aux_updates, progress)
-            .map_err(|e| rename_params(e, UPDATE_KEYS))?;
-        let aux_targets =
-            resolve_targets(&config.measure.targets, &dataset.attributes, &aux).context("measure.targets")?;
-        a.decoder = Some(DecoderFeatures::new(&updates, aux, aux_targets, aux_updates, config.seed));
-    }
-    let rows = layerwise(&updates, &groups, &targets, families, &opts_v, attackers.as_mut(), progress)?;
-    let mut attacks = Vec::new();
-    if let Some(a) = &attackers {
-        notes.extend(a.notes());
-        let scores = a.image_scores()?;
-        if !scores.is_empty() {
-            let guess = guess_psnr(split, &updates.victim_input)?;
-            attacks.extend(family_galleries(scores, &updates.victim_input, &guess, &keys, out)?);
-        }
-    }
-    let records = rows
-        .into_iter()
-        .map(|row| Record {
-            keys: keys.clone(),
-            layer: row.layer,
-            num_params: row.num_params,
-            features: row.features,
-            feature_dim: row.feature_dim,
-            target: row.target,
-            family: row.estimate.family.clone(),
-            bits: row.estimate.bits,
-            ci95: row.estimate.ci95,
-            bits_per_dim: row.estimate.bits_per_dim,
-            r2: row.estimate.r2,
-            accuracy: row.estimate.accuracy,
-            n_train: row.estimate.n_train,
-            n_test: row.estimate.n_test,
-            constant_fits: row.estimate.constant_fits,
-            source: None,
-            upper_bits: None,
-            bound: None,
-            warnings: row.estimate.warnings.clone(),
-            pvi: row.estimate.pvi_by_sample(num_updates as usize),
-        })
-        .collect::<Vec<_>>();
+    let behind = Behind {
+        model: &ctx.model,
+        split: ctx.split,
+        update_config: &cu.config,
+        attributes: &ctx.dataset.attributes,
+    };
+    let setup = Setup { updates, behind: Some(behind), targets: &names, seed: config.seed, progress: ctx.progress };
+    let measured = layerwise(&setup, &groups, &targets, &config.measure.families, &estimate_options(config))
+        .map_err(|e| rename_params(e, UPDATE_KEYS))?;
+    let num_updates = updates.num_updates() as usize;
+    let records = measured.rows.iter().map(|row| Record::measured(&cu.keys, row, num_updates)).collect();
     let mut records = add_best(records);
-    let noise = ReleaseNoise::of(&update_config.defenses, cell.batch_size)?;
-    for t in &targets {
-        let classes = target_classes(dataset, &t.name)?;
+    let noise = ReleaseNoise::of(&cu.config.defenses, ctx.cell.batch_size)?;
+    for t in &names {
+        let classes = target_classes(ctx.dataset, t)?;
         if let Some(b) = upper_bound(noise.as_ref(), classes) {
-            for r in records.iter_mut().filter(|r| r.target == t.name) {
+            for r in records.iter_mut().filter(|r| r.target == t.to_string()) {
                 r.upper_bits = Some(b.bits);
                 r.bound = Some(b.bound.to_string());
             }
         }
     }
     flag_excesses(&mut records);
-
-    let mut localisation = Vec::new();
-    if updates.layers.len() >= 2 {
-        for t in targets.iter().filter(|t| t.name != "label") {
-            let best_of =
-                |layer: &str| records.iter().find(|r| r.layer == layer && r.target == t.name && r.family == BEST);
-            let single: Vec<(String, f64)> =
-                updates.layers.iter().filter_map(|l| best_of(&l.name).map(|r| (l.name.clone(), r.bits))).collect();
-            let all = best_of("all");
-            // Layers are ranked by their `best` bits, but what the protected layers leave needs fits of one
-            // family: the one that found the most in all layers together (the source of the `best` "all" record),
-            // or without an "all" row in the most leaking single layer. Another family may find more in what is
-            // left; the remaining bits are this family's (and the best single layer's), a lower bound.
-            let top_single =
-                updates.layers.iter().filter_map(|l| best_of(&l.name)).max_by(|a, b| a.bits.total_cmp(&b.bits));
-            let source = all.or(top_single).and_then(|r| r.source.as_deref());
-            // An attack-backed family needs the model to refit: the first gradient family stands in for it.
-            let refit = |f: &&Family| f.reads_gradients();
-            let Some(first) = families.iter().find(refit) else { continue };
-            let family =
-                families.iter().filter(refit).find(|f| Some(f.to_string().as_str()) == source).unwrap_or(first);
-            let found = localise(
-                &updates,
-                t,
-                BEST,
-                family,
-                &single,
-                all.map(|r| r.bits),
-                config.measure.localisation_fraction,
-                &opts_v,
-            )?;
-            localisation.push(LocalisationRecord { keys: keys.clone(), localisation: found });
-        }
-    }
-    let sensitivity = super::sensitivity::measure(
-        config,
-        dataset,
-        &model,
-        split,
-        cell,
-        &updates,
-        &records,
-        &keys,
-        &targets_names(&targets),
-    )?;
-    notes.extend(sensitivity.notes);
-    attacks.extend(run_attack(config, &model, split, cell, &keys, out, progress)?);
-    Ok(CellResult {
-        keys,
-        cell: cell.clone(),
-        records,
-        sensitivity: sensitivity.rows,
-        agreement: sensitivity.agreement,
-        layer_order: sensitivity.layer_order,
-        localisation,
-        attacks,
-        notes,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok((records, measured))
 }
 
-fn targets_names(targets: &[NamedTarget]) -> Vec<String> {
-    targets.iter().map(|t| t.name.clone()).collect()
+/// Per target other than the label: where its `best` bits sit, and the fewest top layers whose protection leaves
+/// the rest under `measure.localisation_fraction`, measured with the refit family [`refit_family`] chooses.
+fn localise_targets(ctx: &CellContext, cu: &CellUpdates, records: &[Record]) -> Result<Vec<LocalisationRecord>> {
+    let (config, updates) = (ctx.config, &cu.updates);
+    let mut localisation = Vec::new();
+    if updates.layers.len() < 2 {
+        return Ok(localisation);
+    }
+    let names = target_names(&config.measure.targets, &ctx.dataset.attributes).context("measure.targets")?;
+    let targets = resolve(&names, &ctx.dataset.attributes, updates).context("measure.targets")?;
+    for t in targets.iter().filter(|t| t.name != TargetName::Label) {
+        let target = t.name.to_string();
+        let best_of = |layer: &str| records.iter().find(|r| r.layer == layer && r.target == target && r.family == BEST);
+        let single: Vec<(String, f64)> =
+            updates.layers.iter().filter_map(|l| best_of(&l.name).map(|r| (l.name.clone(), r.bits))).collect();
+        let all = best_of("all");
+        // The family that found the most in all layers together (the source of the `best` "all" record), or
+        // without an "all" row in the most leaking single layer.
+        let top_single =
+            updates.layers.iter().filter_map(|l| best_of(&l.name)).max_by(|a, b| a.bits.total_cmp(&b.bits));
+        let source = all.or(top_single).and_then(|r| r.source.as_deref());
+        let Some(family) = refit_family(&config.measure.families, source) else { continue };
+        let found = localise(
+            updates,
+            t,
+            BEST,
+            family,
+            &single,
+            all.map(|r| r.bits),
+            config.measure.localisation_fraction,
+            &estimate_options(config),
+        )?;
+        localisation.push(LocalisationRecord { keys: cu.keys.clone(), localisation: found });
+    }
+    Ok(localisation)
 }
 
 /// The number of values a categorical target can take in the dataset (the label's classes; an attribute's distinct
 /// values over both splits), None for the input.
-fn target_classes(dataset: &Dataset, target: &str) -> Result<Option<usize>> {
-    if target == "label" {
-        return Ok(Some(dataset.num_classes() as usize));
-    }
-    let Some(name) = target.strip_prefix("attribute:") else { return Ok(None) };
+fn target_classes(dataset: &Dataset, target: &TargetName) -> Result<Option<usize>> {
+    let name = match target {
+        TargetName::Input => return Ok(None),
+        TargetName::Label => return Ok(Some(dataset.num_classes() as usize)),
+        TargetName::Attribute(name) => name,
+    };
     let column = dataset.attribute_index(name)? as i64;
     let values =
         Tensor::cat(&[dataset.train.attributes.select(1, column), dataset.test.attributes.select(1, column)], 0);
@@ -301,16 +310,19 @@ fn guess_psnr(split: &Split, victims: &Tensor) -> Result<Option<f64>> {
 /// Victims shown per analytic gallery.
 const GALLERY_VICTIMS: i64 = 8;
 
-/// The attack-backed families' reconstructions, scored against the victims, each with a gallery of the first
+/// The model-backed families' reconstructions, scored against the victims, each with a gallery of the first
 /// victims (originals above, reconstructions below): `method` is `FAMILY:LAYER`, `layer` the layer or group read.
 fn family_galleries(
+    ctx: &CellContext,
+    cu: &CellUpdates,
     scores: Vec<(String, ReconstructionScore)>,
-    victims: &Tensor,
-    guess: &Option<f64>,
-    keys: &CellKeys,
-    out: &Path,
 ) -> Result<Vec<AttackRecord>> {
-    let dir = super::cache::attack_dir(out, &keys.cell);
+    if scores.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (victims, keys) = (&cu.updates.victim_input, &cu.keys);
+    let guess = guess_psnr(ctx.split, victims)?;
+    let dir = super::cache::attack_dir(ctx.out, &keys.cell);
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let mut records = Vec::new();
     for (family, s) in scores {
@@ -333,7 +345,7 @@ fn family_galleries(
             ssim: s.ssim,
             label_accuracy: None,
             image: format!("cells/{}-attack/{file}", keys.cell),
-            guess_psnr: *guess,
+            guess_psnr: guess,
             psnr_bound: None,
             beats_bound: None,
         });
@@ -342,16 +354,10 @@ fn family_galleries(
 }
 
 /// The cell's reference attack, when `measure.attack` names one and the model takes images.
-fn run_attack(
-    config: &AuditConfig,
-    model: &Model,
-    split: &Split,
-    cell: &Cell,
-    keys: &CellKeys,
-    out: &Path,
-    progress: Progress,
-) -> Result<Vec<AttackRecord>> {
+fn run_attack(ctx: &CellContext, keys: &CellKeys) -> Result<Vec<AttackRecord>> {
     use crate::measure::attacks::{self, AttackConfig, ShareConfig};
+    let (config, model, split, cell, out, progress) =
+        (ctx.config, &ctx.model, ctx.split, ctx.cell, ctx.out, ctx.progress);
     let Some(method) = config.measure.attack else { return Ok(Vec::new()) };
     if !model.spec.takes_images() {
         return Ok(Vec::new());

@@ -21,7 +21,8 @@ use serde_with::{serde_as, DisplayFromStr};
 use crate::defenses::Defense;
 use crate::gradients::sketch::SketchKind;
 use crate::measure::attacks::Method;
-use crate::measure::vinfo::{Family, Protocol};
+use crate::measure::families::{self, Family};
+use crate::measure::vinfo::Protocol;
 use crate::train::OptimizerKind;
 
 /// The TOML key of each parameter of the shared updates an audit computes.
@@ -178,7 +179,7 @@ pub struct MeasureConfig {
     pub all_layers: bool,
     /// `input`, `label`, `attribute` (the dataset's first), `attribute:NAME`, or `attributes` (every one).
     pub targets: Vec<String>,
-    /// Predictive families: `linear`, `mlp`, `mlp:256,128`, `analytic`.
+    /// Predictive families (`measure::families::registry`): `linear`, `mlp:256,128`, `analytic`, `ig:500`, ...
     #[serde_as(as = "Vec<DisplayFromStr>")]
     pub families: Vec<Family>,
     /// `crossfit` (K-fold, every sample scored) or `split`.
@@ -217,7 +218,7 @@ impl Default for MeasureConfig {
             targets: vec!["input".into(), "label".into(), "attribute:thickness".into()],
             // The probe and the closed-form attacker: the attack reads far more of the input wherever a fully
             // connected layer is shared, and costs about half a minute on the default audit.
-            families: vec![Family::Linear, Family::Analytic],
+            families: vec![Family::linear(), Family::analytic()],
             protocol: ProtocolKind::Split,
             folds: 5,
             bootstrap: 1000,
@@ -434,7 +435,7 @@ impl AuditConfig {
             bail!("measure.targets is empty; expected some of: input, label, attribute, attribute:NAME, attributes");
         }
         if m.families.is_empty() {
-            bail!("measure.families is empty; expected some of: linear, mlp, mlp:SIZES, analytic");
+            bail!("measure.families is empty; expected some of: {}", families::usage());
         }
         at_least("measure.folds", m.folds as i64, 2)?;
         at_least("measure.bootstrap", m.bootstrap as i64, 1)?;
@@ -448,7 +449,7 @@ impl AuditConfig {
         if !(m.localisation_fraction > 0.0 && m.localisation_fraction < 1.0) {
             bail!("measure.localisation_fraction must be in (0, 1), got {}", m.localisation_fraction);
         }
-        crate::measure::layerwise::check_layer_lists(&m.layers, &m.groups)
+        crate::measure::groups::check_layer_lists(&m.layers, &m.groups)
             .map_err(|e| crate::error::rename_params(e, MEASURE_KEYS))?;
         let cells = self.cells()?;
         if cells.is_empty() {

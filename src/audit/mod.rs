@@ -35,6 +35,7 @@ pub use run::{run_audit, AuditOptions, AuditOutcome, AuditSummary};
 
 use serde::{Deserialize, Serialize};
 
+use crate::measure::layerwise::LayerwiseRow;
 use crate::measure::localisation::Localisation;
 
 /// The columns every row of a cell carries, so the flat arrays can be filtered in pandas.
@@ -83,6 +84,16 @@ pub struct Record {
     /// Fits in which the family's constant predictor won on validation (the layer then measures 0 bits there).
     #[serde(default)]
     pub constant_fits: usize,
+    /// Repetitions of the protocol with independent partitions (`measure.repeats`).
+    #[serde(default = "one")]
+    pub repeats: usize,
+    /// Each repetition's estimate (bits).
+    #[serde(default)]
+    pub repeat_bits: Vec<f64>,
+    /// Standard error of `bits` from the fit's variability (the spread of `repeat_bits`), folded into `ci95`; 0
+    /// with one repetition.
+    #[serde(default)]
+    pub fit_se: f64,
     /// An upper bound on the bits any attacker can get about the target from this update, where one applies
     /// (see `bound` and `docs/bounds.md`).
     #[serde(default)]
@@ -97,6 +108,62 @@ pub struct Record {
     /// PVI (bits) of each victim of the cell, NaN where it was not scored: for the rank agreement's interval.
     #[serde(skip)]
     pub pvi: Vec<f64>,
+}
+
+fn one() -> usize {
+    1
+}
+
+impl Record {
+    /// The record of one measured row of a cell (or a store) with keys `keys`; `victims`: the number of updates,
+    /// by which each victim's PVI is laid out.
+    pub fn measured(keys: &CellKeys, row: &LayerwiseRow, victims: usize) -> Record {
+        let e = &row.estimate;
+        Record {
+            keys: keys.clone(),
+            layer: row.layer.clone(),
+            num_params: row.num_params,
+            features: row.features.clone(),
+            feature_dim: row.feature_dim,
+            target: row.target.clone(),
+            family: e.family.clone(),
+            source: None,
+            bits: e.bits,
+            ci95: e.ci95,
+            bits_per_dim: e.bits_per_dim,
+            r2: e.r2,
+            accuracy: e.accuracy,
+            n_train: e.n_train,
+            n_test: e.n_test,
+            constant_fits: e.constant_fits,
+            repeats: e.repeats,
+            repeat_bits: e.repeat_bits.clone(),
+            fit_se: e.fit_se,
+            upper_bits: None,
+            bound: None,
+            warnings: e.warnings.clone(),
+            pvi: e.pvi_by_sample(victims),
+        }
+    }
+}
+
+impl CellKeys {
+    /// The keys of the updates in a gradient store: its cell is a hash of its manifest (what determines the
+    /// updates), its test accuracy the checkpoint's (NaN when unknown).
+    pub fn of_store(manifest: &crate::gradients::store::Manifest) -> CellKeys {
+        let checkpoint = manifest.checkpoint.as_ref();
+        CellKeys {
+            cell: cache::hash_json(manifest),
+            dataset: manifest.dataset.clone(),
+            model: manifest.model.arch.to_string(),
+            batch_size: manifest.batch_size,
+            epoch: checkpoint.map(|c| c.epoch).unwrap_or(0),
+            dropout: manifest.model.dropout.rate,
+            defense: manifest.defense.clone(),
+            epsilon: manifest.dp.as_ref().and_then(|d| d.epsilon),
+            test_accuracy: checkpoint.map(|c| c.test_accuracy).unwrap_or(f64::NAN),
+        }
+    }
 }
 
 /// `records` with one `best` record after the records of each (cell, layer, target): a copy of the record with the

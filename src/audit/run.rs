@@ -14,7 +14,7 @@ use super::config::{AuditConfig, Cell};
 use super::training::{model_spec, trained_run, with_run_epochs};
 use super::CellResult;
 use crate::data::{self, Dataset};
-use crate::measure::layerwise::target_names;
+use crate::measure::targets::target_names;
 use crate::progress::Progress;
 
 /// How to run (not what to measure: that is the configuration, and it alone decides the cell keys).

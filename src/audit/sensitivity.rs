@@ -4,17 +4,15 @@
 
 use anyhow::Result;
 
-use super::config::{AuditConfig, Cell, SENSITIVITY_KEYS};
-use super::{Agreement, CellKeys, LayerOrderRecord, Record, SensitivityRecord, BEST};
-use crate::data::{Dataset, Split};
+use super::cell::{CellContext, CellUpdates};
+use super::config::SENSITIVITY_KEYS;
+use super::{Agreement, LayerOrderRecord, Record, SensitivityRecord, BEST};
 use crate::error::rename_params;
-use crate::gradients::updates::SharedUpdates;
 use crate::measure::bounds::{fisher_per_layer, ReleaseNoise};
 use crate::measure::sensitivity::{
     agreement_verdict, input_sensitivity, latent_sensitivity, paired_comparisons, rank_agreement, spearman_interval,
     InputSensitivityConfig, LatentConfig, PerSample,
 };
-use crate::models::Model;
 use crate::progress::Progress;
 
 /// Bits per single layer for one target and family (or `best`), as (layer, bits).
@@ -44,18 +42,16 @@ pub struct SensitivityOutcome {
     pub notes: Vec<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn measure(
-    config: &AuditConfig,
-    dataset: &Dataset,
-    model: &Model,
-    split: &Split,
-    cell: &Cell,
-    updates: &SharedUpdates,
+/// The sensitivity part of a cell: its input and latent-attribute sensitivity for `targets`, and their agreement
+/// with the cell's `records`.
+pub(super) fn measure(
+    ctx: &CellContext,
+    cu: &CellUpdates,
     records: &[Record],
-    keys: &CellKeys,
     targets: &[String],
 ) -> Result<SensitivityOutcome> {
+    let (config, dataset, model, split, cell) = (ctx.config, ctx.dataset, &ctx.model, ctx.split, ctx.cell);
+    let (updates, keys) = (&cu.updates, &cu.keys);
     let mut outcome = SensitivityOutcome::default();
     if !config.measure.sensitivity {
         return Ok(outcome);

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use gradleak::audit::config::DpSetting;
 use gradleak::audit::{self, AuditConfig, AuditOptions};
 use gradleak::measure::attacks::Method;
-use gradleak::measure::vinfo::Family;
+use gradleak::measure::families::Family;
 use gradleak::progress::Progress;
 
 use super::{keywords, Global};
@@ -39,9 +39,9 @@ pub struct AuditArgs {
     /// Targets, comma-separated: input, label, attribute, attribute:NAME, attributes.
     #[arg(long, value_delimiter = ',')]
     pub targets: Option<Vec<String>>,
-    /// Families, `+`-separated lists are not needed: comma-separated, e.g. linear,mlp.
-    #[arg(long, value_delimiter = ',')]
-    pub families: Option<Vec<Family>>,
+    /// Families, comma-separated, e.g. linear,mlp:256,128,analytic (see `gradleak vinfo --help`).
+    #[arg(long)]
+    pub families: Option<String>,
     /// Grid: batch sizes, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub batch_sizes: Option<Vec<i64>>,
@@ -114,7 +114,7 @@ pub fn config_of(args: &AuditArgs) -> Result<AuditConfig> {
         c.measure.targets = v.clone();
     }
     if let Some(v) = &args.families {
-        c.measure.families = v.clone();
+        c.measure.families = Family::parse_list(v).context("--families")?;
     }
     if let Some(v) = &args.batch_sizes {
         c.grid.0.iter_mut().for_each(|g| g.batch_size = v.clone());

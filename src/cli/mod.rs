@@ -51,36 +51,16 @@ pub struct CheckpointArgs {
     pub split: String,
 }
 
-/// A model ready to be measured, with its dataset and where it came from.
-pub struct LoadedModel {
-    pub model: gradleak::models::Model,
-    pub dataset: gradleak::data::Dataset,
-    /// The checkpoint's epoch (0 for a model as it is).
-    pub epoch: usize,
-    /// The checkpoint's test accuracy, when the run recorded it.
-    pub test_accuracy: Option<f64>,
-    /// The run folder, or the model's name.
-    pub source: String,
-}
+pub use gradleak::gradients::behind::LoadedModel;
 
 impl CheckpointArgs {
     /// The model (a checkpoint of the run, or the named model as it is) and its dataset.
     pub fn load(&self, data_dir: &std::path::Path) -> Result<LoadedModel> {
         match (&self.run, &self.model, &self.dataset) {
-            (Some(run), _, _) => {
-                let saved = gradleak::train::SavedRun::open(run)?;
-                let epoch = self.epoch.unwrap_or_else(|| saved.last_epoch());
-                let model = saved.model_at(epoch)?;
-                let dataset = gradleak::data::load(&saved.run.dataset, data_dir)?;
-                let test_accuracy = saved.run.epochs.iter().find(|e| e.epoch == epoch).map(|e| e.test_accuracy);
-                Ok(LoadedModel { model, dataset, epoch, test_accuracy, source: run.display().to_string() })
-            }
+            (Some(run), _, _) => LoadedModel::from_run(run, self.epoch, data_dir),
             (None, Some(name), Some(dataset)) => {
                 let dataset = gradleak::data::load(dataset, data_dir).context("--dataset")?;
-                let spec = gradleak::models::ModelSpec::from_name(name, dataset.input_shape, dataset.num_classes())
-                    .context("--model")?;
-                let model = gradleak::models::Model::new(&spec, self.model_seed).context("--model")?;
-                Ok(LoadedModel { model, dataset, epoch: 0, test_accuracy: None, source: name.clone() })
+                LoadedModel::named(name, dataset, self.model_seed).context("--model")
             }
             _ => bail!("name a training run (--run DIR) or a model and its data (--model NAME --dataset NAME)"),
         }

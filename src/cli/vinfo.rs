@@ -6,15 +6,15 @@ use anyhow::{bail, Context, Result};
 use tch::Tensor;
 
 use gradleak::arrays::{read_array, write_npy};
-use gradleak::data::Dataset;
+use gradleak::audit::{add_best, CellKeys, Record, BEST};
+use gradleak::gradients::behind::LoadedModel;
 use gradleak::gradients::store::GradientStore;
-use gradleak::measure::attack_families::{AttackBackedFeatures, SketchOnlyLayer};
-use gradleak::measure::decoder::{self, DecoderFeatures};
-use gradleak::measure::layerwise::{best_index, layer_groups, layerwise, resolve_targets, LayerwiseRow, BEST};
-use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, Protocol, Target, VInfoEstimate};
-use gradleak::models::{Model, ModelSpec};
+use gradleak::measure::families::{Behind, Family, Setup, SketchOnlyLayer};
+use gradleak::measure::groups::layer_groups;
+use gradleak::measure::layerwise::{best_index, layerwise};
+use gradleak::measure::targets::{resolve, target_names};
+use gradleak::measure::vinfo::{EstimateOptions, Protocol, Target, VInfoEstimate};
 use gradleak::progress::Progress;
-use gradleak::train::SavedRun;
 
 use super::Global;
 
@@ -45,7 +45,7 @@ pub struct VinfoArgs {
     /// With --store: do not measure all layers together.
     #[arg(long)]
     pub no_all: bool,
-    /// Predictive families, joined by `+`: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, all (linear and mlp);
+    /// Predictive families, comma-separated: linear, mlp, mlp:<hidden sizes, e.g. 256,128>, all (linear and mlp);
     /// with --store also the model-backed ones, which load the model behind the store: analytic, ig, dlg, idlg
     /// (`ig:ITERATIONS`), decoder (`decoder:AUX_UPDATES`). With --features a model-backed family calibrates the
     /// features as a reconstruction. With --store and several families, a `best` row (the largest estimate, its
@@ -124,12 +124,11 @@ fn read(flag: &str, spec: &str) -> Result<Tensor> {
 }
 
 pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
-    let mut families = Family::parse_list(&args.family).context("--family")?;
-    for family in &mut families {
-        if let Family::Mlp(options) = family {
-            options.max_epochs = args.epochs;
-        }
-    }
+    let families: Vec<Family> = Family::parse_list(&args.family)
+        .context("--family")?
+        .into_iter()
+        .map(|f| f.with_max_epochs(args.epochs))
+        .collect();
     let protocol = match args.protocol.as_str() {
         "crossfit" => Protocol::CrossFit { folds: args.folds, val_fraction: args.val_fraction },
         "split" => Protocol::Split { val_fraction: args.val_fraction, test_fraction: args.test_fraction },
@@ -160,7 +159,7 @@ pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
     };
     let mut estimates = Vec::new();
     for family in &families {
-        estimates.push(estimate(&features, &target, family, &opts)?);
+        estimates.push(family.estimate(&features, &target, &opts)?);
     }
     if let Some(path) = &args.pvi_out {
         write_pvi(path, &estimates)?;
@@ -205,7 +204,7 @@ fn json_report(estimates: &[VInfoEstimate]) -> serde_json::Value {
     if estimates.len() == 1 {
         return serde_json::to_value(&estimates[0]).unwrap_or_default();
     }
-    let best = estimates.iter().max_by(|a, b| a.bits.total_cmp(&b.bits)).expect("at least one family");
+    let best = &estimates[best_index(estimates.iter().map(|e| e.bits)).expect("at least one family")];
     let families: serde_json::Map<String, serde_json::Value> =
         estimates.iter().map(|e| (e.family.clone(), serde_json::to_value(e).unwrap_or_default())).collect();
     serde_json::json!({
@@ -265,80 +264,65 @@ fn print_table(estimates: &[VInfoEstimate]) {
 /// (always in `--json`).
 fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family], opts: &EstimateOptions) -> Result<()> {
     let store = GradientStore::open(dir)?;
-    let updates = &store.updates;
-    let targets = resolve_targets(&args.targets, &store.manifest.attributes, updates)
-        .with_context(|| format!("--targets ({})", dir.display()))?;
+    let (updates, manifest) = (&store.updates, &store.manifest);
+    let names = target_names(&args.targets, &manifest.attributes).with_context(|| format!("--targets ({})", dir.display()))?;
+    let targets = resolve(&names, &manifest.attributes, updates).context("--targets")?;
     let groups: Vec<Vec<String>> =
         args.groups.iter().map(|g| g.split('+').map(|s| s.trim().to_string()).collect()).collect();
     let groups = layer_groups(updates, &args.layers, &groups, !args.no_all)?;
     let progress = Progress::new(global.quiet || args.json);
-    let backing = match families.iter().find(|f| !f.reads_gradients()) {
+    let loaded = match families.iter().find(|f| !f.reads_gradients()) {
         Some(family) => Some(
-            ModelBehind::load(global, args.run.as_deref(), &store)
+            LoadedModel::behind_store(&store, args.run.as_deref(), &global.data_dir)
+                .context("pass --run DIR if the run moved")
                 .with_context(|| format!("the {family} family needs the model behind {}", dir.display()))?,
         ),
         None => None,
     };
-    let mut attackers =
-        backing.as_ref().map(|b| AttackBackedFeatures::new(&b.model, updates, families, opts.seed, progress));
-    if let (Some(a), Some(b), Some(count)) = (attackers.as_mut(), &backing, decoder::aux_updates_of(families)) {
-        let split = b.dataset.split(&store.manifest.split)?;
-        let aux = decoder::auxiliary_updates(&b.model, split, updates, &store.manifest.config, count, progress)
-            .context("the decoder family's auxiliary updates")?;
-        let aux_targets = resolve_targets(&args.targets, &store.manifest.attributes, &aux).context("--targets")?;
-        a.decoder = Some(DecoderFeatures::new(updates, aux, aux_targets, count, opts.seed));
-    }
-    let rows = layerwise(updates, &groups, &targets, families, opts, attackers.as_mut(), progress)
-        .map_err(with_full_gradient_hint)?;
-    let notes = attackers.as_ref().map(|a| a.notes()).unwrap_or_default();
-    if rows.is_empty() {
+    let split = match &loaded {
+        Some(l) => Some(l.dataset.split(&manifest.split)?),
+        None => None,
+    };
+    let behind = loaded.as_ref().zip(split).map(|(l, split)| Behind {
+        model: &l.model,
+        split,
+        update_config: &manifest.config,
+        attributes: &manifest.attributes,
+    });
+    let setup = Setup { updates, behind, targets: &names, seed: opts.seed, progress };
+    let measured = layerwise(&setup, &groups, &targets, families, opts).map_err(with_full_gradient_hint)?;
+    let notes = measured.notes;
+    if measured.rows.is_empty() {
         bail!("no family measured anything: {}", notes.join("; "));
     }
     if let Some(path) = &args.pvi_out {
-        let estimates: Vec<VInfoEstimate> = rows.iter().map(|r| r.estimate.clone()).collect();
+        let estimates: Vec<VInfoEstimate> = measured.rows.iter().map(|r| r.estimate.clone()).collect();
         write_pvi(path, &estimates)?;
     }
     if let Some(path) = &args.split_out {
         write_split(path, opts, updates.num_updates() as usize)?;
     }
-    // `layerwise` gives each layer and target's families together, in order (a model-backed family has no row
-    // where its attack has nothing): after them comes `best`, a copy of the largest estimate (the first family of
-    // equal ones) with its family as `source`.
-    let mut table: Vec<(&LayerwiseRow, Option<&str>)> = Vec::new();
-    for block in rows.chunk_by(|a, b| (&a.layer, &a.target) == (&b.layer, &b.target)) {
-        table.extend(block.iter().map(|r| (r, None)));
-        if let Some(i) = best_index(block.iter().map(|r| r.estimate.bits)) {
-            table.push((&block[i], Some(block[i].estimate.family.as_str())));
-        }
-    }
+    // The audit's records: each layer and target's families in order, then `best`, a copy of the largest estimate
+    // (the first family of equal ones) with its family as `source`.
+    let keys = CellKeys::of_store(manifest);
+    let victims = updates.num_updates() as usize;
+    let records = add_best(measured.rows.iter().map(|row| Record::measured(&keys, row, victims)).collect());
     if args.json {
         let json = serde_json::json!({
             "store": dir,
-            "model": store.manifest.model.arch,
-            "dataset": store.manifest.dataset,
-            "defense": store.manifest.defense,
-            "num_updates": store.manifest.num_updates,
+            "model": manifest.model.arch,
+            "dataset": manifest.dataset,
+            "defense": manifest.defense,
+            "num_updates": manifest.num_updates,
             "notes": notes,
-            "rows": table.iter().map(|(r, source)| serde_json::json!({
-                "layer": r.layer, "num_params": r.num_params, "features": r.features, "feature_dim": r.feature_dim,
-                "target": r.target, "family": if source.is_some() { BEST } else { &r.estimate.family },
-                "source": source, "bits": r.estimate.bits, "ci95": r.estimate.ci95,
-                "bits_per_dim": r.estimate.bits_per_dim, "r2": r.estimate.r2, "accuracy": r.estimate.accuracy,
-                "n_train": r.estimate.n_train, "n_test": r.estimate.n_test, "repeats": r.estimate.repeats,
-                "repeat_bits": r.estimate.repeat_bits, "fit_se": r.estimate.fit_se,
-                "constant_fits": r.estimate.constant_fits, "warnings": r.estimate.warnings, "seed": r.estimate.seed,
-            })).collect::<Vec<_>>(),
+            "rows": records,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
     println!(
         "{} updates of {} on {} (defence: {}), {}",
-        store.manifest.num_updates,
-        store.manifest.model.arch,
-        store.manifest.dataset,
-        store.manifest.defense,
-        rows[0].estimate.protocol
+        manifest.num_updates, manifest.model.arch, manifest.dataset, manifest.defense, measured.rows[0].estimate.protocol
     );
     // With one family `best` would repeat every row: the text table shows it with several only.
     let several = families.len() > 1;
@@ -354,20 +338,19 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
         "R^2/acc",
         if several { "  source" } else { "" }
     );
-    for (r, source) in table.iter().filter(|(_, source)| several || source.is_none()) {
-        let e = &r.estimate;
-        let extra = e.r2.or(e.accuracy).map(|v| format!("{v:.3}")).unwrap_or_default();
+    for r in records.iter().filter(|r| several || r.family != BEST) {
+        let extra = r.r2.or(r.accuracy).map(|v| format!("{v:.3}")).unwrap_or_default();
         println!(
             "{:<22} {:>10} {:>8} {:<22} {:<10} {:>10.3} {:>21} {:>9}{}",
             r.layer,
             r.num_params,
             r.features,
             r.target,
-            if source.is_some() { BEST } else { &e.family },
-            e.bits,
-            format!("[{:.2}, {:.2}]", e.ci95[0], e.ci95[1]),
+            r.family,
+            r.bits,
+            format!("[{:.2}, {:.2}]", r.ci95[0], r.ci95[1]),
             extra,
-            source.map(|f| format!("  {f}")).unwrap_or_default()
+            r.source.as_deref().map(|f| format!("  {f}")).unwrap_or_default()
         );
     }
     for note in &notes {
@@ -376,7 +359,7 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
     Ok(())
 }
 
-/// Says how to keep a layer's full gradient when an attack-backed family met only its sketch.
+/// Says how to keep a layer's full gradient when a model-backed family met only its sketch.
 fn with_full_gradient_hint(e: anyhow::Error) -> anyhow::Error {
     match e.chain().find_map(|cause| cause.downcast_ref::<SketchOnlyLayer>()) {
         Some(only) => anyhow::anyhow!(
@@ -384,43 +367,5 @@ fn with_full_gradient_hint(e: anyhow::Error) -> anyhow::Error {
             only.num_params
         ),
         None => e,
-    }
-}
-
-/// The model and dataset behind a gradient store, for the model-backed families: the checkpoint its manifest
-/// names (or `--run`), checked against the manifest's model.
-struct ModelBehind {
-    model: Model,
-    dataset: Dataset,
-}
-
-impl ModelBehind {
-    fn load(global: &Global, run: Option<&Path>, store: &GradientStore) -> Result<ModelBehind> {
-        let manifest = &store.manifest;
-        let Some(checkpoint) = &manifest.checkpoint else {
-            bail!("the store's manifest names no checkpoint; pass --run DIR")
-        };
-        let model = match (run, checkpoint.model_seed) {
-            (Some(run), _) => SavedRun::open(run).context("--run")?.model_at(checkpoint.epoch).context("--run")?,
-            (None, Some(seed)) => Model::new(&manifest.model, seed)?,
-            (None, None) if checkpoint.run.starts_with("torchscript:") => {
-                let spec = ModelSpec::from_name(&checkpoint.run, manifest.input_shape, manifest.classes.len() as i64)?;
-                Model::new(&spec, 0)?
-            }
-            (None, None) => SavedRun::open(Path::new(&checkpoint.run))
-                .and_then(|saved| saved.model_at(checkpoint.epoch))
-                .with_context(|| {
-                    format!(
-                        "the manifest's run '{}' (epoch {}); pass --run DIR if it moved",
-                        checkpoint.run, checkpoint.epoch
-                    )
-                })?,
-        };
-        if model.spec != manifest.model {
-            bail!("the model loaded ({}) is not the store's ({})", model.spec.arch, manifest.model.arch);
-        }
-        let dataset = gradleak::data::load(&manifest.dataset, &global.data_dir)
-            .with_context(|| format!("the store's dataset '{}'", manifest.dataset))?;
-        Ok(ModelBehind { model, dataset })
     }
 }

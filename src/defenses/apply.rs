@@ -8,7 +8,7 @@
 use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor};
 
-use super::{Defense, DefensePlan};
+use super::{DefensePlan, PostDefense};
 use crate::rng;
 
 /// Norms below this are treated as this when clipping, so the square root has a finite derivative.
@@ -69,14 +69,21 @@ fn quantize_rows(g: &Tensor, bits: u32) -> Tensor {
     Tensor::stack(&rows, 0)
 }
 
-/// Applies one defence that acts on updates (`noise`, `prune`, `quantize`) to each row of one layer; row n draws
-/// its noise from `rngs[n]`. Other defences act elsewhere and leave the rows as they are.
-fn apply_post_rows(defense: &Defense, g: &Tensor, rngs: &mut [ChaCha8Rng]) -> Tensor {
+/// Scaled signSGD on each row of one layer: every entry's sign times the row's mean magnitude, which keeps the
+/// row's L1 norm (Karimireddy et al. 2019, "Error Feedback Fixes SignSGD").
+fn sign_rows(g: &Tensor) -> Tensor {
+    let scale = g.abs().mean_dim([1i64].as_slice(), true, g.kind());
+    g.sign() * scale
+}
+
+/// Applies one defence that acts on updates (`noise`, `prune`, `quantize`, `sign`) to each row of one layer; row n draws
+/// its noise from `rngs[n]`.
+fn apply_post_rows(defense: &PostDefense, g: &Tensor, rngs: &mut [ChaCha8Rng]) -> Tensor {
     match defense {
-        Defense::Noise { std } => g + noise_rows(rngs, g.size()[1], *std, g.kind()),
-        Defense::Prune { fraction } => prune_rows(g, *fraction),
-        Defense::Quantize { bits } => quantize_rows(g, *bits),
-        _ => g.shallow_clone(),
+        PostDefense::Noise { std } => g + noise_rows(rngs, g.size()[1], *std, g.kind()),
+        PostDefense::Prune { fraction } => prune_rows(g, *fraction),
+        PostDefense::Quantize { bits } => quantize_rows(g, *bits),
+        PostDefense::Sign => sign_rows(g),
     }
 }
 
@@ -118,7 +125,7 @@ pub fn single_sample_updates(per_sample: Vec<Tensor>, plan: &DefensePlan, rngs: 
         }
     }
     for d in &plan.post {
-        if matches!(d.under_differentiation(), super::UnderDifferentiation::Applied(_)) {
+        if matches!(d.defense().under_differentiation(), super::UnderDifferentiation::Applied(_)) {
             g = g.iter().map(|t| apply_post_rows(d, t, rngs)).collect();
         }
     }
@@ -128,6 +135,11 @@ pub fn single_sample_updates(per_sample: Vec<Tensor>, plan: &DefensePlan, rngs: 
 /// Zeroes the `fraction` of entries with the smallest magnitude of a flat update (ties broken by position).
 pub fn prune(g: &Tensor, fraction: f64) -> Tensor {
     prune_rows(&g.unsqueeze(0), fraction).squeeze_dim(0)
+}
+
+/// Scaled sign of a flat update (see [`sign_rows`]).
+pub fn sign(g: &Tensor) -> Tensor {
+    sign_rows(&g.unsqueeze(0)).squeeze_dim(0)
 }
 
 /// Symmetric uniform quantisation of a flat update to `bits` bits (see [`quantize_rows`]).

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use super::{accountant, Defense};
+use super::{accountant, Defense, DefensePlan};
 
 /// DP-SGD settings and the privacy they give, when the `dp` defence is used.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,12 +29,7 @@ pub fn dp_record(
     delta: f64,
     steps: Option<u64>,
 ) -> Result<Option<DpRecord>> {
-    let Some((clip, noise_multiplier)) = defenses.iter().find_map(|d| match d {
-        Defense::Dp { clip, noise_multiplier } => Some((*clip, *noise_multiplier)),
-        _ => None,
-    }) else {
-        return Ok(None);
-    };
+    let Some((clip, noise_multiplier)) = DefensePlan::new(defenses)?.dp else { return Ok(None) };
     let sample_rate = (batch_size as f64 / train_size as f64).min(1.0);
     let steps = steps.unwrap_or_else(|| ((train_size + batch_size - 1) / batch_size) as u64);
     let spent = accountant::epsilon(sample_rate, noise_multiplier, steps, delta)?;

@@ -8,7 +8,7 @@
 //!   C, sum, add Gaussian noise of standard deviation sigma*C to each coordinate, divide by the batch size);
 //! - on the averaged update, in the order given: `noise` (Gaussian, no clipping), `prune` (zero the smallest
 //!   fraction of each layer's entries by magnitude, the DLG paper's defence), `quantize` (b-bit symmetric uniform
-//!   quantisation per layer).
+//!   quantisation per layer), `sign` (each entry's sign times the layer's mean magnitude, as scaled signSGD).
 //!
 //! Each defence is applied by one function of [`apply`], graph-preserving where it is differentiable, so the
 //! shared update, the sensitivity analysis (which differentiates the shared gradient) and the attacks all use the
@@ -21,7 +21,7 @@ pub mod accountant;
 pub mod apply;
 pub mod dp;
 
-pub use apply::{aggregate, prune, quantize, single_sample_updates};
+pub use apply::{aggregate, prune, quantize, sign, single_sample_updates};
 pub use dp::{dp_record, DpRecord};
 
 use std::fmt;
@@ -46,6 +46,9 @@ pub enum Defense {
     Quantize { bits: u32 },
     /// Add Gaussian noise of standard deviation `std` to every shared coordinate.
     Noise { std: f64 },
+    /// Share each entry's sign times the layer's mean magnitude (scaled signSGD, a one-bit compression; Bernstein et
+    /// al. 2018, Karimireddy et al. 2019).
+    Sign,
     /// Do not share these layers' gradients.
     Protect { layers: Vec<String> },
 }
@@ -62,20 +65,32 @@ impl Defense {
                     bail!("defence dp: the noise multiplier sigma must be >= 0, got {noise_multiplier}");
                 }
             }
-            Defense::Dropout { rate } if !(0.0..1.0).contains(rate) => {
-                bail!("defence dropout: the rate must be in [0, 1), got {rate}")
+            Defense::Dropout { rate } => {
+                if !(0.0..1.0).contains(rate) {
+                    bail!("defence dropout: the rate must be in [0, 1), got {rate}")
+                }
             }
-            Defense::Prune { fraction } if !(0.0..=1.0).contains(fraction) => {
-                bail!("defence prune: the fraction must be in [0, 1], got {fraction}")
+            Defense::Prune { fraction } => {
+                if !(0.0..=1.0).contains(fraction) {
+                    bail!("defence prune: the fraction must be in [0, 1], got {fraction}")
+                }
             }
-            Defense::Quantize { bits } if !(1..=16).contains(bits) => {
-                bail!("defence quantize: bits must be in [1, 16], got {bits}")
+            Defense::Quantize { bits } => {
+                if !(1..=16).contains(bits) {
+                    bail!("defence quantize: bits must be in [1, 16], got {bits}")
+                }
             }
-            Defense::Noise { std } if !(std.is_finite() && *std >= 0.0) => {
-                bail!("defence noise: the standard deviation must be >= 0, got {std}")
+            Defense::Noise { std } => {
+                if !(std.is_finite() && *std >= 0.0) {
+                    bail!("defence noise: the standard deviation must be >= 0, got {std}")
+                }
             }
-            Defense::Protect { layers } if layers.is_empty() => bail!("defence protect: name at least one layer"),
-            _ => {}
+            Defense::Protect { layers } => {
+                if layers.is_empty() {
+                    bail!("defence protect: name at least one layer")
+                }
+            }
+            Defense::Sign => {}
         }
         Ok(())
     }
@@ -89,12 +104,14 @@ impl fmt::Display for Defense {
             Defense::Prune { fraction } => write!(f, "prune:{fraction}"),
             Defense::Quantize { bits } => write!(f, "quantize:{bits}"),
             Defense::Noise { std } => write!(f, "noise:{std}"),
+            Defense::Sign => f.write_str("sign"),
             Defense::Protect { layers } => write!(f, "protect:{}", layers.join("+")),
         }
     }
 }
 
-const SYNTAX: &str = "dp:clip=C,sigma=S | dropout:P | prune:F | quantize:B | noise:STD | protect:LAYER[+LAYER...]";
+const SYNTAX: &str =
+    "dp:clip=C,sigma=S | dropout:P | prune:F | quantize:B | noise:STD | sign | protect:LAYER[+LAYER...]";
 
 impl FromStr for Defense {
     type Err = anyhow::Error;
@@ -135,6 +152,8 @@ impl FromStr for Defense {
                 bits: args.trim().parse().with_context(|| format!("defence '{s}': bits must be a whole number"))?,
             },
             "noise" => Defense::Noise { std: number("the standard deviation")? },
+            "sign" if args.trim().is_empty() => Defense::Sign,
+            "sign" => bail!("defence '{s}': sign takes no argument; syntax: {SYNTAX}"),
             "protect" => Defense::Protect {
                 layers: args.split('+').map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect(),
             },
@@ -161,7 +180,28 @@ pub struct DefensePlan {
     pub protected: Vec<String>,
     pub dp: Option<(f64, f64)>,
     /// `noise`, `prune` and `quantize`, in the order given.
-    pub post: Vec<Defense>,
+    pub post: Vec<PostDefense>,
+}
+
+/// A defence that acts on the aggregated update (after DP-SGD's noise, if any), in the order given.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PostDefense {
+    Noise { std: f64 },
+    Prune { fraction: f64 },
+    Quantize { bits: u32 },
+    Sign,
+}
+
+impl PostDefense {
+    /// The defence as a user names it.
+    pub fn defense(&self) -> Defense {
+        match *self {
+            PostDefense::Noise { std } => Defense::Noise { std },
+            PostDefense::Prune { fraction } => Defense::Prune { fraction },
+            PostDefense::Quantize { bits } => Defense::Quantize { bits },
+            PostDefense::Sign => Defense::Sign,
+        }
+    }
 }
 
 impl DefensePlan {
@@ -181,7 +221,10 @@ impl DefensePlan {
                         bail!("defence dp is given twice");
                     }
                 }
-                other => plan.post.push(other.clone()),
+                Defense::Noise { std } => plan.post.push(PostDefense::Noise { std: *std }),
+                Defense::Prune { fraction } => plan.post.push(PostDefense::Prune { fraction: *fraction }),
+                Defense::Quantize { bits } => plan.post.push(PostDefense::Quantize { bits: *bits }),
+                Defense::Sign => plan.post.push(PostDefense::Sign),
             }
         }
         Ok(plan)
@@ -242,6 +285,10 @@ impl Defense {
             Defense::Quantize { .. } => NotApplied(
                 "piecewise constant: its derivative is zero almost everywhere, so the Jacobian is taken before \
                  quantisation",
+            ),
+            Defense::Sign => NotApplied(
+                "piecewise constant up to the layer's scale: the sign's derivative is zero almost everywhere, so the \
+                 Jacobian is taken before it",
             ),
         }
     }

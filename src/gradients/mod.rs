@@ -1,5 +1,6 @@
 //! Gradients as data: what a client shares, layer by layer.
 
+pub mod behind;
 pub mod per_sample;
 pub mod sketch;
 pub mod store;

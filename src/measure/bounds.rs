@@ -16,7 +16,7 @@
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::defenses::{Defense, DefensePlan};
+use crate::defenses::{Defense, DefensePlan, PostDefense};
 use crate::measure::sensitivity::{Estimate, InputSensitivityReport};
 use crate::rng::{self, Stream};
 use crate::stats::bootstrap_means;
@@ -63,10 +63,10 @@ impl ReleaseNoise {
         for d in &plan.post {
             match d {
                 // Noise added to the update averaged over the batch: B times larger on the sum's scale.
-                Defense::Noise { std } => variance += (batch_size as f64 * std).powi(2),
+                PostDefense::Noise { std } => variance += (batch_size as f64 * std).powi(2),
                 // Pruning keeps the largest entries of the noisy update: which entries survive depends on the input
                 // too, and the Jacobian of the pruned gradient (with its mask held fixed) does not count that.
-                Defense::Prune { .. } => {
+                PostDefense::Prune { .. } => {
                     fisher_caveat = Some(
                         "prune: the kept entries depend on the input, which the Jacobian with a fixed mask does not \
                          count, so the Fisher bound is not reported"
@@ -75,7 +75,9 @@ impl ReleaseNoise {
                 }
                 // Quantisation after the noise is post-processing: it can only lower the Fisher information, and
                 // the sensitivity takes the Jacobian before it.
-                _ => {}
+                PostDefense::Quantize { .. } => {}
+                // So is the sign: a function of the noisy update alone.
+                PostDefense::Sign => {}
             }
         }
         if variance <= 0.0 {
@@ -232,6 +234,10 @@ mod tests {
         assert!((plain.std - 0.4).abs() < 1e-12);
         assert_eq!(plain.capacity_bits(), None, "no clipping, no capacity");
         assert!(ReleaseNoise::of(&[Defense::Prune { fraction: 0.5 }], 1).unwrap().is_none());
+        // The sign of a noisy update is post-processing: the noise, and so the bound, are the noise's alone.
+        let signed = ReleaseNoise::of(&[Defense::Noise { std: 0.1 }, Defense::Sign], 4).unwrap().unwrap();
+        assert_eq!((signed.std, signed.fisher_caveat.is_none()), (plain.std, true));
+        assert!(ReleaseNoise::of(&[Defense::Sign], 1).unwrap().is_none(), "no noise, no Fisher bound");
         let pruned = ReleaseNoise::of(&[Defense::Noise { std: 1.0 }, Defense::Prune { fraction: 0.5 }], 1).unwrap();
         assert!(pruned.unwrap().fisher_caveat.is_some());
     }

@@ -5,8 +5,10 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::gradients::updates::SharedUpdates;
-use crate::measure::layerwise::{group_features, NamedTarget};
-use crate::measure::vinfo::{self, EstimateOptions, Family};
+use crate::measure::families::Family;
+use crate::measure::groups::group_features;
+use crate::measure::targets::NamedTarget;
+use crate::measure::vinfo::EstimateOptions;
 
 /// One step of the localisation search.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +56,15 @@ impl Localisation {
     }
 }
 
+/// The family that measures what protection leaves: `source` (the family that found the most) when it reads the
+/// gradients, else the first of `families` that does. A model-backed family would need its attack rerun on every
+/// protection set; the gradient family is the one that refits cheaply. None when no family reads the gradients.
+pub fn refit_family<'f>(families: &'f [Family], source: Option<&str>) -> Option<&'f Family> {
+    let mut gradient_families = families.iter().filter(|f| f.reads_gradients());
+    let first = gradient_families.next()?;
+    Some(std::iter::once(first).chain(gradient_families).find(|f| Some(f.to_string().as_str()) == source).unwrap_or(first))
+}
+
 /// Ranks the single layers of `updates` by their bits (`single_bits`: (layer, bits) for `target`, measured already
 /// by `ranked_by`: a family's name, or `best`), then finds the fewest top layers whose protection leaves all the
 /// others together under `fraction` of the unprotected bits, measuring the others with `family`. `all_bits`: the
@@ -85,8 +96,8 @@ pub fn localise(
     let joint = match all_bits {
         Some(b) => b,
         None => {
-            let (features, _, _) = group_features(updates, &(0..n_layers).collect::<Vec<_>>());
-            vinfo::estimate(&features, &target.target, family, opts)?.bits
+            let features = group_features(updates, &(0..n_layers).collect::<Vec<_>>()).values;
+            family.estimate(&features, &target.target, opts)?.bits
         }
     };
     let unprotected = joint.max(best_of(&all_names));
@@ -102,8 +113,8 @@ pub fn localise(
         let mut remaining_after = |k: usize| -> Result<f64> {
             let protected: Vec<String> = ranking[..k].iter().map(|(n, _)| n.clone()).collect();
             let rest: Vec<usize> = (0..n_layers).filter(|&i| !protected.contains(&updates.layers[i].name)).collect();
-            let (features, _, _) = group_features(updates, &rest);
-            let e = vinfo::estimate(&features, &target.target, family, opts)
+            let features = group_features(updates, &rest).values;
+            let e = family.estimate(&features, &target.target, opts)
                 .with_context(|| format!("localisation of {}", target.name))?;
             let rest_names: Vec<String> = rest.iter().map(|&i| updates.layers[i].name.clone()).collect();
             let remaining = e.bits.max(best_of(&rest_names));
@@ -127,7 +138,7 @@ pub fn localise(
         (protect, steps.into_iter().map(|(_, step)| step).collect())
     };
     Ok(Localisation {
-        target: target.name.clone(),
+        target: target.name.to_string(),
         family: ranked_by.to_string(),
         refit_family: family.to_string(),
         ranking,

@@ -1,9 +1,9 @@
 //! Layers with trainable parameters, each under a stable name.
 //!
 //! gradleak studies the gradient of each *named layer* (weights and bias together), so the layers are written out
-//! here instead of taken from `tch::nn`: every forward pass can record, per layer, the layer's input and a zero
-//! "probe" added to its output. The gradient of the loss with respect to that probe is the gradient at the layer's
-//! output, which is what per-sample gradient formulas (as in Opacus' grad samplers) combine with the input.
+//! here instead of taken from `tch::nn`: every forward pass can record, per layer, the layer's input and its output
+//! in the graph. The gradient of the loss with respect to that output is what per-sample gradient formulas (as in
+//! Opacus' grad samplers) combine with the input.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -103,7 +103,7 @@ impl Forward {
     pub fn train() -> Self {
         Forward { train: true, ..Default::default() }
     }
-    /// A forward pass that records the inputs and output probes of every named layer.
+    /// A forward pass that records the input and output of every named layer.
     pub fn recording(train: bool) -> Self {
         Forward { train, records: Some(Vec::new()), ..Default::default() }
     }

@@ -323,7 +323,7 @@ const ATTACK_FAILS_DB: f64 = 1.0;
 /// Where an attack and the families tell different stories about the input, one line each: an attack that
 /// reconstructs (its PSNR at least 3 dB above the mean-image guess, which reads no gradient) where the `best`
 /// family's interval for the layers it read reaches 0, or bits with an interval above 0 where the attack comes no
-/// closer than the guess (within 1 dB). An attack-backed family's reconstructions read one layer or group (its
+/// closer than the guess (within 1 dB). A model-backed family's reconstructions read one layer or group (its
 /// `layer`); the reference attack reads all shared layers.
 pub fn attack_reading(records: &[&Record], attacks: &[&AttackRecord]) -> Vec<String> {
     let mut lines = Vec::new();

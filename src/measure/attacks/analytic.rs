@@ -63,7 +63,7 @@ pub fn linear_layer_input(weight_grad: &Tensor, bias_grad: &Tensor) -> Result<Li
 /// (N, out * in + out; the weight gradient row-major, then the bias gradient) gives `x_i = W_i^T b_i / |b_i|^2`.
 ///
 /// Unlike [`linear_layer_input`] nothing is refused: an attacker applies the formula to whatever it receives, and
-/// the family built on it ([`crate::measure::attack_families`]) measures what that is worth. An update whose bias
+/// the family built on it (`measure::families`' `analytic`) measures what that is worth. An update whose bias
 /// gradient is zero gives the zero vector. Returns the inputs (N, in) f64 and each update's relative residual
 /// `|W_i - b_i x_i^T| / |W_i|` (0 for one clean sample, NaN for a zero weight gradient).
 pub fn linear_layer_inputs(flat: &Tensor, in_features: i64, out_features: i64) -> Result<(Tensor, Vec<f64>)> {

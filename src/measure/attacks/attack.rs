@@ -10,7 +10,7 @@ use super::dlg::Dlg;
 use super::idlg::Idlg;
 use super::ig::InvertingGradients;
 use super::labels::LabelSource;
-use super::target::Target;
+use super::target::AttackedUpdate;
 use crate::models::Model;
 use crate::optim::Stop;
 
@@ -44,7 +44,7 @@ pub struct Reconstruction {
     pub warnings: Vec<String>,
 }
 
-/// A gradient-inversion attack. It receives each shared update as a [`Target`] (the model, the shared layers, the
+/// A gradient-inversion attack. It receives each shared update as a [`AttackedUpdate`] (the model, the shared layers, the
 /// matched layers and the settings) and returns the reconstructed batch.
 pub trait Attack {
     /// The method's name in messages.
@@ -57,7 +57,7 @@ pub trait Attack {
     /// called `iterations` times per restart (for progress bars), also when a run stops early.
     fn reconstruct(
         &self,
-        target: &Target,
+        target: &AttackedUpdate,
         rng: &mut ChaCha8Rng,
         on_iteration: &mut dyn FnMut(),
     ) -> Result<Reconstruction>;
@@ -66,7 +66,7 @@ pub trait Attack {
     /// name the update (from 1). One after the other, unless an attack batches them.
     fn reconstruct_all(
         &self,
-        targets: &[Target],
+        targets: &[AttackedUpdate],
         rngs: &mut [ChaCha8Rng],
         on_iteration: &mut dyn FnMut(),
     ) -> Result<Vec<Reconstruction>> {
@@ -77,7 +77,7 @@ pub trait Attack {
 /// [`Attack::reconstruct`] on each target in turn (`rngs[i]` for `targets[i]`); errors name the update (from 1).
 pub fn reconstruct_each<A: Attack + ?Sized>(
     attack: &A,
-    targets: &[Target],
+    targets: &[AttackedUpdate],
     rngs: &mut [ChaCha8Rng],
     on_iteration: &mut dyn FnMut(),
 ) -> Result<Vec<Reconstruction>> {
@@ -117,6 +117,6 @@ pub fn reconstruct(
     rng: &mut ChaCha8Rng,
     on_iteration: &mut dyn FnMut(),
 ) -> Result<Reconstruction> {
-    let target = Target::new(model, shared, batch_size, known_labels, config)?;
+    let target = AttackedUpdate::new(model, shared, batch_size, known_labels, config)?;
     config.method.attack().reconstruct(&target, rng, on_iteration)
 }

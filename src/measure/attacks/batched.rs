@@ -31,7 +31,7 @@ use super::adam::SignedAdam;
 use super::attack::Reconstruction;
 use super::labels::{LabelPlan, LabelSource};
 use super::objective::{self, tensor, DummyLabels};
-use super::target::Target;
+use super::target::AttackedUpdate;
 use crate::gradients::per_sample::per_sample_factors_of;
 use crate::models::{Forward, LayerKind, Model};
 use crate::optim::Stop;
@@ -42,7 +42,7 @@ use crate::rng;
 /// in; otherwise, or when an objective became non-finite, None, with `rngs` as they were (the one-at-a-time loop
 /// then runs from the same starts and reports any error per update).
 pub fn inverting_gradients_all(
-    targets: &[Target],
+    targets: &[AttackedUpdate],
     rngs: &mut [ChaCha8Rng],
     on_iteration: &mut dyn FnMut(),
 ) -> Result<Option<Vec<Reconstruction>>> {
@@ -54,7 +54,7 @@ pub fn inverting_gradients_all(
 /// `MIN_VICTIMS_PER_WORKER` victims per worker); with 1, in the calling thread with libtorch's own threads.
 pub fn inverting_gradients_on(
     workers: usize,
-    targets: &[Target],
+    targets: &[AttackedUpdate],
     rngs: &mut [ChaCha8Rng],
     on_iteration: &mut dyn FnMut(),
 ) -> Result<Option<Vec<Reconstruction>>> {
@@ -100,7 +100,7 @@ impl<T> Shared<T> {
 /// Progress is reported from the calling thread.
 fn on_workers(
     workers: usize,
-    targets: &[Target],
+    targets: &[AttackedUpdate],
     labels: &BatchLabels,
     rngs: &mut [ChaCha8Rng],
     on_iteration: &mut dyn FnMut(),
@@ -168,7 +168,7 @@ impl BatchLabels {
     /// The victims' labels when the batched attack applies: every update is one sample, all labels are fixed or
     /// all optimised, and all updates match the same layers with the same weights. None otherwise (the attack
     /// then runs one update at a time).
-    fn of(targets: &[Target], plans: &[LabelPlan]) -> Option<BatchLabels> {
+    fn of(targets: &[AttackedUpdate], plans: &[LabelPlan]) -> Option<BatchLabels> {
         let first = targets.first()?;
         for t in targets {
             let same_layers = t.matcher.layers == first.matcher.layers && t.matcher.weights == first.matcher.weights;
@@ -219,7 +219,7 @@ struct Stacked {
     norms: Tensor,
 }
 
-fn stack_targets(targets: &[Target]) -> Vec<Stacked> {
+fn stack_targets(targets: &[AttackedUpdate]) -> Vec<Stacked> {
     let matcher = &targets[0].matcher;
     let kind = matcher.model.kind();
     let layers = matcher.model.layers();
@@ -307,7 +307,7 @@ fn total_variations(x: &Tensor) -> Tensor {
 /// Inverting Gradients on every target at once (see the module documentation). `None` when a run's objective
 /// became non-finite.
 fn inverting_gradients(
-    targets: &[Target],
+    targets: &[AttackedUpdate],
     labels: &BatchLabels,
     rngs: &mut [ChaCha8Rng],
     on_iteration: &mut dyn FnMut(),

@@ -11,7 +11,7 @@ use super::config::LabelMode;
 use super::labels::LabelPlan;
 use super::objective::{self, tensor};
 use super::restarts::{self, RunOutcome, NONFINITE_START};
-use super::target::Target;
+use super::target::AttackedUpdate;
 use crate::optim::{self, LbfgsOptions, LineSearch, Stop, StopRules};
 use crate::rng;
 
@@ -30,7 +30,7 @@ impl Attack for Dlg {
 
     fn reconstruct(
         &self,
-        target: &Target,
+        target: &AttackedUpdate,
         rng: &mut ChaCha8Rng,
         on_iteration: &mut dyn FnMut(),
     ) -> Result<Reconstruction> {
@@ -44,7 +44,7 @@ impl Attack for Dlg {
 /// One run of DLG and iDLG: L-BFGS (PyTorch's, with the strong-Wolfe line search) on the squared L2 gradient
 /// distance, over the input and, with optimised labels, the label logits, from standard normal values.
 pub fn match_gradients(
-    target: &Target,
+    target: &AttackedUpdate,
     plan: &LabelPlan,
     rng: &mut ChaCha8Rng,
     on_iteration: &mut dyn FnMut(),

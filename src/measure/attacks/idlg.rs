@@ -10,7 +10,7 @@ use super::config::LabelMode;
 use super::dlg::{match_gradients, Dlg};
 use super::labels::LabelPlan;
 use super::restarts;
-use super::target::Target;
+use super::target::AttackedUpdate;
 
 /// Improved Deep Leakage from Gradients.
 pub struct Idlg;
@@ -27,7 +27,7 @@ impl Attack for Idlg {
 
     fn reconstruct(
         &self,
-        target: &Target,
+        target: &AttackedUpdate,
         rng: &mut ChaCha8Rng,
         on_iteration: &mut dyn FnMut(),
     ) -> Result<Reconstruction> {

@@ -13,7 +13,7 @@ use super::config::LabelMode;
 use super::labels::LabelPlan;
 use super::objective::{self, tensor};
 use super::restarts::{self, RunOutcome, NONFINITE_START};
-use super::target::Target;
+use super::target::AttackedUpdate;
 use crate::optim::Stop;
 use crate::rng;
 
@@ -36,7 +36,7 @@ impl Attack for InvertingGradients {
     /// implementation).
     fn reconstruct(
         &self,
-        target: &Target,
+        target: &AttackedUpdate,
         rng: &mut ChaCha8Rng,
         on_iteration: &mut dyn FnMut(),
     ) -> Result<Reconstruction> {
@@ -50,7 +50,7 @@ impl Attack for InvertingGradients {
     /// steps, many victims per pass. Updates of batches run one update at a time.
     fn reconstruct_all(
         &self,
-        targets: &[Target],
+        targets: &[AttackedUpdate],
         rngs: &mut [ChaCha8Rng],
         on_iteration: &mut dyn FnMut(),
     ) -> Result<Vec<Reconstruction>> {
@@ -62,7 +62,7 @@ impl Attack for InvertingGradients {
 }
 
 /// The labels of Inverting Gradients for one update (see [`InvertingGradients::reconstruct`]).
-pub(super) fn label_plan(target: &Target) -> Result<LabelPlan> {
+pub(super) fn label_plan(target: &AttackedUpdate) -> Result<LabelPlan> {
     let infer = target.batch_size() == 1 && target.last_layer_position().is_some();
     let auto = if infer { LabelMode::Infer } else { LabelMode::Optimize };
     LabelPlan::new(target, auto, InvertingGradients.name())
@@ -70,7 +70,7 @@ pub(super) fn label_plan(target: &Target) -> Result<LabelPlan> {
 
 /// One run: signed Adam on cosine distance + total variation from standard normal values.
 fn run_signed_adam(
-    target: &Target,
+    target: &AttackedUpdate,
     plan: &LabelPlan,
     rng: &mut ChaCha8Rng,
     on_iteration: &mut dyn FnMut(),

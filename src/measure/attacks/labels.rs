@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use super::config::{invalid, LabelMode, Setting};
 use super::objective::{self, DummyLabels};
-use super::target::Target;
+use super::target::AttackedUpdate;
 use crate::models::Model;
 
 /// Which labels an attack used.
@@ -63,7 +63,7 @@ pub enum LabelPlan {
 impl LabelPlan {
     /// The plan for `target.config.labels`; under [`LabelMode::Auto`] the method's choice `auto` (the method named
     /// `method` in messages).
-    pub fn new(target: &Target, auto: LabelMode, method: &str) -> Result<Self> {
+    pub fn new(target: &AttackedUpdate, auto: LabelMode, method: &str) -> Result<Self> {
         let (mode, who) = match target.config.labels {
             LabelMode::Auto => (auto, method.to_string()),
             mode => (mode, format!("the label mode '{mode}'")),

@@ -54,4 +54,4 @@ pub use labels::{infer_labels, LabelSource};
 pub use output::write_outputs;
 pub use run::{run_attacks, AttackReport, MatchedLayer, MeanScores, UpdateResult};
 pub use score::{score, ssim_options, ImageScore};
-pub use target::Target;
+pub use target::AttackedUpdate;

@@ -7,7 +7,7 @@ use tch::{Kind, Tensor};
 
 use super::attack::Reconstruction;
 use super::labels::LabelPlan;
-use super::target::Target;
+use super::target::AttackedUpdate;
 use crate::optim::Stop;
 
 /// The error of a run whose objective is not finite at its start.
@@ -30,7 +30,7 @@ pub struct RunOutcome {
 /// Runs `run` `config.restarts` times (each drawing its start from `rng`) and keeps the lowest distance; the
 /// reconstruction is clipped to the data range.
 pub fn keep_best(
-    target: &Target,
+    target: &AttackedUpdate,
     plan: &LabelPlan,
     rng: &mut ChaCha8Rng,
     on_iteration: &mut dyn FnMut(),

@@ -12,7 +12,7 @@ use super::config::{invalid, AttackConfig, Method, Setting, ShareConfig};
 use super::labels::LabelSource;
 use super::objective;
 use super::score::{score, ImageScore};
-use super::target::Target;
+use super::target::AttackedUpdate;
 use crate::data::{InputShape, Split};
 use crate::defenses;
 use crate::gradients::updates::{compute_updates, UpdateConfig};
@@ -143,7 +143,7 @@ pub fn run_attacks(
         .zip(&labels)
         .enumerate()
         .map(|(u, (shared, labels))| {
-            Target::new(model, shared, share.batch_size, Some(labels), config)
+            AttackedUpdate::new(model, shared, share.batch_size, Some(labels), config)
                 .with_context(|| format!("update {}", u + 1))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -1,4 +1,4 @@
-//! The attacker's view of one shared update ([`Target`]): the checks of the update against the model, and the
+//! The attacker's view of one shared update ([`AttackedUpdate`]): the checks of the update against the model, and the
 //! matched layers with their targets and weights.
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +10,7 @@ use crate::data::InputShape;
 use crate::models::Model;
 
 /// One shared update, checked, as an [`super::Attack`] receives it.
-pub struct Target<'a> {
+pub struct AttackedUpdate<'a> {
     pub model: &'a Model,
     /// The layers the client shared, by name, each a flat gradient (weight then bias) of the batch's mean loss.
     pub shared: &'a [(String, Tensor)],
@@ -23,7 +23,7 @@ pub struct Target<'a> {
     pub config: &'a AttackConfig,
 }
 
-impl<'a> Target<'a> {
+impl<'a> AttackedUpdate<'a> {
     /// Checks the settings, the model (it must take images), the batch size and the shared update, and chooses the
     /// matched layers.
     pub fn new(
@@ -42,7 +42,7 @@ impl<'a> Target<'a> {
         }
         let matcher = matcher(model, shared, config)?;
         let shape = [batch_size, channels, height, width];
-        Ok(Target { model, shared, matcher, shape, known_labels, config })
+        Ok(AttackedUpdate { model, shared, matcher, shape, known_labels, config })
     }
 
     pub fn batch_size(&self) -> i64 {

@@ -1,4 +1,4 @@
-//! The calibration of an attack-backed family on continuous targets: the target predicted from a reconstruction of
+//! The calibration of a model-backed family on continuous targets: the target predicted from a reconstruction of
 //! the same shape (an attack's estimate of the victim's input) by an affine map per dimension, with the Gaussian
 //! likelihood of the linear family.
 //!
@@ -48,8 +48,8 @@ impl ConditionalModel for AffineCalibration {
         let (k_x, k_y) = (train.x.size()[1], train.y.size()[1]);
         if k_x != k_y {
             bail!(
-                "calibration of a reconstruction: it has {k_x} values per sample but the target has {k_y}; an \
-                 attack-backed family predicts each target value from its own reconstructed value"
+                "calibration of a reconstruction: it has {k_x} values per sample but the target has {k_y}; a \
+                 model-backed family predicts each target value from its own reconstructed value"
             );
         }
         let validation = GaussianValidation::new(train, val, &self.floor);

@@ -8,7 +8,7 @@ use tch::{Kind, Tensor};
 
 use super::model::{share_unseen_classes, Part, Prediction};
 use super::protocol::{bootstrap_ci, Fold};
-use super::{EstimateOptions, Family, Target, VInfoEstimate};
+use super::{EstimateOptions, Predictor, Target, VInfoEstimate};
 use crate::rng::{self, Stream};
 
 /// A target after checks: class indices or an f64 matrix (with the variance floor of each dimension).
@@ -173,20 +173,20 @@ struct FoldScores {
     unseen: i64,
 }
 
-/// A V-information estimator: a predictive family and the options of the estimate (protocol, bootstrap, seed).
+/// A V-information estimator: a predictor family and the options of the estimate (protocol, bootstrap, seed).
 ///
 /// Its unit of work is one fit: f[∅] and f[G] fitted on a fold's training and validation parts and scored on its
 /// held-out part ([`Estimator::fit_fold`]). The protocol wraps it: one split, or cross-fitting over K folds so that
 /// every sample is scored once; the PVI of the scored samples then gives the estimate and its interval.
 #[derive(Debug, Clone)]
 pub struct Estimator {
-    pub family: Family,
+    pub predictor: Predictor,
     pub options: EstimateOptions,
 }
 
 impl Estimator {
-    pub fn new(family: Family, options: EstimateOptions) -> Self {
-        Estimator { family, options }
+    pub fn new(predictor: Predictor, options: EstimateOptions) -> Self {
+        Estimator { predictor, options }
     }
 
     /// Fits f[∅] and f[G] on `fold`'s training and validation samples and scores its test samples. `k`: the fold's
@@ -205,10 +205,10 @@ impl Estimator {
         let train = Part { x: &xtr, y: &ytr };
         let val = Part { x: &xva, y: &yva };
         let seed = rng::derive(seed, Stream::FoldFit { fold: k as u64 });
-        let mut null = self.family.null_model(target);
-        let mut cond = self.family.conditional_model(target, seed);
+        let mut null = self.predictor.null_model(target);
+        let mut cond = self.predictor.conditional_model(target, seed);
         null.fit(train, val).context("fitting f[∅]")?;
-        cond.fit(train, val).with_context(|| format!("fitting the {} family", self.family))?;
+        cond.fit(train, val).with_context(|| format!("fitting the {} family", self.predictor))?;
         let p_null = null.predict(&xte)?;
         let mut p_cond = cond.predict(&xte)?;
         let mut unseen = 0;
@@ -248,7 +248,7 @@ impl Estimator {
     /// Estimates `I_V(G -> Y)`. `features`: (N, D) (more dimensions are flattened per sample). See the module
     /// documentation and `docs/vinfo.md`.
     pub fn estimate(&self, features: &Tensor, target: &Target) -> Result<VInfoEstimate> {
-        let (family, opts) = (&self.family, &self.options);
+        let (predictor, opts) = (&self.predictor, &self.options);
         let start = Instant::now();
         let x = prepare_features(features)?;
         let (n, d) = (x.size()[0], x.size()[1]);
@@ -256,7 +256,7 @@ impl Estimator {
         if opts.bootstrap == 0 {
             bail!("bootstrap resamples must be at least 1");
         }
-        family.validate()?;
+        predictor.validate()?;
         if opts.repeats == 0 {
             crate::param_bail!("repeats", "must be at least 1, got 0");
         }
@@ -345,7 +345,7 @@ impl Estimator {
             PreparedTarget::Values { y, scale, .. } => (y.size()[1] as usize, true, *scale),
         };
         Ok(VInfoEstimate {
-            family: family.to_string(),
+            family: predictor.to_string(),
             target: target.kind_name().to_string(),
             bits: mean_pvi,
             ci95,

@@ -18,7 +18,11 @@ use super::model::{
 };
 use crate::rng::{self, Stream};
 
-/// An MLP family: its hidden sizes and training settings ([`super::Family::Mlp`]).
+/// The widest hidden layer of an MLP: wider layers add nothing on the few thousand victims an estimate fits on,
+/// and a typo (`mlp:100000000`) would exhaust memory.
+pub const MAX_HIDDEN: i64 = 1 << 16;
+
+/// An MLP predictor: its hidden sizes and training settings ([`super::Predictor::Mlp`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MlpOptions {
     /// Hidden layer sizes.
@@ -48,7 +52,7 @@ impl Default for MlpOptions {
 
 impl MlpOptions {
     pub fn validate(&self) -> Result<()> {
-        let max = super::family::MAX_HIDDEN;
+        let max = MAX_HIDDEN;
         if self.hidden.is_empty() || self.hidden.iter().any(|&h| !(1..=max).contains(&h)) {
             bail!("MLP hidden sizes must be in [1, {max}], got {:?}", self.hidden);
         }
@@ -106,6 +110,27 @@ struct MlpFit {
 }
 
 impl Mlp {
+    /// The network from `inputs` features to `outputs` values, its weights drawn from the seed. Its size is
+    /// counted before any weight is allocated: wide inputs times wide hidden layers can exceed memory.
+    fn network(&self, inputs: i64, outputs: i64) -> Result<(nn::VarStore, nn::Sequential)> {
+        let widths: Vec<i64> =
+            std::iter::once(inputs).chain(self.opts.hidden.iter().copied()).chain([outputs]).collect();
+        let params =
+            widths.windows(2).try_fold(0i64, |acc, w| acc.checked_add(w[0].checked_mul(w[1])?)?.checked_add(w[1]));
+        crate::limits::check_params("the MLP family's network", params)?;
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut net = nn::seq();
+        for (i, w) in widths.windows(2).enumerate() {
+            let name = if i + 2 == widths.len() { "out".to_string() } else { format!("hidden{i}") };
+            net = net.add(nn::linear(vs.root() / name, w[0], w[1], Default::default()));
+            if i + 2 < widths.len() {
+                net = net.add_fn(|t| t.relu());
+            }
+        }
+        init_weights(&vs, self.seed);
+        Ok((vs, net))
+    }
+
     /// An MLP classifier over `classes` classes.
     pub fn classifier(classes: i64, opts: &MlpOptions, seed: u64) -> Self {
         Mlp { task: Task::Classes(classes), opts: opts.clone(), seed, fitted: None }
@@ -152,24 +177,7 @@ impl ConditionalModel for Mlp {
             Task::Classes(_) => train.y.shallow_clone(),
             Task::Gaussian(_) => ((train.y - &y_mean) / &y_scale).to_kind(Kind::Float),
         };
-        // Counted before any weight is allocated: wide inputs times wide hidden layers can exceed memory.
-        let outputs = self.outputs(train.y);
-        let widths: Vec<i64> =
-            std::iter::once(x.size()[1]).chain(self.opts.hidden.iter().copied()).chain([outputs]).collect();
-        let params =
-            widths.windows(2).try_fold(0i64, |acc, w| acc.checked_add(w[0].checked_mul(w[1])?)?.checked_add(w[1]));
-        crate::limits::check_params("the MLP family's network", params)?;
-        let vs = nn::VarStore::new(Device::Cpu);
-        let mut net = nn::seq();
-        let mut width = x.size()[1];
-        for (i, &h) in self.opts.hidden.iter().enumerate() {
-            net = net
-                .add(nn::linear(vs.root() / format!("hidden{i}"), width, h, Default::default()))
-                .add_fn(|t| t.relu());
-            width = h;
-        }
-        net = net.add(nn::linear(vs.root() / "out", width, self.outputs(train.y), Default::default()));
-        init_weights(&vs, self.seed);
+        let (vs, net) = self.network(x.size()[1], self.outputs(train.y))?;
         let mut opt =
             nn::AdamW { wd: self.opts.weight_decay, ..Default::default() }.build(&vs, self.opts.learning_rate)?;
         // Continuous targets: each dimension's prediction is shrunk towards the null mean by a factor fitted on

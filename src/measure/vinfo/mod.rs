@@ -8,21 +8,21 @@
 //! measured. See `docs/vinfo.md` for the protocol and what the numbers mean.
 //!
 //! ```no_run
-//! use gradleak::measure::vinfo::{estimate, EstimateOptions, Family, Target};
+//! use gradleak::measure::vinfo::{estimate, EstimateOptions, Predictor, Target};
 //! # fn main() -> anyhow::Result<()> {
 //! let g = tch::Tensor::randn([500, 64], (tch::Kind::Float, tch::Device::Cpu));
 //! let labels = tch::Tensor::randint(10, [500], (tch::Kind::Int64, tch::Device::Cpu));
-//! let est = estimate(&g, &Target::Categorical(labels), &Family::Linear, &EstimateOptions::default())?;
+//! let est = estimate(&g, &Target::Categorical(labels), &Predictor::Linear, &EstimateOptions::default())?;
 //! println!("{:.3} bits [{:.3}, {:.3}]", est.bits, est.ci95[0], est.ci95[1]);
 //! # Ok(()) }
 //! ```
 
 mod calibrated;
 mod estimator;
-mod family;
 mod linear;
 mod mlp;
 mod model;
+mod predictor;
 mod protocol;
 
 use anyhow::Result;
@@ -32,12 +32,12 @@ use tch::Tensor;
 pub use calibrated::AffineCalibration;
 pub use estimator::Estimator;
 pub(crate) use estimator::PreparedTarget;
-pub use family::{Family, DEFAULT_HIDDEN};
 pub use linear::{lbfgs, LogisticRegression, RidgeGaussian};
-pub use mlp::{Mlp, MlpOptions};
+pub use mlp::{Mlp, MlpOptions, MAX_HIDDEN};
 pub use model::{
     gaussian_log_prob, ClassFrequencies, ConditionalModel, GaussianMarginal, Part, Prediction, Standardiser,
 };
+pub use predictor::{Predictor, DEFAULT_HIDDEN};
 pub use protocol::{bootstrap_ci, Fold, Protocol};
 
 /// What is predicted.
@@ -91,7 +91,8 @@ impl Default for EstimateOptions {
 /// The result of [`estimate`]: held-out entropies, their difference, and fit diagnostics.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct VInfoEstimate {
-    /// `linear` or `mlp:<hidden sizes>`.
+    /// The family measured: the predictor's name (`linear`, `mlp:<hidden sizes>`, `calibration`), or the name of
+    /// the family that chose the features and the predictor (`analytic`, `ig`, ...).
     pub family: String,
     /// `categorical` or `continuous`.
     pub target: String,
@@ -166,8 +167,13 @@ impl VInfoEstimate {
     }
 }
 
-/// Estimates `I_V(G -> Y)` for one family: [`Estimator::estimate`]. `features`: (N, D) (more dimensions are
+/// Estimates `I_V(G -> Y)` for one predictor: [`Estimator::estimate`]. `features`: (N, D) (more dimensions are
 /// flattened per sample). See the module documentation and `docs/vinfo.md`.
-pub fn estimate(features: &Tensor, target: &Target, family: &Family, opts: &EstimateOptions) -> Result<VInfoEstimate> {
-    Estimator::new(family.clone(), opts.clone()).estimate(features, target)
+pub fn estimate(
+    features: &Tensor,
+    target: &Target,
+    predictor: &Predictor,
+    opts: &EstimateOptions,
+) -> Result<VInfoEstimate> {
+    Estimator::new(predictor.clone(), opts.clone()).estimate(features, target)
 }

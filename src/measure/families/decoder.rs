@@ -13,10 +13,13 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
+use super::reconstruction::score_images;
+use super::{parse_count, Entry, FamilyKind, FeatureSource, Features, Family, ReconstructionScore, Setup};
 use crate::data::Split;
 use crate::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
-use crate::measure::layerwise::{group_features, NamedTarget};
-use crate::measure::vinfo::{ConditionalModel, Family, Mlp, MlpOptions, Part, Prediction, Target};
+use crate::measure::groups::{group_features, GroupFeatures, LayerGroup};
+use crate::measure::targets::{self, NamedTarget, TargetName};
+use crate::measure::vinfo::{ConditionalModel, Mlp, MlpOptions, Part, Prediction, Predictor, Target};
 use crate::models::Model;
 use crate::progress::Progress;
 
@@ -29,12 +32,82 @@ const VALIDATION_FRACTION: f64 = 0.1;
 /// Where the auxiliary updates' noise and dropout streams start: beyond any victims' update.
 const AUX_STREAM_OFFSET: u64 = 1 << 40;
 
-/// The auxiliary updates of the decoder family among `families`, when there is one.
-pub fn aux_updates_of(families: &[Family]) -> Option<usize> {
-    families.iter().find_map(|f| match f {
-        Family::Decoder { aux_updates } => Some(*aux_updates),
-        _ => None,
-    })
+/// A decoder trained on `aux_updates` updates the attacker simulates on its own data, applied to the victims'
+/// updates and calibrated like an attack's reconstruction.
+#[derive(Debug, Clone, Copy)]
+pub struct Decoder {
+    pub aux_updates: usize,
+}
+
+/// The fewest auxiliary updates a decoder trains on.
+const MIN_AUX_UPDATES: usize = 20;
+
+impl FamilyKind for Decoder {
+    fn name(&self) -> &'static str {
+        "decoder"
+    }
+    fn setting(&self) -> Option<String> {
+        (self.aux_updates != DEFAULT_AUX_UPDATES).then(|| self.aux_updates.to_string())
+    }
+    fn predictor(&self) -> Predictor {
+        Predictor::Calibration
+    }
+    fn reads_gradients(&self) -> bool {
+        false
+    }
+    fn validate(&self) -> Result<()> {
+        if self.aux_updates < MIN_AUX_UPDATES {
+            bail!("family 'decoder:{}': a decoder needs at least {MIN_AUX_UPDATES} auxiliary updates", self.aux_updates);
+        }
+        Ok(())
+    }
+    /// Computes the auxiliary updates (the decoders train when a group and target are first asked for).
+    fn source<'a>(&self, setup: &Setup<'a>) -> Result<Box<dyn FeatureSource + 'a>> {
+        let behind = setup.behind(self.name())?;
+        let aux = auxiliary_updates(
+            behind.model,
+            behind.split,
+            setup.updates,
+            behind.update_config,
+            self.aux_updates,
+            setup.progress,
+        )?;
+        let aux_targets = targets::resolve(setup.targets, behind.attributes, &aux)?;
+        Ok(Box::new(DecoderFeatures::new(behind.model, setup.updates, aux, aux_targets, setup.seed)))
+    }
+}
+
+pub(super) fn entry() -> Entry {
+    Entry {
+        name: "decoder",
+        usage: "decoder[:AUXILIARY UPDATES]".into(),
+        parse: Box::new(|setting| {
+            let example = "decoder:20000";
+            let aux_updates =
+                parse_count(setting, DEFAULT_AUX_UPDATES, MIN_AUX_UPDATES, "a number of auxiliary updates", example)?;
+            Ok(Family::new(Decoder { aux_updates }))
+        }),
+    }
+}
+
+impl FeatureSource for DecoderFeatures<'_> {
+    fn features(&mut self, group: &LayerGroup, _: &GroupFeatures, target: &NamedTarget) -> Result<Option<Features>> {
+        let values = DecoderFeatures::features(self, &group.name, &group.members, &target.name)?;
+        Ok(values.map(|values| Features { values, kind: "reconstruction".into() }))
+    }
+
+    /// The decoder's reconstruction is the input it decodes.
+    fn image_scores(&self) -> Result<Vec<ReconstructionScore>> {
+        let mut out = Vec::new();
+        for (group, images) in self.decoded_inputs() {
+            out.extend(score_images(self.model, &self.victims.victim_input, &group, &images)?);
+        }
+        Ok(out)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        DecoderFeatures::notes(self)
+    }
 }
 
 /// Updates the attacker simulates on its own data: the samples of the split that no victim's batch uses, up to
@@ -72,15 +145,14 @@ pub fn auxiliary_updates(
 /// The decoder attacker of one cell: the auxiliary updates and their targets, and one decoder per group and target
 /// (trained when first asked for).
 pub struct DecoderFeatures<'a> {
-    /// The auxiliary updates the family asked for (`decoder:N`); fewer when the split has fewer samples left.
-    requested: usize,
+    model: &'a Model,
     victims: &'a SharedUpdates,
     aux: SharedUpdates,
     aux_targets: Vec<NamedTarget>,
     options: MlpOptions,
     seed: u64,
     /// The victims' decoded targets by (group, target).
-    decoded: BTreeMap<(String, String), Tensor>,
+    decoded: BTreeMap<(String, TargetName), Tensor>,
     /// Per group and target: the decoder's held-out fit on the auxiliary updates, for the notes.
     fits: Vec<String>,
 }
@@ -89,14 +161,14 @@ impl<'a> DecoderFeatures<'a> {
     /// A decoder attacker trained on `aux` (updates computed like the victims', from other samples) whose targets
     /// are `aux_targets`.
     pub fn new(
+        model: &'a Model,
         victims: &'a SharedUpdates,
         aux: SharedUpdates,
         aux_targets: Vec<NamedTarget>,
-        requested: usize,
         seed: u64,
     ) -> Self {
         DecoderFeatures {
-            requested,
+            model,
             victims,
             aux,
             aux_targets,
@@ -107,21 +179,11 @@ impl<'a> DecoderFeatures<'a> {
         }
     }
 
-    /// Auxiliary updates the decoders train on.
-    pub fn aux_updates(&self) -> i64 {
-        self.aux.num_updates()
-    }
-
-    /// The family's name, with the auxiliary updates it asked for.
-    pub fn family(&self) -> String {
-        Family::Decoder { aux_updates: self.requested }.to_string()
-    }
-
     /// The victims' decoded inputs (N, K) by group, for the groups decoded so far.
     pub fn decoded_inputs(&self) -> Vec<(String, Tensor)> {
         self.decoded
             .iter()
-            .filter(|((_, target), _)| target == "input")
+            .filter(|((_, target), _)| *target == TargetName::Input)
             .map(|((group, _), t)| (group.clone(), t.shallow_clone()))
             .collect()
     }
@@ -143,16 +205,16 @@ impl<'a> DecoderFeatures<'a> {
 
     /// The decoded `target` of every victim from the group's layers `members` (indices into the updates' layers,
     /// the same in the auxiliary updates): (N, K) decoded values, or (N, C) class log-probabilities.
-    pub fn features(&mut self, group: &str, members: &[usize], target: &str) -> Result<Option<Tensor>> {
-        let key = (group.to_string(), target.to_string());
+    pub fn features(&mut self, group: &str, members: &[usize], target: &TargetName) -> Result<Option<Tensor>> {
+        let key = (group.to_string(), target.clone());
         if let Some(t) = self.decoded.get(&key) {
             return Ok(Some(t.shallow_clone()));
         }
-        let Some(aux_target) = self.aux_targets.iter().find(|t| t.name == target) else {
+        let Some(aux_target) = self.aux_targets.iter().find(|t| &t.name == target) else {
             bail!("decoder family: the auxiliary updates have no target '{target}'")
         };
-        let (aux_x, _, _) = group_features(&self.aux, members);
-        let (victim_x, _, _) = group_features(self.victims, members);
+        let aux_x = group_features(&self.aux, members).values;
+        let victim_x = group_features(self.victims, members).values;
         let n = aux_x.size()[0];
         let n_val = ((n as f64 * VALIDATION_FRACTION).round() as i64).max(1);
         if n - n_val < 2 {
@@ -160,7 +222,7 @@ impl<'a> DecoderFeatures<'a> {
         }
         let x = aux_x.to_kind(Kind::Double);
         let (train_x, val_x) = (x.narrow(0, 0, n - n_val), x.narrow(0, n - n_val, n_val));
-        let seed = self.seed ^ crate::rng::layer_key(group) ^ crate::rng::layer_key(target);
+        let seed = self.seed ^ crate::rng::layer_key(group) ^ crate::rng::layer_key(&target.to_string());
         let decoded = match &aux_target.target {
             Target::Continuous(y) => {
                 let y = y.flatten(1, -1).to_kind(Kind::Double);
@@ -199,16 +261,12 @@ impl<'a> DecoderFeatures<'a> {
     }
 
     /// The victims' codes of a categorical target, to size the classes.
-    fn victims_codes(&self, target: &str) -> Result<Tensor> {
+    fn victims_codes(&self, target: &TargetName) -> Result<Tensor> {
         Ok(match target {
-            "label" => self.victims.victim_label.shallow_clone(),
-            other => {
-                let Some(_) = other.strip_prefix("attribute:") else {
-                    bail!("decoder family: unknown categorical target '{other}'")
-                };
-                // Attributes are binary.
-                Tensor::from_slice(&[1i64])
-            }
+            TargetName::Label => self.victims.victim_label.shallow_clone(),
+            // Attributes are binary.
+            TargetName::Attribute(_) => Tensor::from_slice(&[1i64]),
+            TargetName::Input => bail!("decoder family: the input is not a categorical target"),
         })
     }
 }
