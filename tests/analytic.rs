@@ -6,10 +6,10 @@ mod common;
 
 use common::{image, quadrant_dataset};
 use gradleak::gradients::updates::{compute_updates, UpdateConfig};
-use gradleak::measure::families::AnalyticFeatures;
 use gradleak::measure::attacks::analytic::{
     invert_layer_input, layer_reads_the_input, linear_layer_input, linear_layer_inputs, Inversion,
 };
+use gradleak::measure::families::{AnalyticFeatures, FeatureSource};
 use gradleak::measure::targets::TargetName;
 use gradleak::measure::vinfo::{estimate, EstimateOptions, Predictor, Target};
 use gradleak::models::{Arch, Forward, Model, ModelSpec};

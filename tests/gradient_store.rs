@@ -86,10 +86,8 @@ fn the_sign_defence_keeps_each_sign_and_the_layers_mean_magnitude() {
     // Mean magnitude 1.0: each entry becomes its sign (0 stays 0), and the L1 norm stays 4.
     assert_eq!(Vec::<f64>::try_from(&defenses::sign(&g)).unwrap(), vec![1.0, -1.0, 0.0, 1.0]);
     // Applied to the averaged update, layer by layer, after any noise.
-    let per_sample = [
-        Tensor::from_slice(&[1.0f64, -3.0, 2.0, 4.0]).view([2, 2]),
-        Tensor::from_slice(&[0.2f64, -0.4]).view([2, 1]),
-    ];
+    let per_sample =
+        [Tensor::from_slice(&[1.0f64, -3.0, 2.0, 4.0]).view([2, 2]), Tensor::from_slice(&[0.2f64, -0.4]).view([2, 1])];
     let plan = DefensePlan::new(&["sign".parse::<Defense>().unwrap()]).unwrap();
     let update = defenses::aggregate(&per_sample, &plan, &mut rng::rng(0, Stream::UpdateNoise { update: 0 }));
     // Means: (1.5, 0.5), scale 1.0; and (-0.1), scale 0.1.

@@ -224,13 +224,14 @@ fn linear_estimates_ignore_column_order_and_scale() {
     let permc = Tensor::from_slice(&[5i64, 3, 1, 0, 2, 4]);
     let scalec = Tensor::from_slice(&[0.1f64, 3.0, 50.0, 1e-3, 1.0, 2.0]);
     let a = estimate(&x, &Target::Categorical(y.shallow_clone()), &Predictor::Linear, &opts(0)).unwrap();
-    let b = estimate(&(x.index_select(1, &perm) * scale), &Target::Categorical(y), &Predictor::Linear, &opts(0)).unwrap();
+    let b =
+        estimate(&(x.index_select(1, &perm) * scale), &Target::Categorical(y), &Predictor::Linear, &opts(0)).unwrap();
     // Standardisation makes the problems identical up to rounding; L-BFGS stops at a gradient of 1e-7, so the
     // rounding differences can move the optimum by about that much, far below 1e-4 bits.
     assert!((a.bits - b.bits).abs() < 1e-4, "logistic: {} vs {}", a.bits, b.bits);
     let a = estimate(&xc, &Target::Continuous(yc.shallow_clone()), &Predictor::Linear, &opts(0)).unwrap();
-    let b =
-        estimate(&(xc.index_select(1, &permc) * scalec), &Target::Continuous(yc), &Predictor::Linear, &opts(0)).unwrap();
+    let b = estimate(&(xc.index_select(1, &permc) * scalec), &Target::Continuous(yc), &Predictor::Linear, &opts(0))
+        .unwrap();
     // Ridge is solved in closed form in f64: only rounding differs (relative 1e-12 or so).
     assert!((a.bits - b.bits).abs() < 1e-6, "ridge: {} vs {}", a.bits, b.bits);
 }
@@ -497,8 +498,11 @@ fn pure_noise_with_many_classes_gives_an_interval_that_covers_zero() {
     ];
     for (name, x, y) in cases {
         let present = y.unique_dim(0, false, false, false).0.size()[0] as f64;
-        let families: &[Predictor] =
-            if present > 200.0 { &[Predictor::mlp_hidden(&[32])] } else { &[Predictor::Linear, Predictor::mlp_hidden(&[32])] };
+        let families: &[Predictor] = if present > 200.0 {
+            &[Predictor::mlp_hidden(&[32])]
+        } else {
+            &[Predictor::Linear, Predictor::mlp_hidden(&[32])]
+        };
         for family in families {
             let e = estimate(&x, &Target::Categorical(y.shallow_clone()), family, &opts(0)).unwrap();
             eprintln!("{name}, {family}: {:.4} bits {:?}, h_null {:.3}", e.bits, e.ci95, e.h_null_bits);

@@ -75,10 +75,8 @@ pub fn run_cell(
     notes.extend(measured.notes);
     let mut attacks = family_galleries(&ctx, &cu, measured.image_scores)?;
     let localisation = localise_targets(&ctx, &cu, &records)?;
-    let targets: Vec<String> = target_names(&config.measure.targets, &dataset.attributes)?
-        .iter()
-        .map(|t| t.to_string())
-        .collect();
+    let targets: Vec<String> =
+        target_names(&config.measure.targets, &dataset.attributes)?.iter().map(|t| t.to_string()).collect();
     let sensitivity = super::sensitivity::measure(&ctx, &cu, &records, &targets)?;
     notes.extend(sensitivity.notes);
     attacks.extend(run_attack(&ctx, &cu.keys)?);
@@ -160,9 +158,10 @@ fn compute_cell_updates(ctx: &CellContext, saved: &SavedRun, key: &str) -> Resul
         stream_offset: 0,
         chunk_samples: None,
     };
-    let dp = defenses::dp_record(&update_config.defenses, update_config.batch_size, ctx.dataset.train.len(), 1e-5, None)?;
-    let updates = compute_updates(model, ctx.split, &update_config, ctx.progress)
-        .map_err(|e| rename_params(e, UPDATE_KEYS))?;
+    let dp =
+        defenses::dp_record(&update_config.defenses, update_config.batch_size, ctx.dataset.train.len(), 1e-5, None)?;
+    let updates =
+        compute_updates(model, ctx.split, &update_config, ctx.progress).map_err(|e| rename_params(e, UPDATE_KEYS))?;
     let test_accuracy =
         saved.run.epochs.iter().find(|e| e.epoch == cell.epoch).map(|e| e.test_accuracy).unwrap_or(f64::NAN);
     let keys = CellKeys {
@@ -199,12 +198,8 @@ fn measure_information(ctx: &CellContext, cu: &CellUpdates) -> Result<(Vec<Recor
     let targets = resolve(&names, &ctx.dataset.attributes, updates).context("measure.targets")?;
     let groups = layer_groups(updates, &config.measure.layers, &config.measure.groups, config.measure.all_layers)
         .map_err(|e| rename_params(e, super::config::MEASURE_KEYS))?;
-    let behind = Behind {
-        model: &ctx.model,
-        split: ctx.split,
-        update_config: &cu.config,
-        attributes: &ctx.dataset.attributes,
-    };
+    let behind =
+        Behind { model: &ctx.model, split: ctx.split, update_config: &cu.config, attributes: &ctx.dataset.attributes };
     let setup = Setup { updates, behind: Some(behind), targets: &names, seed: config.seed, progress: ctx.progress };
     let measured = layerwise(&setup, &groups, &targets, &config.measure.families, &estimate_options(config))
         .map_err(|e| rename_params(e, UPDATE_KEYS))?;

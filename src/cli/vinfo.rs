@@ -265,7 +265,8 @@ fn print_table(estimates: &[VInfoEstimate]) {
 fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family], opts: &EstimateOptions) -> Result<()> {
     let store = GradientStore::open(dir)?;
     let (updates, manifest) = (&store.updates, &store.manifest);
-    let names = target_names(&args.targets, &manifest.attributes).with_context(|| format!("--targets ({})", dir.display()))?;
+    let names =
+        target_names(&args.targets, &manifest.attributes).with_context(|| format!("--targets ({})", dir.display()))?;
     let targets = resolve(&names, &manifest.attributes, updates).context("--targets")?;
     let groups: Vec<Vec<String>> =
         args.groups.iter().map(|g| g.split('+').map(|s| s.trim().to_string()).collect()).collect();
@@ -322,7 +323,11 @@ fn run_store(global: &Global, args: &VinfoArgs, dir: &Path, families: &[Family],
     }
     println!(
         "{} updates of {} on {} (defence: {}), {}",
-        manifest.num_updates, manifest.model.arch, manifest.dataset, manifest.defense, measured.rows[0].estimate.protocol
+        manifest.num_updates,
+        manifest.model.arch,
+        manifest.dataset,
+        manifest.defense,
+        measured.rows[0].estimate.protocol
     );
     // With one family `best` would repeat every row: the text table shows it with several only.
     let several = families.len() > 1;

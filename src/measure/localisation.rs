@@ -62,7 +62,12 @@ impl Localisation {
 pub fn refit_family<'f>(families: &'f [Family], source: Option<&str>) -> Option<&'f Family> {
     let mut gradient_families = families.iter().filter(|f| f.reads_gradients());
     let first = gradient_families.next()?;
-    Some(std::iter::once(first).chain(gradient_families).find(|f| Some(f.to_string().as_str()) == source).unwrap_or(first))
+    Some(
+        std::iter::once(first)
+            .chain(gradient_families)
+            .find(|f| Some(f.to_string().as_str()) == source)
+            .unwrap_or(first),
+    )
 }
 
 /// Ranks the single layers of `updates` by their bits (`single_bits`: (layer, bits) for `target`, measured already
@@ -114,7 +119,8 @@ pub fn localise(
             let protected: Vec<String> = ranking[..k].iter().map(|(n, _)| n.clone()).collect();
             let rest: Vec<usize> = (0..n_layers).filter(|&i| !protected.contains(&updates.layers[i].name)).collect();
             let features = group_features(updates, &rest).values;
-            let e = family.estimate(&features, &target.target, opts)
+            let e = family
+                .estimate(&features, &target.target, opts)
                 .with_context(|| format!("localisation of {}", target.name))?;
             let rest_names: Vec<String> = rest.iter().map(|&i| updates.layers[i].name.clone()).collect();
             let remaining = e.bits.max(best_of(&rest_names));

@@ -102,7 +102,11 @@ pub fn target_names(specs: &[String], attributes: &[AttributeInfo]) -> Result<Ve
 }
 
 /// The victims' values of `names` in `updates` (`attributes`: the columns of the updates' victim attributes).
-pub fn resolve(names: &[TargetName], attributes: &[AttributeInfo], updates: &SharedUpdates) -> Result<Vec<NamedTarget>> {
+pub fn resolve(
+    names: &[TargetName],
+    attributes: &[AttributeInfo],
+    updates: &SharedUpdates,
+) -> Result<Vec<NamedTarget>> {
     names
         .iter()
         .map(|name| {

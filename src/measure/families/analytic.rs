@@ -21,8 +21,8 @@ use anyhow::{bail, Result};
 use tch::{Kind, Tensor};
 
 use super::reconstruction::{attribute_on, measured_attribute_column, score_images};
-use super::{no_setting, Entry, FamilyKind, FeatureSource, Features, Family, ReconstructionScore, Setup};
 use super::SketchOnlyLayer;
+use super::{no_setting, Entry, Family, FamilyKind, FeatureSource, Features, ReconstructionScore, Setup};
 use crate::data::InputShape;
 use crate::gradients::updates::SharedUpdates;
 use crate::measure::attacks::analytic::{self, Inversion};
@@ -57,21 +57,64 @@ impl FamilyKind for Analytic {
 }
 
 pub(super) fn entry() -> Entry {
-    Entry { name: "analytic", usage: "analytic".into(), parse: Box::new(|setting| no_setting(setting, Family::analytic())) }
+    Entry {
+        name: "analytic",
+        usage: "analytic".into(),
+        parse: Box::new(|setting| no_setting(setting, Family::analytic())),
+    }
 }
 
 impl FeatureSource for AnalyticFeatures<'_> {
     fn features(&mut self, group: &LayerGroup, _: &GroupFeatures, target: &NamedTarget) -> Result<Option<Features>> {
-        let values = AnalyticFeatures::features(self, &group.name, &group.members, &target.name)?;
-        Ok(values.map(|values| Features { values, kind: "reconstruction".into() }))
+        Ok(AnalyticFeatures::features(self, &group.name, &group.members, &target.name)?.map(Features::reconstruction))
     }
 
+    /// How close each reconstructed layer's images come to the victims' (images in [0, 1] only): the attack's own
+    /// success, beside the bits its calibration measures. In layer order.
     fn image_scores(&self) -> Result<Vec<ReconstructionScore>> {
-        AnalyticFeatures::image_scores(self)
+        let mut out = Vec::new();
+        for (&l, r) in &self.reconstructions {
+            let layer = &self.model.layers()[l].name;
+            out.extend(score_images(self.model, &self.updates.victim_input, layer, &r.inputs)?);
+        }
+        Ok(out)
     }
 
+    /// What the attacker did and could not do, for the report's notes.
     fn notes(&self) -> Vec<String> {
-        AnalyticFeatures::notes(self)
+        let mut notes: Vec<String> = self
+            .reconstructions
+            .iter()
+            .map(|(&l, r)| {
+                format!(
+                    "analytic: the input of {} recovered in closed form (median rank-one residual {:.1e}){}",
+                    self.model.layers()[l].name,
+                    r.median_residual,
+                    if r.inverted {
+                        format!(
+                            ", then carried to the input by {} steps of activation matching",
+                            self.inversion.iterations
+                        )
+                    } else {
+                        String::new()
+                    }
+                )
+            })
+            .collect();
+        if self.model.script().is_some() {
+            // Every layer of a loaded module is skipped: one line says why instead of the list.
+            notes.push(
+                "analytic: the closed form reads the inputs that gradleak's own layers record in the forward pass; a \
+                 TorchScript model's graph records none, so the analytic family has no estimate for it"
+                    .to_string(),
+            );
+        } else if !self.skipped.is_empty() {
+            notes.push(format!(
+                "analytic: no closed form (no fully connected layer, or for the label not the last layer) for {}",
+                self.skipped.join(", ")
+            ));
+        }
+        notes
     }
 }
 
@@ -107,53 +150,7 @@ impl<'a> AnalyticFeatures<'a> {
         AnalyticFeatures { model, updates, inversion, reconstructions: BTreeMap::new(), skipped: Vec::new() }
     }
 
-    /// What the attacker did and could not do, for the report's notes.
-    pub fn notes(&self) -> Vec<String> {
-        let mut notes: Vec<String> = self
-            .reconstructions
-            .iter()
-            .map(|(&l, r)| {
-                format!(
-                    "analytic: the input of {} recovered in closed form (median rank-one residual {:.1e}){}",
-                    self.model.layers()[l].name,
-                    r.median_residual,
-                    if r.inverted {
-                        format!(
-                            ", then carried to the input by {} steps of activation matching",
-                            self.inversion.iterations
-                        )
-                    } else {
-                        String::new()
-                    }
-                )
-            })
-            .collect();
-        if self.model.script().is_some() {
-            // Every layer of a loaded module is skipped: one line says why instead of the list.
-            notes.push(
-                "analytic: the closed form reads the inputs that gradleak's own layers record in the forward pass; a \
-                 TorchScript model's graph records none, so the analytic family has no estimate for it"
-                    .to_string(),
-            );
-        } else if !self.skipped.is_empty() {
-            notes.push(format!(
-                "analytic: no closed form (no fully connected layer, or for the label not the last layer) for {}",
-                self.skipped.join(", ")
-            ));
-        }
-        notes
-    }
 
-    /// How close each reconstructed layer's images come to the victims' (images in [0, 1] only): the attack's own
-    /// success, beside the bits its calibration measures. In layer order.
-    pub fn image_scores(&self) -> Result<Vec<ReconstructionScore>> {
-        let mut out = Vec::new();
-        for (&l, r) in &self.reconstructions {
-            let layer = &self.model.layers()[l].name;
-            out.extend(score_images(self.model, &self.updates.victim_input, layer, &r.inputs)?);
-        }
-        Ok(out)
-    }
 
     /// The analytic family's features for `target` from the stored layers `members` (indices into the updates'
     /// layers) named `group`; None when there is no closed form.

@@ -14,7 +14,7 @@ use anyhow::{bail, Context, Result};
 use tch::{Kind, Tensor};
 
 use super::reconstruction::score_images;
-use super::{parse_count, Entry, FamilyKind, FeatureSource, Features, Family, ReconstructionScore, Setup};
+use super::{parse_count, Entry, Family, FamilyKind, FeatureSource, Features, ReconstructionScore, Setup};
 use crate::data::Split;
 use crate::gradients::updates::{compute_updates, SharedUpdates, UpdateConfig};
 use crate::measure::groups::{group_features, GroupFeatures, LayerGroup};
@@ -57,7 +57,10 @@ impl FamilyKind for Decoder {
     }
     fn validate(&self) -> Result<()> {
         if self.aux_updates < MIN_AUX_UPDATES {
-            bail!("family 'decoder:{}': a decoder needs at least {MIN_AUX_UPDATES} auxiliary updates", self.aux_updates);
+            bail!(
+                "family 'decoder:{}': a decoder needs at least {MIN_AUX_UPDATES} auxiliary updates",
+                self.aux_updates
+            );
         }
         Ok(())
     }
@@ -92,8 +95,7 @@ pub(super) fn entry() -> Entry {
 
 impl FeatureSource for DecoderFeatures<'_> {
     fn features(&mut self, group: &LayerGroup, _: &GroupFeatures, target: &NamedTarget) -> Result<Option<Features>> {
-        let values = DecoderFeatures::features(self, &group.name, &group.members, &target.name)?;
-        Ok(values.map(|values| Features { values, kind: "reconstruction".into() }))
+        Ok(DecoderFeatures::features(self, &group.name, &group.members, &target.name)?.map(Features::reconstruction))
     }
 
     /// The decoder's reconstruction is the input it decodes.
@@ -105,8 +107,19 @@ impl FeatureSource for DecoderFeatures<'_> {
         Ok(out)
     }
 
+    /// What the decoders were trained on, for the report's notes.
     fn notes(&self) -> Vec<String> {
-        DecoderFeatures::notes(self)
+        if self.fits.is_empty() {
+            return Vec::new();
+        }
+        vec![format!(
+            "decoder: an MLP (hidden {:?}) per group and target trained on {} auxiliary updates from samples that \
+             are not victims ({}% of them stop its training); decoded: {}",
+            self.options.hidden,
+            self.aux.num_updates(),
+            (VALIDATION_FRACTION * 100.0).round(),
+            self.fits.join(", ")
+        )]
     }
 }
 
@@ -188,20 +201,6 @@ impl<'a> DecoderFeatures<'a> {
             .collect()
     }
 
-    /// What the decoders were trained on, for the report's notes.
-    pub fn notes(&self) -> Vec<String> {
-        if self.fits.is_empty() {
-            return Vec::new();
-        }
-        vec![format!(
-            "decoder: an MLP (hidden {:?}) per group and target trained on {} auxiliary updates from samples that \
-             are not victims ({}% of them stop its training); decoded: {}",
-            self.options.hidden,
-            self.aux.num_updates(),
-            (VALIDATION_FRACTION * 100.0).round(),
-            self.fits.join(", ")
-        )]
-    }
 
     /// The decoded `target` of every victim from the group's layers `members` (indices into the updates' layers,
     /// the same in the auxiliary updates): (N, K) decoded values, or (N, C) class log-probabilities.

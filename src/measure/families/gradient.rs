@@ -3,7 +3,7 @@
 
 use anyhow::{bail, Result};
 
-use super::{no_setting, Entry, FamilyKind, FeatureSource, Features, Family, Setup};
+use super::{no_setting, Entry, Family, FamilyKind, FeatureSource, Features, Setup};
 use crate::measure::groups::{GroupFeatures, LayerGroup};
 use crate::measure::targets::NamedTarget;
 use crate::measure::vinfo::{MlpOptions, Predictor, MAX_HIDDEN};

@@ -9,8 +9,8 @@ use anyhow::Result;
 use tch::{Kind, Tensor};
 
 use super::reconstruction::{attribute_on, score_images};
-use super::{parse_count, Entry, FamilyKind, FeatureSource, Features, Family, ReconstructionScore, Setup};
 use super::SketchOnlyLayer;
+use super::{parse_count, Entry, Family, FamilyKind, FeatureSource, Features, ReconstructionScore, Setup};
 use crate::data::InputShape;
 use crate::gradients::updates::SharedUpdates;
 use crate::measure::attacks::{AttackConfig, AttackedUpdate, Method};
@@ -70,8 +70,7 @@ pub(super) fn entry(method: Method) -> Entry {
         usage: format!("{method}[:ITERATIONS]"),
         parse: Box::new(move |setting| {
             let example = format!("{method}:500");
-            let iterations =
-                parse_count(setting, DEFAULT_MATCHING_ITERATIONS, 1, "a number of iterations", &example)?;
+            let iterations = parse_count(setting, DEFAULT_MATCHING_ITERATIONS, 1, "a number of iterations", &example)?;
             Ok(Family::new(Matching { method, iterations }))
         }),
     }
@@ -79,16 +78,36 @@ pub(super) fn entry(method: Method) -> Entry {
 
 impl FeatureSource for MatchingFeatures<'_> {
     fn features(&mut self, group: &LayerGroup, _: &GroupFeatures, target: &NamedTarget) -> Result<Option<Features>> {
-        let values = MatchingFeatures::features(self, &group.name, &group.members, &target.name)?;
-        Ok(values.map(|values| Features { values, kind: "reconstruction".into() }))
+        Ok(MatchingFeatures::features(self, &group.name, &group.members, &target.name)?.map(Features::reconstruction))
     }
 
+    /// How close each attacked group's reconstructions come to the victims' images, by group name.
     fn image_scores(&self) -> Result<Vec<ReconstructionScore>> {
-        MatchingFeatures::image_scores(self)
+        let mut out = Vec::new();
+        for (group, m) in &self.by_group {
+            if let Some(m) = m {
+                out.extend(score_images(self.model, &self.updates.victim_input, group, &m.inputs)?);
+            }
+        }
+        Ok(out)
     }
 
+    /// What the attacker did and could not do, for the report's notes.
     fn notes(&self) -> Vec<String> {
-        MatchingFeatures::notes(self)
+        let method = self.config.method;
+        let mut notes = Vec::new();
+        let done: Vec<&str> = self.by_group.iter().filter(|(_, m)| m.is_some()).map(|(g, _)| g.as_str()).collect();
+        if !done.is_empty() {
+            notes.push(format!(
+                "{method}: {} iterations on each victim's update of {}",
+                self.config.iterations,
+                done.join(", ")
+            ));
+        }
+        if !self.skipped.is_empty() {
+            notes.push(format!("{method}: not run for {}", self.skipped.join("; ")));
+        }
+        notes
     }
 }
 
@@ -132,34 +151,7 @@ impl<'a> MatchingFeatures<'a> {
         MatchingFeatures { model, updates, config, by_group: BTreeMap::new(), skipped: Vec::new(), progress }
     }
 
-    /// What the attacker did and could not do, for the report's notes.
-    pub fn notes(&self) -> Vec<String> {
-        let method = self.config.method;
-        let mut notes = Vec::new();
-        let done: Vec<&str> = self.by_group.iter().filter(|(_, m)| m.is_some()).map(|(g, _)| g.as_str()).collect();
-        if !done.is_empty() {
-            notes.push(format!(
-                "{method}: {} iterations on each victim's update of {}",
-                self.config.iterations,
-                done.join(", ")
-            ));
-        }
-        if !self.skipped.is_empty() {
-            notes.push(format!("{method}: not run for {}", self.skipped.join("; ")));
-        }
-        notes
-    }
 
-    /// How close each attacked group's reconstructions come to the victims' images, by group name.
-    pub fn image_scores(&self) -> Result<Vec<ReconstructionScore>> {
-        let mut out = Vec::new();
-        for (group, m) in &self.by_group {
-            if let Some(m) = m {
-                out.extend(score_images(self.model, &self.updates.victim_input, group, &m.inputs)?);
-            }
-        }
-        Ok(out)
-    }
 
     /// The family's features for `target` from the stored layers `members` named `group`; None where the attack
     /// cannot run or the target is not measured from pixels.

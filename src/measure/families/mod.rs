@@ -84,6 +84,13 @@ pub struct Features {
     pub kind: String,
 }
 
+impl Features {
+    /// What an attacker reconstructed (or a decoder decoded) of the victims.
+    pub fn reconstruction(values: Tensor) -> Features {
+        Features { values, kind: "reconstruction".into() }
+    }
+}
+
 /// A family's reader of one set of shared updates: features per group and target, and what it could show of its
 /// work (reconstructed images, notes).
 pub trait FeatureSource {
