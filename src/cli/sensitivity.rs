@@ -5,21 +5,19 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use rand::seq::SliceRandom;
 use serde_json::json;
-use tch::Tensor;
 
 use gradleak::defenses::{describe, Defense};
+use gradleak::error::rename_params;
 use gradleak::gradients::store::GradientStore;
-use gradleak::measure::bounds::{fisher_per_layer, LayerFisher, ReleaseNoise};
+use gradleak::measure::bounds::{fisher_of_release, LayerFisher, ReleaseNoise};
 use gradleak::measure::sensitivity::{
-    input_sensitivity, latent_sensitivity_of_store, Estimate, InputSensitivityConfig, InputSensitivityReport,
+    input_sensitivity_on_split, latent_sensitivity_of_store, Estimate, InputSensitivityConfig, InputSensitivityReport,
     LatentConfig, LatentReport,
 };
 use gradleak::progress::Progress;
 
 use super::Global;
-use gradleak::rng::{self, Stream};
 
 #[derive(Debug, clap::Args)]
 pub struct SensitivityArgs {
@@ -172,12 +170,6 @@ fn input_part(global: &Global, args: &SensitivityArgs, progress: Progress) -> Re
         }
     }
     let split = dataset.split(&args.split)?;
-    if args.samples > split.len() {
-        bail!("--samples {} is larger than the {} split ({} samples)", args.samples, args.split, split.len());
-    }
-    let mut order: Vec<i64> = (0..split.len()).collect();
-    order.shuffle(&mut rng::rng(args.seed, Stream::SensitivitySamples));
-    let picked = Tensor::from_slice(&order[..args.samples as usize]);
     let config = InputSensitivityConfig {
         probes: args.probes,
         exact: args.exact,
@@ -188,18 +180,10 @@ fn input_part(global: &Global, args: &SensitivityArgs, progress: Progress) -> Re
         bootstrap: args.bootstrap,
         seed: args.seed,
     };
-    let report = input_sensitivity(
-        &model,
-        &split.inputs.index_select(0, &picked),
-        &split.labels.index_select(0, &picked),
-        &config,
-        progress,
-    )?;
+    let report = input_sensitivity_on_split(&model, split, args.samples, &config, progress)
+        .map_err(|e| rename_params(e, &[("samples", "--samples")]))?;
     // The shared update of one victim (batch size 1), so the noise is DP's sigma*C plus any `noise`.
-    let fisher = ReleaseNoise::of(&args.defenses, 1)?.filter(|noise| noise.fisher_caveat.is_none()).map(|noise| {
-        let layers = fisher_per_layer(&report, noise.std, args.bootstrap, args.seed);
-        (noise, layers)
-    });
+    let fisher = fisher_of_release(&report, &args.defenses, 1, args.bootstrap, args.seed)?;
     Ok(InputRun {
         run: loaded.source.clone(),
         epoch,

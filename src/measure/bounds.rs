@@ -158,6 +158,22 @@ pub struct LayerFisher {
     pub per_victim: Vec<FisherBound>,
 }
 
+/// The Fisher bounds of `report`'s layers for the release of `defenses` on batches of `batch_size`, with the
+/// noise they add; None without noise, or where a defence makes the bound inapplicable (its caveat).
+pub fn fisher_of_release(
+    report: &InputSensitivityReport,
+    defenses: &[Defense],
+    batch_size: i64,
+    bootstrap: usize,
+    seed: u64,
+) -> Result<Option<(ReleaseNoise, Vec<LayerFisher>)>> {
+    let Some(noise) = ReleaseNoise::of(defenses, batch_size)?.filter(|noise| noise.fisher_caveat.is_none()) else {
+        return Ok(None);
+    };
+    let layers = fisher_per_layer(report, noise.std, bootstrap, seed);
+    Ok(Some((noise, layers)))
+}
+
 /// The Fisher bounds of each layer of `report` and, with several layers, of all of them together (the sum of the
 /// layers' squared Jacobian norms), for a release with Gaussian noise of standard deviation `noise_std` in the
 /// units of the per-sample gradient.

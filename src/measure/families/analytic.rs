@@ -150,8 +150,6 @@ impl<'a> AnalyticFeatures<'a> {
         AnalyticFeatures { model, updates, inversion, reconstructions: BTreeMap::new(), skipped: Vec::new() }
     }
 
-
-
     /// The analytic family's features for `target` from the stored layers `members` (indices into the updates'
     /// layers) named `group`; None when there is no closed form.
     pub fn features(&mut self, group: &str, members: &[usize], target: &TargetName) -> Result<Option<Tensor>> {

@@ -201,7 +201,6 @@ impl<'a> DecoderFeatures<'a> {
             .collect()
     }
 
-
     /// The decoded `target` of every victim from the group's layers `members` (indices into the updates' layers,
     /// the same in the auxiliary updates): (N, K) decoded values, or (N, C) class log-probabilities.
     pub fn features(&mut self, group: &str, members: &[usize], target: &TargetName) -> Result<Option<Tensor>> {

@@ -151,8 +151,6 @@ impl<'a> MatchingFeatures<'a> {
         MatchingFeatures { model, updates, config, by_group: BTreeMap::new(), skipped: Vec::new(), progress }
     }
 
-
-
     /// The family's features for `target` from the stored layers `members` named `group`; None where the attack
     /// cannot run or the target is not measured from pixels.
     pub fn features(&mut self, group: &str, members: &[usize], target: &TargetName) -> Result<Option<Tensor>> {

@@ -426,6 +426,34 @@ pub fn auto_chunk_size(model: &Model) -> i64 {
     ((1i64 << 22) / model.num_params().max(1)).clamp(1, 64)
 }
 
+/// Input sensitivity of each layer of `model` at `samples` samples of `split`, drawn without replacement from the
+/// seed's `SensitivitySamples` stream.
+pub fn input_sensitivity_on_split(
+    model: &Model,
+    split: &crate::data::Split,
+    samples: i64,
+    config: &InputSensitivityConfig,
+    progress: Progress,
+) -> Result<InputSensitivityReport> {
+    use rand::seq::SliceRandom;
+    if samples < 1 {
+        crate::param_bail!("samples", "{samples} is below 1; draw at least one sample");
+    }
+    if samples > split.len() {
+        crate::param_bail!("samples", "{samples} is larger than the split ({} samples)", split.len());
+    }
+    let mut order: Vec<i64> = (0..split.len()).collect();
+    order.shuffle(&mut crate::rng::rng(config.seed, crate::rng::Stream::SensitivitySamples));
+    let picked = Tensor::from_slice(&order[..samples as usize]);
+    input_sensitivity(
+        model,
+        &split.inputs.index_select(0, &picked),
+        &split.labels.index_select(0, &picked),
+        config,
+        progress,
+    )
+}
+
 /// Input sensitivity of each layer of `model` at samples `inputs` (N, ...) with labels `labels` (N,).
 pub fn input_sensitivity(
     model: &Model,

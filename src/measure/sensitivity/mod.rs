@@ -23,7 +23,10 @@ pub use agreement::{
     agreement_verdict, order_text, paired_comparisons, rank_agreement, spearman, spearman_interval, PairComparison,
     PerSample, RankAgreement,
 };
-pub use input::{input_sensitivity, InputSensitivityConfig, InputSensitivityReport, LayerInputSensitivity};
+pub use input::{
+    input_sensitivity, input_sensitivity_on_split, InputSensitivityConfig, InputSensitivityReport,
+    LayerInputSensitivity,
+};
 pub use latent::{latent_sensitivity, latent_sensitivity_of_store, LatentConfig, LatentLayer, LatentReport};
 
 use serde::{Deserialize, Serialize};
