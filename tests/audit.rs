@@ -392,6 +392,7 @@ fn record(layer: &str, target: &str, family: &str, bits: f64, ci95: [f64; 2]) ->
         repeats: 1,
         repeat_bits: Vec::new(),
         fit_se: 0.0,
+        seed: 0,
         upper_bits: None,
         bound: None,
         warnings: Vec::new(),

@@ -154,6 +154,7 @@ fn record(ci95: [f64; 2], upper: Option<f64>) -> Record {
         repeats: 1,
         repeat_bits: Vec::new(),
         fit_se: 0.0,
+        seed: 0,
         upper_bits: upper,
         bound: upper.map(|_| "dp_capacity".to_string()),
         warnings: Vec::new(),

@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_with::{serde_as, DisplayFromStr};
 
-use crate::defenses::Defense;
+use crate::defenses::{Defense, DefensePlan};
 use crate::gradients::sketch::SketchKind;
 use crate::measure::attacks::Method;
 use crate::measure::families::{self, Family};
@@ -156,10 +156,9 @@ impl FromStr for DpSetting {
         }
         let parsed = format!("dp:{s}").parse::<Defense>();
         // One message with its cause: serde reports only the top layer of an error.
-        match parsed.map_err(|e| anyhow::anyhow!("dp entry '{s}': {e:#}"))? {
-            Defense::Dp { clip, noise_multiplier } => Ok(DpSetting(Some((clip, noise_multiplier)))),
-            _ => unreachable!("a dp: string parses to a dp defence"),
-        }
+        let defense = parsed.map_err(|e| anyhow::anyhow!("dp entry '{s}': {e:#}"))?;
+        // A `dp:` string parses to a dp defence, which the plan holds as its DP setting.
+        Ok(DpSetting(DefensePlan::new(&[defense])?.dp))
     }
 }
 

@@ -94,6 +94,9 @@ pub struct Record {
     /// with one repetition.
     #[serde(default)]
     pub fit_se: f64,
+    /// The seed of the estimate's partitions, fits and bootstrap.
+    #[serde(default)]
+    pub seed: u64,
     /// An upper bound on the bits any attacker can get about the target from this update, where one applies
     /// (see `bound` and `docs/bounds.md`).
     #[serde(default)]
@@ -139,6 +142,7 @@ impl Record {
             repeats: e.repeats,
             repeat_bits: e.repeat_bits.clone(),
             fit_se: e.fit_se,
+            seed: e.seed,
             upper_bits: None,
             bound: None,
             warnings: e.warnings.clone(),
