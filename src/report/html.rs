@@ -17,6 +17,15 @@ pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
+/// Escaped text with its `code` spans (between backticks, as in the Markdown) as `<code>`.
+fn esc_code(s: &str) -> String {
+    esc(s)
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { format!("<code>{part}</code>") } else { part.to_string() })
+        .collect()
+}
+
 /// DP cells whose brackets are drawn per pair, beyond the first cell.
 const MAX_BRACKET_CELLS: usize = 4;
 
@@ -99,11 +108,11 @@ fn verdict(s: &mut String, report: &Report) {
     for pair in pairs {
         let _ = write!(s, "<p>{}:</p><ul>", esc(&pair.heading));
         for item in pair.items {
-            let _ = write!(s, "<li><b>{}</b>: {}", esc(item.label), esc(&item.text));
+            let _ = write!(s, "<li><b>{}</b>: {}", esc(item.label), esc_code(&item.text));
             if !item.lines.is_empty() {
                 s.push_str("<ul>");
                 for line in &item.lines {
-                    let _ = write!(s, "<li>{}</li>", esc(line));
+                    let _ = write!(s, "<li>{}</li>", esc_code(line));
                 }
                 s.push_str("</ul>");
             }

@@ -404,6 +404,9 @@ pub enum Protection<'a> {
         unprotected: f64,
         fraction: f64,
         measured_with: &'a str,
+        /// The largest protection set short of `protect` that the search measured, and what it left (more than the
+        /// target): why protecting fewer layers does not do.
+        fewer: Option<(&'a [String], f64)>,
     },
 }
 
@@ -419,6 +422,12 @@ pub fn protection(l: &Localisation) -> Protection<'_> {
         unprotected: l.unprotected_bits,
         fraction: l.fraction,
         measured_with: if l.refit_family.is_empty() { &l.family } else { &l.refit_family },
+        fewer: l
+            .steps
+            .iter()
+            .filter(|s| s.protected.len() < l.protect.len())
+            .max_by_key(|s| s.protected.len())
+            .map(|s| (s.protected.as_slice(), s.remaining_bits)),
     }
 }
 
@@ -439,6 +448,8 @@ pub struct PairVerdict<'a> {
     pub cell: &'a CellKeys,
     /// Cells of the pair.
     pub cells: usize,
+    /// Cells `cell` was chosen from: those without a defence, or all.
+    pub candidates: usize,
     /// Per target, in the configuration's order.
     pub targets: Vec<TargetVerdict<'a>>,
     /// Which defence of the grid closes the leak; `None` when the pair's cells have one defence setting only.
@@ -503,6 +514,8 @@ pub enum ProtectionVerdict<'a> {
     Measured(Protection<'a>),
     /// Every single layer gives the target away fully: not sharing some layers cannot keep it.
     EveryLayerLeaks,
+    /// No usable information found: nothing to protect.
+    NothingFound,
 }
 
 /// The defences of a pair's grid against the leak.
@@ -562,6 +575,7 @@ pub fn pair_verdict<'a>(report: &'a Report, cells: &[&'a CellSummary]) -> Option
     let most = |c: &&CellSummary| {
         best_of(report, &c.keys.cell, first_target).iter().map(|r| r.bits).filter(|b| b.is_finite()).fold(0.0, f64::max)
     };
+    let count = candidates.len();
     let cell = &first_max(candidates, most)?.keys;
     let defences = defence_verdict(report, cells, &targets);
     let targets = targets
@@ -571,7 +585,7 @@ pub fn pair_verdict<'a>(report: &'a Report, cells: &[&'a CellSummary]) -> Option
             (!records.is_empty()).then(|| target_verdict(report, cell, t, &records))
         })
         .collect();
-    Some(PairVerdict { cell, cells: cells.len(), targets, defences })
+    Some(PairVerdict { cell, cells: cells.len(), candidates: count, targets, defences })
 }
 
 /// The targets measured in some of `cells`.
@@ -592,6 +606,7 @@ fn target_verdict<'a>(
     let bracket = bracket(records);
     let localised = report.localisation.iter().find(|l| l.keys.cell == cell.cell && l.localisation.target == target);
     let protection = match (localised, &leak) {
+        (_, Leak::Nothing) => Some(ProtectionVerdict::NothingFound),
         (Some(l), _) => Some(ProtectionVerdict::Measured(protection(&l.localisation))),
         (None, Leak::Fully { short, .. }) if short.is_empty() => Some(ProtectionVerdict::EveryLayerLeaks),
         _ => None,

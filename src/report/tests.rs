@@ -270,6 +270,12 @@ fn nothing_found_about_any_target_is_said_once() {
     assert!(verdict.pairs[0].targets.iter().all(|t| t.leak == Leak::Nothing));
     let text = verdict_text(&verdict);
     assert!(text[0].items[0].text.starts_with("nothing"), "{:?}", text[0].items[0]);
+    let brackets = text[0].items.iter().find(|i| i.label == "Tightest bracket").unwrap();
+    assert_eq!(
+        brackets.lines[1],
+        "label: no usable information found (the largest estimate: 0.20 [-0.10, 0.50] bits, linear, fc1); at most \
+         3.32 bits (log2_classes)"
+    );
     assert!(text[0].items.iter().all(|i| i.label != "Defence"), "nothing to close");
 }
 
@@ -313,17 +319,22 @@ fn the_cheapest_defence_whose_cells_read_about_zero_closes_the_leak() {
     assert_eq!((still.layer.as_str(), still.target.as_str(), still.bits), ("fc1", "label", 0.10));
 
     let text = verdict_text(&verdict);
+    assert!(
+        text[0].heading.starts_with("lenet5 on embedded, the cell without a defence (cell n: "),
+        "{}",
+        text[0].heading
+    );
     let defence = text[0].items.iter().find(|i| i.label == "Defence").unwrap();
     assert!(defence.text.starts_with("dp:clip=1,sigma=1 closes it"), "{}", defence.text);
+    assert!(defence.text.contains("(as without it: the defence acts on the shared updates only)"), "{}", defence.text);
     assert!(defence.text.contains("no attacker can get more than 0.72 bits"), "{}", defence.text);
     assert!(defence.text.contains("test accuracy 70.50%") && defence.text.contains("epsilon 0.50"), "{}", defence.text);
     assert_eq!(
         defence.lines,
         [
-            "dp:clip=1,sigma=0.5 leaves the label 0.10 [0.01, 0.18] bits (fc1); test accuracy 70.50% (as without it: \
-             the defence acts on the shared updates only), epsilon 3.10",
-            "dp:clip=1,sigma=2 closes it too, at a higher cost: test accuracy 70.50% (as without it: the defence acts \
-             on the shared updates only), epsilon 0.20",
+            "dp:clip=1,sigma=0.5 leaves the label 0.10 [0.01, 0.18] bits (fc1); test accuracy 70.50% (as without it), \
+             epsilon 3.10",
+            "dp:clip=1,sigma=2 closes it too, at a higher cost: test accuracy 70.50% (as without it), epsilon 0.20",
         ]
     );
 }
@@ -378,5 +389,26 @@ fn the_verdict_reads_the_most_leaking_undefended_cell() {
     assert_eq!(verdict.pairs[0].cell.cell, "l");
     assert!(verdict.pairs[0].defences.is_none(), "one defence setting: nothing to compare");
     let heading = &verdict_text(&verdict)[0].heading;
-    assert!(heading.contains("the most leaking of the cells without a defence") && heading.contains("batch size 1"));
+    assert!(heading.contains("the most leaking of the 2 cells without a defence") && heading.contains("batch size 1"));
+}
+
+#[test]
+fn protecting_every_layer_says_what_protecting_one_fewer_left() {
+    let mut parts = single_cell();
+    let l = &mut parts.localisation[0].localisation;
+    l.protect = vec!["fc1".into(), "conv1".into()];
+    let report = parts.report();
+    let verdict = interpret::verdict(&report);
+    let input = verdict.pairs[0].targets.iter().find(|t| t.target == "input").unwrap();
+    let Some(ProtectionVerdict::Measured(Protection::Layers { left, fewer, .. })) = &input.protection else {
+        panic!("{:?}", input.protection)
+    };
+    assert!(left.is_empty());
+    assert_eq!(*fewer, Some((&["fc1".to_string()][..], 110.0)));
+    let text = verdict_text(&verdict);
+    let protect = text[0].items.iter().find(|i| i.label == "Layers to protect").unwrap();
+    assert_eq!(
+        protect.lines[0],
+        "input: all 2 layers: protecting fc1 still leaves 110.00 of 1194.90 bits (measured with linear)"
+    );
 }

@@ -175,9 +175,13 @@ fn pair_text(p: &PairVerdict) -> PairText {
     let heading = if p.cells == 1 {
         format!("{} on {} (cell {}: {})", k.model, k.dataset, k.cell, cell_coordinates(k))
     } else {
-        let of = if k.defense == "none" { "the cells without a defence" } else { "the cells" };
+        let of = match (k.defense.as_str(), p.candidates) {
+            ("none", 1) => "the cell without a defence".to_string(),
+            ("none", n) => format!("the most leaking of the {n} cells without a defence"),
+            (_, n) => format!("the most leaking of its {n} cells"),
+        };
         format!(
-            "{} on {}, the most leaking of {of} (cell {}: {}); the defences over all {} cells",
+            "{} on {}, {of} (cell {}: {}); the defences over all {} cells",
             k.model,
             k.dataset,
             k.cell,
@@ -258,11 +262,16 @@ fn measured_by(r: &Record) -> String {
 
 fn bracket_line(target: &str, b: &Bracket) -> String {
     let lo = b.lower;
-    let lower = if interpret::reads_nothing(lo) {
-        format!("nothing found ({:.2} {})", lo.bits, fmt_ci(lo.ci95))
-    } else {
-        format!("{:.2} {} bits ({})", lo.bits, fmt_ci(lo.ci95), measured_by(lo))
-    };
+    if interpret::reads_nothing(lo) {
+        let upper = b.upper.map(|(u, bound)| format!("; at most {u:.2} bits ({bound})")).unwrap_or_default();
+        return format!(
+            "{target}: no usable information found (the largest estimate: {:.2} {} bits, {}){upper}",
+            lo.bits,
+            fmt_ci(lo.ci95),
+            measured_by(lo)
+        );
+    }
+    let lower = format!("{:.2} {} bits ({})", lo.bits, fmt_ci(lo.ci95), measured_by(lo));
     match b.upper {
         Some((u, bound)) => {
             let at = if lo.bits >= interpret::FULL_FRACTION * u && u > 0.0 { ": at the bound" } else { "" };
@@ -274,6 +283,7 @@ fn bracket_line(target: &str, b: &Bracket) -> String {
 
 fn protection_line(target: &str, p: &ProtectionVerdict) -> String {
     match p {
+        ProtectionVerdict::NothingFound => format!("{target}: nothing to protect (no usable information found)"),
         ProtectionVerdict::EveryLayerLeaks => {
             format!("{target}: none suffices: every layer gives it away fully, so only a defence keeps it")
         }
@@ -286,12 +296,18 @@ fn protection_line(target: &str, p: &ProtectionVerdict) -> String {
             remaining,
             unprotected,
             measured_with,
+            fewer,
             ..
         }) => {
             let protect: &[String] = protect;
             let count = protect.len() + left.len();
             if left.is_empty() {
-                return format!("{target}: every layer ({}): withholding fewer leaves too much", and_list(protect));
+                let fewer = fewer
+                    .map(|(fewer, bits)| {
+                        format!(": protecting {} still leaves {bits:.2} of {unprotected:.2} bits", and_list(fewer))
+                    })
+                    .unwrap_or_default();
+                return format!("{target}: all {count} layers{fewer} (measured with {measured_with})");
             }
             let leaves = if *remaining < NEGLIGIBLE_BITS {
                 format!("nothing usable ({remaining:.2} of {unprotected:.2} bits)")
@@ -308,9 +324,13 @@ fn protection_line(target: &str, p: &ProtectionVerdict) -> String {
     }
 }
 
-/// `test accuracy 70.50% (as without it), epsilon 0.50`
-fn cost(o: &DefenceOutcome) -> String {
-    let same = if o.same_accuracy { " (as without it: the defence acts on the shared updates only)" } else { "" };
+/// `test accuracy 70.50% (as without it: ...), epsilon 0.50`; `why` says why the accuracy is unchanged.
+fn cost(o: &DefenceOutcome, why: bool) -> String {
+    let same = match (o.same_accuracy, why) {
+        (true, true) => " (as without it: the defence acts on the shared updates only)",
+        (true, false) => " (as without it)",
+        (false, _) => "",
+    };
     let eps = o.epsilon.map(|e| format!(", epsilon {}", span(e, |v| format!("{v:.2}")))).unwrap_or_default();
     format!("test accuracy {}{same}{eps}", span(o.test_accuracy, percent))
 }
@@ -346,13 +366,16 @@ fn defence_item(p: &PairVerdict) -> Option<VerdictItem> {
             lines: Vec::new(),
         });
     };
+    // Why a defence keeps the accuracy is said once: after the closing one, or on the first line.
     let other_lines: Vec<String> = others
         .iter()
-        .map(|o| {
+        .enumerate()
+        .map(|(i, o)| {
+            let why = closing.is_none() && i == 0;
             if o.leaks.is_empty() {
-                format!("{} closes it too, at a higher cost: {}", o.defense, cost(o))
+                format!("{} closes it too, at a higher cost: {}", o.defense, cost(o, why))
             } else {
-                format!("{} leaves {}; {}", o.defense, leaves(o), cost(o))
+                format!("{} leaves {}; {}", o.defense, leaves(o), cost(o, why))
             }
         })
         .collect();
@@ -366,7 +389,7 @@ fn defence_item(p: &PairVerdict) -> Option<VerdictItem> {
             format!(
                 "{} closes it: {every} reads about 0 bits about every target from every layer{guarantee}; {}.",
                 c.defense,
-                cost(c)
+                cost(c, true)
             )
         }
         None => "no defence in the grid closes it:".into(),
