@@ -19,7 +19,7 @@ use common::{arg, median};
 use std::time::Instant;
 
 use gradleak::gradients::per_sample::per_sample_gradients;
-use gradleak::measure::attacks::{self, AttackConfig, InvertingGradients, Method, Reconstruction, AttackedUpdate};
+use gradleak::measure::attacks::{self, AttackConfig, AttackedUpdate, InvertingGradients, Method, Reconstruction};
 use gradleak::models::{Arch, Model, ModelSpec};
 use gradleak::rng::{self, Stream};
 use rand_chacha::ChaCha8Rng;

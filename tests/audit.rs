@@ -146,7 +146,22 @@ fn a_sweep_writes_four_reports_resumes_and_refuses_another_audits_folder() {
     // One family: a row per record, as before (`best` would repeat every row).
     assert!(md.contains("| layer | parameters | features | target | family | bits | 95% CI |"), "{md}");
     assert!(!md.contains("| best |"), "{md}");
-    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("<svg"));
+    // The verdict opens the report, and the numbers follow it: the label leaks from the undefended cells, and the
+    // grid's defence either closes it or is said to leave something.
+    let (verdict, overview) = (md.find("## Verdict").unwrap(), md.find("## Overview").unwrap());
+    assert!(verdict < overview && overview < md.find("## Cell ").unwrap(), "{md}");
+    let verdict = &md[verdict..overview];
+    assert!(verdict.contains("- **What leaks**: ") && verdict.contains("the label"), "{verdict}");
+    assert!(verdict.contains("- **Tightest bracket**: ") && verdict.contains("  - label: from "), "{verdict}");
+    assert!(
+        verdict.contains("- **Defence**: dp:clip=1,sigma=0.5 closes it")
+            || verdict.contains("- **Defence**: no defence in the grid closes it:\n  - dp:clip=1,sigma=0.5 leaves"),
+        "{verdict}"
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<svg"));
+    let (verdict, overview) = (html.find("id=\"verdict\"").unwrap(), html.find("id=\"overview\"").unwrap());
+    assert!(html.find("id=\"summary\"").unwrap() < verdict && verdict < overview);
 
     // The same command again recomputes nothing.
     let again = gradleak(&["audit", "--config", &config, "--out", &out_s, "--json"]);
@@ -557,7 +572,11 @@ fn the_html_report_renders_in_headless_chromium() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &SMALL.replace("batch_size = [1, 4]", "batch_size = [1]"));
     let out = dir.path().join("out");
-    assert!(gradleak(&["audit", "--config", &config, "--out", &out.display().to_string()]).status.success());
+    let run = gradleak(&["audit", "--config", &config, "--out", &out.display().to_string()]);
+    assert!(run.status.success(), "{}", stderr(&run));
+    // The terminal shows the verdict, then the overview of the cells.
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(stdout.starts_with("## Verdict") && stdout.contains("\n## Overview"), "{stdout}");
     let url = format!("file://{}", out.join("report.html").display());
     let profile = dir.path().join("profile");
     let flags = [
@@ -576,7 +595,11 @@ fn the_html_report_renders_in_headless_chromium() {
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&dom.stdout);
-    assert!(dom.contains("id=\"summary\"") && dom.contains("<svg"), "rendered DOM: {}", &dom[..dom.len().min(500)]);
+    assert!(
+        dom.contains("id=\"summary\"") && dom.contains("id=\"verdict\"") && dom.contains("<svg"),
+        "rendered DOM: {}",
+        &dom[..dom.len().min(500)]
+    );
     let shot = dir.path().join("report.png");
     let status = Command::new(browser)
         .args(flags)

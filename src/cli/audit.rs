@@ -168,10 +168,9 @@ pub fn run(global: &Global, args: AuditArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let md = std::fs::read_to_string(args.out.join("report.md")).unwrap_or_default();
-    // What a user looks at first: the overview of a sweep, or the layer table of a single cell.
-    let first: String = md.split("\n## ").nth(1).map(|s| format!("## {s}")).unwrap_or_default();
-    println!("{first}");
+    // What a user looks at first: the verdict, then the overview of a sweep or the layer table of a single cell.
+    let report = gradleak::report::build(&outcome.manifest, &outcome.results);
+    println!("{}", gradleak::report::summary(&report));
     for line in &summary.skipped {
         println!("skipped: {line}");
     }

@@ -1,225 +1,130 @@
-//! The self-contained HTML report: tables and inline SVG plots, no scripts, no external files (attack images are
-//! embedded as data URIs).
+//! The self-contained HTML report: the verdict first, then tables and inline SVG plots, no scripts, no external
+//! files (attack images are embedded as data URIs). One writer per section; the findings come from
+//! [`super::interpret`], their words from [`super::text`] and the plots from [`super::svg`].
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 use base64::Engine as _;
 
-use super::Report;
-use crate::audit::{Record, BEST};
+use super::interpret::{self, OverviewRow};
+use super::svg::{bars, heatmap, scatter, upper};
+use super::{text, CellSummary, Report};
+use crate::audit::{CellKeys, Record, BEST};
 use crate::measure::bounds::DP_CAPACITY;
 
-fn esc(s: &str) -> String {
+pub fn esc(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// Escaped text with its `code` spans (between backticks, as in the Markdown) as `<code>`.
+fn esc_code(s: &str) -> String {
+    esc(s)
+        .split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { format!("<code>{part}</code>") } else { part.to_string() })
+        .collect()
 }
 
 /// DP cells whose brackets are drawn per pair, beyond the first cell.
 const MAX_BRACKET_CELLS: usize = 4;
 
-/// The upper bound of a record, when it has a finite one.
-fn upper(r: &Record) -> Option<f64> {
-    r.upper_bits.filter(|u| u.is_finite())
-}
+const HEAD: &str = "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gradleak audit</title><style>\
+     body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;font-size:13px}\
+     td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:left}\
+     figure{margin:1em 0}figcaption{font-weight:bold;margin-bottom:4px}\
+     #verdict{border-left:4px solid #4878a8;padding:0.2em 1em;background:#f6f8fb}#verdict li{margin:0.2em 0}</style></head><body>";
 
-/// A horizontal bar chart of bits per layer with 95% CI whiskers and, where one applies, the bracket up to the
-/// upper bound (a red tick: no attacker can get more).
-fn bars(title: &str, rows: &[&Record]) -> String {
-    let (w, row_h, left) = (760.0, 22.0, 170.0);
-    let h = 40.0 + row_h * rows.len() as f64;
-    let lo = rows.iter().map(|r| r.ci95[0].min(r.bits)).fold(0.0f64, f64::min);
-    let hi =
-        rows.iter().map(|r| r.ci95[1].max(r.bits).max(upper(r).unwrap_or(0.0))).fold(0.0f64, f64::max).max(lo + 1e-9);
-    let x = |v: f64| left + (v - lo) / (hi - lo) * (w - left - 80.0);
-    let mut s =
-        format!("<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\">", esc(title));
-    let _ = write!(s, "<line x1=\"{0}\" y1=\"20\" x2=\"{0}\" y2=\"{1}\" stroke=\"#888\"/>", x(0.0), h - 10.0);
-    for (i, r) in rows.iter().enumerate() {
-        let y = 24.0 + row_h * i as f64;
-        let (x0, x1) = (x(0.0).min(x(r.bits)), x(0.0).max(x(r.bits)));
-        let _ = write!(
-            s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"12\">{}</text>\
-             <rect x=\"{x0:.1}\" y=\"{y}\" width=\"{:.1}\" height=\"{}\" fill=\"#4878a8\"/>\
-             <line x1=\"{:.1}\" y1=\"{}\" x2=\"{:.1}\" y2=\"{}\" stroke=\"#222\"/>\
-             <text x=\"{:.1}\" y=\"{}\" font-size=\"11\">{:.2}</text>",
-            left - 6.0,
-            y + 13.0,
-            esc(&r.layer),
-            (x1 - x0).max(0.5),
-            row_h - 6.0,
-            x(r.ci95[0]),
-            y + 8.0,
-            x(r.ci95[1]),
-            y + 8.0,
-            x(r.ci95[1]) + 4.0,
-            y + 13.0,
-            r.bits
-        );
-        if let Some(u) = upper(r) {
-            let _ = write!(
-                s,
-                "<line class=\"bracket\" x1=\"{:.1}\" y1=\"{}\" x2=\"{:.1}\" y2=\"{}\" stroke=\"#c33\" \
-                 stroke-dasharray=\"3,2\"/><line class=\"upper\" x1=\"{:.1}\" y1=\"{}\" x2=\"{:.1}\" y2=\"{}\" \
-                 stroke=\"#c33\" stroke-width=\"2\"><title>upper bound {u:.3} bits ({})</title></line>",
-                x(r.ci95[1]),
-                y + 8.0,
-                x(u),
-                y + 8.0,
-                x(u),
-                y + 1.0,
-                x(u),
-                y + row_h - 5.0,
-                esc(r.bound.as_deref().unwrap_or_default())
-            );
-            // The bound's value, where it does not collide with the estimate's.
-            if x(u) - x(r.ci95[1]) > 60.0 {
-                let _ = write!(
-                    s,
-                    "<text x=\"{:.1}\" y=\"{}\" font-size=\"11\" fill=\"#c33\">&#8804; {u:.2}</text>",
-                    x(u) + 4.0,
-                    y + 13.0
-                );
-            }
-        }
+/// The HTML page of a report; `out` is where attack images are read from.
+pub fn page(report: &Report, out: &Path) -> String {
+    let mut s = String::from(HEAD);
+    summary(&mut s, report);
+    if report.cells.is_empty() {
+        s.push_str("<p>No cell is finished yet.</p></body></html>");
+        return s;
     }
-    s.push_str("</svg></figure>");
+    verdict(&mut s, report);
+    let headline = interpret::headline(report);
+    let (family, label) = (headline.family(), text::headline_label(&headline));
+    let families = interpret::configured_families(report);
+    let several = families.len() > 1;
+    // Targets in the configuration's order (input, label, attributes).
+    let (targets, overview_rows) = interpret::overview(report);
+    let pairs = interpret::pairs(report);
+    let several_pairs = pairs.len() > 1;
+
+    if report.cells.len() > 1 {
+        s.push_str("<h2>Overview</h2>");
+        overview_table(&mut s, &targets, &overview_rows, several);
+    } else {
+        s.push_str("<h2>Layer-wise leakage</h2>");
+    }
+    for (dataset, model) in &pairs {
+        if several_pairs || report.cells.len() > 1 {
+            let _ = write!(s, "<h2>{} on {}</h2>", esc(model), esc(dataset));
+        }
+        let plots = PairPlots { report, dataset, model, family, label: &label, targets: &targets };
+        plots.write(&mut s);
+    }
+    localisation(&mut s, report, several, several_pairs);
+    reconstructions(&mut s, report, out, several_pairs);
+    bound_check(&mut s, report, several_pairs);
+    if several {
+        side_by_side(&mut s, report, &families, several_pairs);
+    } else {
+        all_records(&mut s, report, several_pairs);
+    }
+    s.push_str("</body></html>\n");
     s
 }
 
-/// A heatmap of bits: layers (rows) by the values of one grid axis (columns), averaged over the other axes.
-fn heatmap(title: &str, records: &[&Record], axis: &dyn Fn(&Record) -> String) -> Option<String> {
-    let columns: Vec<String> = {
-        let mut seen = Vec::new();
-        for r in records {
-            let v = axis(r);
-            if !seen.contains(&v) {
-                seen.push(v);
-            }
-        }
-        seen
-    };
-    if columns.len() < 2 {
-        return None;
-    }
-    // Numeric axes (batch size, epoch) in increasing order; defences in grid order.
-    let mut columns = columns;
-    if columns.iter().all(|c| c.parse::<f64>().is_ok()) {
-        columns.sort_by(|a, b| a.parse::<f64>().unwrap_or(0.0).total_cmp(&b.parse::<f64>().unwrap_or(0.0)));
-    }
-    let mut layers: Vec<String> = Vec::new();
-    for r in records {
-        if !layers.contains(&r.layer) {
-            layers.push(r.layer.clone());
-        }
-    }
-    let mean = |layer: &str, col: &str| {
-        let v: Vec<f64> = records.iter().filter(|r| r.layer == layer && axis(r) == col).map(|r| r.bits).collect();
-        (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-    };
-    let values: Vec<f64> = layers.iter().flat_map(|l| columns.iter().filter_map(|c| mean(l, c))).collect();
-    let hi = values.iter().cloned().fold(f64::MIN, f64::max).max(1e-9);
-    // Columns wide enough for their labels (a defence such as `dropout:0.5 + dp:clip=1,sigma=0.5`).
-    let widest = columns.iter().map(|c| c.chars().count()).max().unwrap_or(0) as f64;
-    let (cw, rh, left, top) = ((6.5 * widest + 12.0).max(110.0), 22.0, 170.0, 46.0);
-    let (w, h) = (left + cw * columns.len() as f64 + 10.0, top + rh * layers.len() as f64 + 10.0);
-    let mut s =
-        format!("<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\">", esc(title));
-    for (j, c) in columns.iter().enumerate() {
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" font-size=\"11\">{}</text>",
-            left + cw * (j as f64 + 0.5),
-            top - 8.0,
-            esc(c)
-        );
-    }
-    for (i, l) in layers.iter().enumerate() {
-        let y = top + rh * i as f64;
-        let _ = write!(
-            s,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\" font-size=\"12\">{}</text>",
-            left - 6.0,
-            y + 15.0,
-            esc(l)
-        );
-        for (j, c) in columns.iter().enumerate() {
-            let Some(v) = mean(l, c) else { continue };
-            let t = (v.max(0.0) / hi).clamp(0.0, 1.0);
-            let shade = (255.0 - 200.0 * t) as u8;
-            let _ = write!(
-                s,
-                "<rect x=\"{:.1}\" y=\"{y}\" width=\"{cw}\" height=\"{rh}\" fill=\"rgb({shade},{shade},255)\" stroke=\"#fff\"/>\
-                 <text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" font-size=\"11\">{v:.2}</text>",
-                left + cw * j as f64,
-                left + cw * (j as f64 + 0.5),
-                y + 15.0
-            );
-        }
-    }
-    s.push_str("</svg></figure>");
-    Some(s)
-}
-
-/// A scatter plot with labelled points.
-fn scatter(title: &str, x_label: &str, y_label: &str, points: &[(f64, f64, String)]) -> String {
-    let (w, h, pad) = (520.0, 320.0, 50.0);
-    let finite: Vec<_> = points.iter().filter(|p| p.0.is_finite() && p.1.is_finite()).collect();
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
-    for p in &finite {
-        x0 = x0.min(p.0);
-        x1 = x1.max(p.0);
-        y0 = y0.min(p.1);
-        y1 = y1.max(p.1);
-    }
-    if finite.is_empty() {
-        (x0, x1, y0, y1) = (0.0, 1.0, 0.0, 1.0);
-    }
-    let (dx, dy) = ((x1 - x0).max(1e-9) * 0.1, (y1 - y0).max(1e-9) * 0.1);
-    let (x0, x1, y0, y1) = (x0 - dx, x1 + dx, y0 - dy, y1 + dy);
-    let px = |v: f64| pad + (v - x0) / (x1 - x0) * (w - 2.0 * pad);
-    let py = |v: f64| h - pad - (v - y0) / (y1 - y0) * (h - 2.0 * pad);
-    let mut s = format!(
-        "<figure><figcaption>{}</figcaption><svg width=\"{w}\" height=\"{h}\" role=\"img\">\
-         <rect x=\"{pad}\" y=\"{pad}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#888\"/>\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"12\">{}</text>\
-         <text x=\"14\" y=\"{}\" font-size=\"12\" transform=\"rotate(-90 14 {})\" text-anchor=\"middle\">{}</text>\
-         <text x=\"{pad}\" y=\"{}\" font-size=\"10\">{x0:.3}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{x1:.3}</text>\
-         <text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{y0:.2}</text><text x=\"{}\" y=\"{}\" font-size=\"10\" text-anchor=\"end\">{y1:.2}</text>",
-        esc(title),
-        w - 2.0 * pad,
-        h - 2.0 * pad,
-        w / 2.0,
-        h - 12.0,
-        esc(x_label),
-        h / 2.0,
-        h / 2.0,
-        esc(y_label),
-        h - pad + 14.0,
-        w - pad,
-        h - pad + 14.0,
-        pad - 4.0,
-        h - pad,
-        pad - 4.0,
-        pad + 8.0,
+/// The title, what was measured, and the pairs left out.
+fn summary(s: &mut String, report: &Report) {
+    let c = report.config;
+    let _ = write!(
+        s,
+        "<h1>gradleak audit: {}</h1><p id=\"summary\">Seed {}; {} shared updates per cell; {} of {} cells \
+         finished. Bits: usable information about the target from one layer's shared gradient, held-out, with 95% \
+         intervals.</p>",
+        esc(&text::title(report)),
+        c.seed,
+        c.measure.updates,
+        report.cells.len(),
+        report.cells_total
     );
-    for p in finite {
-        let _ = write!(
-            s,
-            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"#c0504d\"/><text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
-            px(p.0),
-            py(p.1),
-            px(p.0) + 6.0,
-            py(p.1) - 4.0,
-            esc(&p.2)
-        );
+    for line in report.skipped {
+        let _ = write!(s, "<p class=\"skipped\">Skipped: {}.</p>", esc(line));
     }
-    s.push_str("</svg></figure>");
-    s
+}
+
+/// The verdict: per dataset and model pair, what leaks, the tightest brackets, the layers to protect and the
+/// defence that closes the leak.
+fn verdict(s: &mut String, report: &Report) {
+    let pairs = text::verdict_text(&interpret::verdict(report));
+    if pairs.is_empty() {
+        return;
+    }
+    s.push_str("<section id=\"verdict\"><h2>Verdict</h2>");
+    for pair in pairs {
+        let _ = write!(s, "<p>{}:</p><ul>", esc(&pair.heading));
+        for item in pair.items {
+            let _ = write!(s, "<li><b>{}</b>: {}", esc(item.label), esc_code(&item.text));
+            if !item.lines.is_empty() {
+                s.push_str("<ul>");
+                for line in &item.lines {
+                    let _ = write!(s, "<li>{}</li>", esc_code(line));
+                }
+                s.push_str("</ul>");
+            }
+            s.push_str("</li>");
+        }
+        s.push_str("</ul>");
+    }
+    s.push_str("</section>");
 }
 
 /// A cell's grid coordinates, with its model and dataset when the report covers several.
-fn cell_label(k: &crate::audit::CellKeys, several_pairs: bool) -> String {
+fn cell_label(k: &CellKeys, several_pairs: bool) -> String {
     let coords = format!("b={} e={} {}", k.batch_size, k.epoch, k.defense);
     if several_pairs {
         format!("{} on {}, {coords}", k.model, k.dataset)
@@ -230,8 +135,8 @@ fn cell_label(k: &crate::audit::CellKeys, several_pairs: bool) -> String {
 
 /// The overview table: per cell and target, all-layer bits and the most leaking layer (and with `several`
 /// families, the family of each `best` value).
-fn overview_table(targets: &[String], rows: &[super::OverviewRow], several: bool) -> String {
-    let mut s = String::from(
+fn overview_table(s: &mut String, targets: &[String], rows: &[OverviewRow], several: bool) {
+    s.push_str(
         "<table id=\"overview\"><tr><th>model</th><th>dataset</th><th>batch</th><th>epoch</th><th>defence</th>\
          <th>epsilon</th><th>test acc.</th>",
     );
@@ -275,273 +180,258 @@ fn overview_table(targets: &[String], rows: &[super::OverviewRow], several: bool
         s.push_str("</tr>");
     }
     s.push_str("</table>");
-    s
 }
 
-/// The plots of one dataset and model pair: bars of its first cell, heatmaps across its grid, sensitivity against
-/// V-information, and its privacy-utility trade-off.
-/// `family` is whose bits are shown (see [`super::headline`]), `label` how to name it.
-fn pair_plots(
-    report: &Report,
-    dataset: &str,
-    model: &str,
-    (family, label): (&str, &str),
-    targets: &[String],
-) -> String {
-    let mut s = String::new();
-    let in_pair = |k: &crate::audit::CellKeys| k.dataset == dataset && k.model == model;
-    let Some(first) = report.cells.iter().find(|c| in_pair(&c.keys)) else { return s };
-    for t in targets {
-        let rows: Vec<&Record> = report
+/// The plots of one dataset and model pair: bars of its first cell, the brackets of its DP cells, heatmaps across
+/// its grid, sensitivity against V-information, and its privacy-utility trade-off. `family` is whose bits are
+/// shown (see [`interpret::headline`]), `label` how to name it.
+struct PairPlots<'r, 'a> {
+    report: &'r Report<'a>,
+    dataset: &'r str,
+    model: &'r str,
+    family: &'r str,
+    label: &'r str,
+    targets: &'r [String],
+}
+
+impl PairPlots<'_, '_> {
+    fn write(&self, s: &mut String) {
+        let Some(first) = self.report.cells.iter().find(|c| self.in_pair(&c.keys)) else { return };
+        self.first_cell_bars(s, first);
+        self.dp_brackets(s, first);
+        self.heatmaps(s);
+        self.sensitivity_scatter(s, first);
+        self.tradeoff(s);
+    }
+
+    fn in_pair(&self, k: &CellKeys) -> bool {
+        k.dataset == self.dataset && k.model == self.model
+    }
+
+    /// The shown family's records of one cell about one target.
+    fn rows(&self, cell: &str, target: &str) -> Vec<&Record> {
+        self.report
             .records
             .iter()
             .copied()
-            .filter(|r| r.keys.cell == first.keys.cell && &r.target == t && r.family == family)
-            .collect();
-        if !rows.is_empty() {
-            let bracket = if rows.iter().any(|r| upper(r).is_some()) { "; red: the upper bound" } else { "" };
-            s.push_str(&bars(
-                &format!("{t}: bits per layer ({label}; cell {}){bracket}", cell_label(&first.keys, false)),
-                &rows,
-            ));
-        }
+            .filter(|r| r.keys.cell == cell && r.target == target && r.family == self.family)
+            .collect()
     }
 
-    // The brackets of the DP cells (the first few): the estimate against the most any attacker can get.
-    let dp_cells: Vec<&super::CellSummary> = report
-        .cells
-        .iter()
-        .filter(|c| in_pair(&c.keys) && c.keys.cell != first.keys.cell)
-        .filter(|c| {
-            report.records.iter().any(|r| r.keys.cell == c.keys.cell && r.bound.as_deref() == Some(DP_CAPACITY))
-        })
-        .take(MAX_BRACKET_CELLS)
-        .collect();
-    for c in dp_cells {
-        for t in targets {
-            let rows: Vec<&Record> = report
-                .records
-                .iter()
-                .copied()
-                .filter(|r| r.keys.cell == c.keys.cell && &r.target == t && r.family == family)
-                .collect();
+    fn first_cell_bars(&self, s: &mut String, first: &CellSummary) {
+        for t in self.targets {
+            let rows = self.rows(&first.keys.cell, t);
             if !rows.is_empty() {
+                let bracket = if rows.iter().any(|r| upper(r).is_some()) { "; red: the upper bound" } else { "" };
                 s.push_str(&bars(
-                    &format!(
-                        "{t}: bits per layer ({label}; cell {}) and, in red, the most any attacker can get",
-                        cell_label(&c.keys, false)
-                    ),
+                    &format!("{t}: bits per layer ({}; cell {}){bracket}", self.label, cell_label(&first.keys, false)),
                     &rows,
                 ));
             }
         }
     }
 
-    type Axis = (&'static str, fn(&Record) -> String);
-    let axes: [Axis; 3] = [
-        ("batch size", |r| r.keys.batch_size.to_string()),
-        ("epoch", |r| r.keys.epoch.to_string()),
-        ("defence", |r| r.keys.defense.clone()),
-    ];
-    for t in targets {
-        let rows: Vec<&Record> = report
-            .records
+    /// The brackets of the DP cells (the first few): the estimate against the most any attacker can get.
+    fn dp_brackets(&self, s: &mut String, first: &CellSummary) {
+        let report = self.report;
+        let dp_cells = report
+            .cells
             .iter()
-            .copied()
-            .filter(|r| in_pair(&r.keys) && &r.target == t && r.family == family)
-            .collect();
-        for (name, axis) in &axes {
-            let title = format!("{t}: bits ({label}), layers x {name} (mean over the other axes)");
-            if let Some(h) = heatmap(&title, &rows, axis) {
-                s.push_str(&h);
+            .filter(|c| self.in_pair(&c.keys) && c.keys.cell != first.keys.cell)
+            .filter(|c| {
+                report.records.iter().any(|r| r.keys.cell == c.keys.cell && r.bound.as_deref() == Some(DP_CAPACITY))
+            })
+            .take(MAX_BRACKET_CELLS);
+        for c in dp_cells {
+            for t in self.targets {
+                let rows = self.rows(&c.keys.cell, t);
+                if !rows.is_empty() {
+                    s.push_str(&bars(
+                        &format!(
+                            "{t}: bits per layer ({}; cell {}) and, in red, the most any attacker can get",
+                            self.label,
+                            cell_label(&c.keys, false)
+                        ),
+                        &rows,
+                    ));
+                }
             }
         }
     }
 
-    let sens: Vec<(f64, f64, String)> = report
-        .sensitivity
-        .iter()
-        .filter(|x| x.keys.cell == first.keys.cell && x.target == "input" && x.kind == "relative")
-        .filter_map(|x| {
-            report
+    fn heatmaps(&self, s: &mut String) {
+        type Axis = (&'static str, fn(&Record) -> String);
+        let axes: [Axis; 3] = [
+            ("batch size", |r| r.keys.batch_size.to_string()),
+            ("epoch", |r| r.keys.epoch.to_string()),
+            ("defence", |r| r.keys.defense.clone()),
+        ];
+        for t in self.targets {
+            let rows: Vec<&Record> = self
+                .report
                 .records
                 .iter()
-                .find(|r| r.keys.cell == x.keys.cell && r.layer == x.layer && r.target == "input" && r.family == family)
-                .map(|r| (x.value, r.bits, x.layer.clone()))
-        })
-        .collect();
-    if !sens.is_empty() {
-        s.push_str(&scatter(
-            "Sensitivity against V-information: input, relative sensitivity vs bits (first cell)",
-            "relative sensitivity ||J||/||g||",
-            "bits about the input",
-            &sens,
-        ));
-    }
-
-    let tradeoff: Vec<(f64, f64, String)> = report
-        .records
-        .iter()
-        .filter(|r| in_pair(&r.keys) && r.layer == "all" && r.family == family && Some(&r.target) == targets.first())
-        .map(|r| (r.keys.test_accuracy, r.bits, cell_label(&r.keys, false)))
-        .collect();
-    if tradeoff.len() > 1 {
-        let t = targets.first().cloned().unwrap_or_default();
-        s.push_str(&scatter(
-            &format!("Privacy-utility trade-off: all layers, bits about {t} vs test accuracy, one point per cell"),
-            "test accuracy",
-            "bits",
-            &tradeoff,
-        ));
-    }
-    s
-}
-
-/// The HTML page of a report; `out` is where attack images are read from.
-pub fn page(report: &Report, out: &Path) -> String {
-    let c = report.config;
-    let mut s = String::from(
-        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>gradleak audit</title><style>\
-         body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}table{border-collapse:collapse;font-size:13px}\
-         td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#eef}td:first-child{text-align:left}\
-         figure{margin:1em 0}figcaption{font-weight:bold;margin-bottom:4px}</style></head><body>",
-    );
-    let _ = write!(
-        s,
-        "<h1>gradleak audit: {}</h1><p id=\"summary\">Seed {}; {} shared updates per cell; {} of {} cells \
-         finished. Bits: usable information about the target from one layer's shared gradient, held-out, with 95% \
-         intervals.</p>",
-        esc(&super::title(report)),
-        c.seed,
-        c.measure.updates,
-        report.cells.len(),
-        report.cells_total
-    );
-    for line in report.skipped {
-        let _ = write!(s, "<p class=\"skipped\">Skipped: {}.</p>", esc(line));
-    }
-    if report.cells.is_empty() {
-        s.push_str("<p>No cell is finished yet.</p></body></html>");
-        return s;
-    }
-    let (family, label) = super::headline(report);
-    let families = super::configured_families(report);
-    let several = families.len() > 1;
-    // Targets in the configuration's order (input, label, attributes).
-    let (targets, overview_rows) = super::overview(report);
-    let pairs = super::pairs(report);
-    let several_pairs = pairs.len() > 1;
-
-    if report.cells.len() > 1 {
-        s.push_str("<h2>Overview</h2>");
-        s.push_str(&overview_table(&targets, &overview_rows, several));
-    } else {
-        s.push_str("<h2>Layer-wise leakage</h2>");
-    }
-    for (dataset, model) in &pairs {
-        if several_pairs || report.cells.len() > 1 {
-            let _ = write!(s, "<h2>{} on {}</h2>", esc(model), esc(dataset));
-        }
-        s.push_str(&pair_plots(report, dataset, model, (&family, &label), &targets));
-    }
-
-    if !report.localisation.is_empty() {
-        let ranked = if several { "<p>Layers ranked by their best bits.</p>" } else { "" };
-        let _ = write!(
-            s,
-            "<h2>Localisation</h2>{ranked}<table><tr><th>cell</th><th>target</th><th>most leaking layers</th>\
-             <th>protect</th><th>remaining bits</th><th>unprotected bits</th><th>rest measured with</th></tr>"
-        );
-        for r in &report.localisation {
-            let l = &r.localisation;
-            let top: Vec<String> = l.ranking.iter().take(3).map(|(n, b)| format!("{n} ({b:.1})")).collect();
-            let remaining = l.remaining_bits();
-            let _ = write!(
-                s,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{remaining:.2}</td><td>{:.2}</td><td>{}</td></tr>",
-                esc(&cell_label(&r.keys, several_pairs)),
-                esc(&l.target),
-                esc(&top.join(", ")),
-                if l.protect.is_empty() { "nothing to localise".to_string() } else { esc(&l.protect.join(" + ")) },
-                l.unprotected_bits,
-                esc(if l.refit_family.is_empty() { &l.family } else { &l.refit_family })
-            );
-        }
-        s.push_str("</table>");
-    }
-
-    if !report.attacks.is_empty() {
-        s.push_str("<h2>Reconstructions</h2>");
-        for a in &report.attacks {
-            let bound = match (a.psnr_bound, a.beats_bound) {
-                (Some(b), Some(n)) => format!(
-                    "; Fisher bound {b:.1} dB, beaten by {n} of {} (biased by the attack's priors)",
-                    a.samples as i64 * a.keys.batch_size
-                ),
-                _ => String::new(),
-            };
-            let _ = write!(
-                s,
-                "<p>{} on cell {}: PSNR {:.1} dB{}{}</p>",
-                esc(&a.method),
-                esc(&cell_label(&a.keys, several_pairs)),
-                a.psnr,
-                a.label_accuracy.map(|l| format!(", label accuracy {:.0}%", 100.0 * l)).unwrap_or_default(),
-                esc(&bound)
-            );
-            if let Ok(bytes) = std::fs::read(out.join(&a.image)) {
-                let _ = write!(
-                    s,
-                    "<img alt=\"originals (top) and reconstructions\" src=\"data:image/png;base64,{}\"/>",
-                    base64::engine::general_purpose::STANDARD.encode(bytes)
-                );
+                .copied()
+                .filter(|r| self.in_pair(&r.keys) && &r.target == t && r.family == self.family)
+                .collect();
+            for (name, axis) in &axes {
+                let title = format!("{t}: bits ({}), layers x {name} (mean over the other axes)", self.label);
+                if let Some(h) = heatmap(&title, &rows, axis) {
+                    s.push_str(&h);
+                }
             }
         }
     }
 
-    let (bounded, over) = super::bound_check(report.records.iter().copied());
-    if bounded > 0 {
-        let over: Vec<String> = over
+    fn sensitivity_scatter(&self, s: &mut String, first: &CellSummary) {
+        let report = self.report;
+        let sens: Vec<(f64, f64, String)> = report
+            .sensitivity
             .iter()
-            .map(|(r, e)| {
-                format!(
-                    "{} / {} / {} / {}: {e:.3} bits",
-                    cell_label(&r.keys, several_pairs),
-                    r.layer,
-                    r.target,
-                    r.family
-                )
+            .filter(|x| x.keys.cell == first.keys.cell && x.target == "input" && x.kind == "relative")
+            .filter_map(|x| {
+                report
+                    .records
+                    .iter()
+                    .find(|r| {
+                        r.keys.cell == x.keys.cell
+                            && r.layer == x.layer
+                            && r.target == "input"
+                            && r.family == self.family
+                    })
+                    .map(|r| (x.value, r.bits, x.layer.clone()))
             })
             .collect();
-        s.push_str("<h2>Bound check</h2>");
-        if over.is_empty() {
-            let _ = write!(
-                s,
-                "<p id=\"bound-check\">No lower 95% bound of the {bounded} estimates with an upper bound exceeds it.</p>"
-            );
-        } else {
-            let _ = write!(
-                s,
-                "<p id=\"bound-check\" class=\"warning\">{} of {bounded} estimates exceed their upper bound (an \
-                 estimator error, or a null model that misfits the targets by at least the excess): {}.</p>",
-                over.len(),
-                esc(&over.join("; "))
-            );
+        if !sens.is_empty() {
+            s.push_str(&scatter(
+                "Sensitivity against V-information: input, relative sensitivity vs bits (first cell)",
+                "relative sensitivity ||J||/||g||",
+                "bits about the input",
+                &sens,
+            ));
         }
     }
 
-    if several {
-        s.push_str(&side_by_side(report, &families, several_pairs));
-    } else {
-        s.push_str(&all_records(report, several_pairs));
+    fn tradeoff(&self, s: &mut String) {
+        let first_target = self.targets.first();
+        let tradeoff: Vec<(f64, f64, String)> = self
+            .report
+            .records
+            .iter()
+            .filter(|r| {
+                self.in_pair(&r.keys) && r.layer == "all" && r.family == self.family && Some(&r.target) == first_target
+            })
+            .map(|r| (r.keys.test_accuracy, r.bits, cell_label(&r.keys, false)))
+            .collect();
+        if tradeoff.len() > 1 {
+            let t = first_target.cloned().unwrap_or_default();
+            s.push_str(&scatter(
+                &format!("Privacy-utility trade-off: all layers, bits about {t} vs test accuracy, one point per cell"),
+                "test accuracy",
+                "bits",
+                &tradeoff,
+            ));
+        }
     }
-    s.push_str("</body></html>\n");
-    s
+}
+
+/// The localisation of every cell, one row per cell and target.
+fn localisation(s: &mut String, report: &Report, several: bool, several_pairs: bool) {
+    if report.localisation.is_empty() {
+        return;
+    }
+    let ranked = if several { "<p>Layers ranked by their best bits.</p>" } else { "" };
+    let _ = write!(
+        s,
+        "<h2>Localisation</h2>{ranked}<table><tr><th>cell</th><th>target</th><th>most leaking layers</th>\
+         <th>protect</th><th>remaining bits</th><th>unprotected bits</th><th>rest measured with</th></tr>"
+    );
+    for r in &report.localisation {
+        let l = &r.localisation;
+        let top: Vec<String> = l.ranking.iter().take(3).map(|(n, b)| format!("{n} ({b:.1})")).collect();
+        let remaining = l.remaining_bits();
+        let _ = write!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{remaining:.2}</td><td>{:.2}</td><td>{}</td></tr>",
+            esc(&cell_label(&r.keys, several_pairs)),
+            esc(&l.target),
+            esc(&top.join(", ")),
+            if l.protect.is_empty() { "nothing to localise".to_string() } else { esc(&l.protect.join(" + ")) },
+            l.unprotected_bits,
+            esc(if l.refit_family.is_empty() { &l.family } else { &l.refit_family })
+        );
+    }
+    s.push_str("</table>");
+}
+
+/// Each attack's scores above its gallery of originals and reconstructions.
+fn reconstructions(s: &mut String, report: &Report, out: &Path, several_pairs: bool) {
+    if report.attacks.is_empty() {
+        return;
+    }
+    s.push_str("<h2>Reconstructions</h2>");
+    for a in &report.attacks {
+        let bound = match (a.psnr_bound, a.beats_bound) {
+            (Some(b), Some(n)) => format!(
+                "; Fisher bound {b:.1} dB, beaten by {n} of {} (biased by the attack's priors)",
+                a.samples as i64 * a.keys.batch_size
+            ),
+            _ => String::new(),
+        };
+        let _ = write!(
+            s,
+            "<p>{} on cell {}: PSNR {:.1} dB{}{}</p>",
+            esc(&a.method),
+            esc(&cell_label(&a.keys, several_pairs)),
+            a.psnr,
+            a.label_accuracy.map(|l| format!(", label accuracy {:.0}%", 100.0 * l)).unwrap_or_default(),
+            esc(&bound)
+        );
+        if let Ok(bytes) = std::fs::read(out.join(&a.image)) {
+            let _ = write!(
+                s,
+                "<img alt=\"originals (top) and reconstructions\" src=\"data:image/png;base64,{}\"/>",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            );
+        }
+    }
+}
+
+/// Which lower confidence bounds exceed their upper bound, over every cell.
+fn bound_check(s: &mut String, report: &Report, several_pairs: bool) {
+    let check = interpret::bound_check(report.records.iter().copied());
+    if check.bounded == 0 {
+        return;
+    }
+    let over: Vec<String> = check
+        .over
+        .iter()
+        .map(|(r, e)| {
+            format!("{} / {} / {} / {}: {e:.3} bits", cell_label(&r.keys, several_pairs), r.layer, r.target, r.family)
+        })
+        .collect();
+    s.push_str("<h2>Bound check</h2>");
+    if over.is_empty() {
+        let _ = write!(
+            s,
+            "<p id=\"bound-check\">No lower 95% bound of the {} estimates with an upper bound exceeds it.</p>",
+            check.bounded
+        );
+    } else {
+        let _ = write!(
+            s,
+            "<p id=\"bound-check\" class=\"warning\">{} of {} estimates exceed their upper bound (an estimator \
+             error, or a null model that misfits the targets by at least the excess): {}.</p>",
+            over.len(),
+            check.bounded,
+            esc(&over.join("; "))
+        );
+    }
 }
 
 /// Every record of a single-family report, one row each (`best` would repeat them).
-fn all_records(report: &Report, several_pairs: bool) -> String {
-    let mut s = String::from(
+fn all_records(s: &mut String, report: &Report, several_pairs: bool) {
+    s.push_str(
         "<h2>All records</h2><table><tr><th>layer</th><th>cell</th><th>target</th><th>family</th><th>bits</th>\
          <th>95% CI</th><th>R^2 / acc.</th><th>features</th></tr>",
     );
@@ -561,20 +451,19 @@ fn all_records(report: &Report, several_pairs: bool) -> String {
         );
     }
     s.push_str("</table>");
-    s
 }
 
 /// Per cell, the families side by side: a row per layer and target with each family's bits and interval, then
 /// `best` and its source, and where the families disagree a reading.
-fn side_by_side(report: &Report, families: &[String], several_pairs: bool) -> String {
-    let mut s = String::from(
+fn side_by_side(s: &mut String, report: &Report, families: &[String], several_pairs: bool) {
+    s.push_str(
         "<h2>Families side by side</h2><p>Bits [95% CI] of each family; <code>best</code> is the largest, \
          <code>source</code> its family (each estimate is a lower bound; the largest of several is slightly \
          optimistic).</p>",
     );
     for cell in &report.cells {
-        let records: Vec<&Record> = report.records.iter().copied().filter(|r| r.keys.cell == cell.keys.cell).collect();
-        let rows = super::layer_rows(&records, families);
+        let records = interpret::cell_records(report, &cell.keys.cell);
+        let rows = interpret::layer_rows(&records, families);
         let _ = write!(
             s,
             "<h3>{}</h3><table class=\"families\"><tr><th>layer</th><th>target</th>",
@@ -609,19 +498,18 @@ fn side_by_side(report: &Report, families: &[String], several_pairs: bool) -> St
             let _ = write!(s, "<td>{}</td></tr>", esc(row.features));
         }
         s.push_str("</table>");
-        let lines = super::reading(&rows, families);
-        if lines.is_empty() {
+        let readings = interpret::family_readings(&rows, families);
+        if readings.is_empty() {
             s.push_str("<p class=\"reading\">Reading: no family finds more than another beyond its 95% interval.</p>");
         } else {
             s.push_str(
                 "<p class=\"reading\">Reading (a family finds more than another where the other's estimate is below \
                  its 95% interval):</p><ul>",
             );
-            for line in lines {
-                let _ = write!(s, "<li>{}</li>", esc(&line));
+            for reading in readings {
+                let _ = write!(s, "<li>{}</li>", esc(&reading.to_string()));
             }
             s.push_str("</ul>");
         }
     }
-    s
 }
