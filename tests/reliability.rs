@@ -309,3 +309,103 @@ fn a_cell_file_that_holds_another_cell_is_recomputed_not_reported_under_its_name
     assert_eq!((again["cells_computed"].as_u64(), again["cells_reused"].as_u64()), (Some(2), Some(0)), "{again}");
     assert_eq!(without_timings(&std::fs::read(d.join("out/report.json")).unwrap()), without_timings(&report));
 }
+
+/// Issue 31: every count that sizes work or memory has a limit, checked before any work, and named as the user
+/// wrote it. Each of these once aborted in the allocator or ran on past any limit.
+#[test]
+fn counts_beyond_their_limits_are_one_line_errors_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let x = Tensor::randn([40, 3], (Kind::Double, tch::Device::Cpu));
+    write_npy(&d.join("x.npy"), &x).unwrap();
+    write_npy(&d.join("y.npy"), &x.narrow(1, 0, 1).copy()).unwrap();
+    let vinfo = ["vinfo", "--features", "x.npy", "--target", "y.npy", "--kind", "continuous"];
+    let huge = "1000000000000";
+    for (flag, limit) in [("--bootstrap", "100000"), ("--repeats", "100"), ("--folds", "100"), ("--epochs", "10000")] {
+        fails_with(d, &[&vinfo[..], &[flag, huge]].concat(), &format!("{flag} must be at most {limit}, got {huge}"));
+    }
+    for (family, expected) in [
+        ("ig:1000000000000", "--family: family 'ig:1000000000000': expected 1 to 24000 iterations"),
+        ("decoder:1000000000000", "expected 20 to 1000000 auxiliary updates"),
+    ] {
+        fails_with(d, &[&vinfo[..], &["--family", family]].concat(), expected);
+    }
+    let model = ["--model", "lenet5", "--dataset", "embedded"];
+    let sensitivity = [&["sensitivity"][..], &model[..]].concat();
+    fails_with(d, &[&sensitivity[..], &["--probes", huge]].concat(), "--probes must be at most 64, got");
+    fails_with(d, &[&sensitivity[..], &["--bootstrap", huge]].concat(), "--bootstrap must be at most 1000, got");
+    let attack = [&["attack", "--method", "ig"][..], &model[..]].concat();
+    fails_with(
+        d,
+        &[&attack[..], &["--iterations", huge]].concat(),
+        "--iterations: the number of iterations must be at most 24000, got 1000000000000",
+    );
+    fails_with(
+        d,
+        &[&attack[..], &["--restarts", huge]].concat(),
+        "--restarts: the number of restarts must be at most 16",
+    );
+    // The audit's keys.
+    for (toml, expected) in [
+        ("[measure]\nattack_iterations = 1000000000000\n", "measure.attack_iterations must be at most 24000"),
+        ("[measure]\nbootstrap = 1000000000000\n", "measure.bootstrap must be at most 100000"),
+        ("[measure]\nrepeats = 1000\n", "measure.repeats must be at most 100"),
+        ("[measure]\nprobes = 100000\n", "measure.probes must be at most 64"),
+        ("[measure]\nfolds = 1000\n", "measure.folds must be at most 100"),
+        ("[grid]\nbatch_size = []\n", "grid.batch_size is empty"),
+        ("[grid]\ndp = []\n", "grid.dp is empty"),
+    ] {
+        let e = format!("{:#}", AuditConfig::from_toml(toml).unwrap_err());
+        assert!(e.contains(expected), "{toml}: {e}");
+    }
+}
+
+#[test]
+fn a_folder_dataset_that_declares_huge_images_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(d.join("imgs").join(class)).unwrap();
+        for i in 0..3 {
+            image::GrayImage::new(4, 4).save(d.join("imgs").join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    std::fs::write(d.join("imgs/dataset.json"), r#"{"height": 100000, "width": 100000}"#).unwrap();
+    fails_with(
+        d,
+        &["data", "show", "folder:imgs"],
+        "imgs/dataset.json: images of 100000 x 100000 pixels; at most 16777216 pixels (4096 x 4096) per image",
+    );
+}
+
+#[test]
+fn negative_values_after_a_space_reach_the_flag_s_own_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fails_with(d, &["train", "--lr", "-1", "--out", "run"], "--lr must be in (0, 10], got -1");
+    fails_with(d, &["train", "--momentum", "-0.5", "--out", "run"], "--momentum must be in [0, 1), got -0.5");
+    // (Without the helper, which sets --threads itself.)
+    let out = Command::new(env!("CARGO_BIN_EXE_gradleak")).args(["--threads=-1", "models"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr, "error: --threads must be in [0, 1024] (0: libtorch's default), got -1\n");
+    let x = Tensor::randn([40, 3], (Kind::Double, tch::Device::Cpu));
+    write_npy(&d.join("x.npy"), &x).unwrap();
+    write_npy(&d.join("y.npy"), &x.narrow(1, 0, 1).copy()).unwrap();
+    let vinfo = ["vinfo", "--features", "x.npy", "--target", "y.npy", "--kind", "continuous"];
+    fails_with(
+        d,
+        &[&vinfo[..], &["--val-fraction", "0"]].concat(),
+        "--val-fraction: the validation fraction must be in (0, 1), got 0",
+    );
+    fails_with(
+        d,
+        &[&vinfo[..], &["--protocol", "split", "--test-fraction", "-0.2"]].concat(),
+        "--test-fraction: the test fraction must be in (0, 1), got -0.2",
+    );
+    fails_with(
+        d,
+        &[&vinfo[..], &["--variance-floor", "-1"]].concat(),
+        "--variance-floor: the variance floor must be in (0, 1), got -1",
+    );
+}

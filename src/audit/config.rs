@@ -445,6 +445,19 @@ impl AuditConfig {
         at_least("measure.latent_k", m.latent_k as i64, 1)?;
         at_least("measure.attack_samples", m.attack_samples as i64, 1)?;
         at_least("measure.attack_iterations", m.attack_iterations as i64, 1)?;
+        // Counts that size work or memory, at most their limits (`limits`, docs/reliability.md).
+        use crate::limits::*;
+        for (key, value, max) in [
+            ("measure.bootstrap", m.bootstrap, MAX_BOOTSTRAP),
+            ("measure.repeats", m.repeats, MAX_REPEATS),
+            ("measure.folds", m.folds, MAX_FOLDS),
+            ("measure.probes", m.probes, MAX_PROBES),
+            ("measure.attack_iterations", m.attack_iterations, MAX_ATTACK_ITERATIONS),
+        ] {
+            if value > max {
+                bail!("{key} must be at most {max}, got {value} (the limits are in docs/reliability.md)");
+            }
+        }
         if !(m.localisation_fraction > 0.0 && m.localisation_fraction < 1.0) {
             bail!("measure.localisation_fraction must be in (0, 1), got {}", m.localisation_fraction);
         }
@@ -489,6 +502,17 @@ impl AuditConfig {
             crate::models::ModelSpec::check_name(m).context("model")?;
         }
         let epochs = if g.epoch.is_empty() { vec![self.training.epochs] } else { g.epoch.clone() };
+        for (axis, empty) in [
+            ("batch_size", g.batch_size.is_empty()),
+            ("dropout", g.dropout.is_empty()),
+            ("dp", g.dp.is_empty()),
+            ("defense", g.defense.is_empty()),
+            ("protect", g.protect.is_empty()),
+        ] {
+            if empty {
+                bail!("grid.{axis} is empty; give at least one value, or leave the key out for its default");
+            }
+        }
         for &b in &g.batch_size {
             if b < 1 {
                 bail!("batch_size values must be at least 1, got {b}");

@@ -171,8 +171,11 @@ impl FromStr for Family {
                 let aux_updates = match aux {
                     None => crate::measure::decoder::DEFAULT_AUX_UPDATES,
                     Some(n) => match n.trim().parse::<usize>() {
-                        Ok(n) if n >= 20 => n,
-                        _ => bail!("family '{s}': expected at least 20 auxiliary updates, e.g. decoder:20000"),
+                        Ok(n) if (20..=crate::limits::MAX_AUX_UPDATES).contains(&n) => n,
+                        _ => bail!(
+                            "family '{s}': expected 20 to {} auxiliary updates, e.g. decoder:20000",
+                            crate::limits::MAX_AUX_UPDATES
+                        ),
                     },
                 };
                 Ok(Family::Decoder { aux_updates })
@@ -182,8 +185,11 @@ impl FromStr for Family {
                 let iterations = match iterations {
                     None => DEFAULT_MATCHING_ITERATIONS,
                     Some(n) => match n.trim().parse::<usize>() {
-                        Ok(n) if n > 0 => n,
-                        _ => bail!("family '{s}': expected a positive number of iterations, e.g. {name}:500"),
+                        Ok(n) if (1..=crate::limits::MAX_ATTACK_ITERATIONS).contains(&n) => n,
+                        _ => bail!(
+                            "family '{s}': expected 1 to {} iterations, e.g. {name}:500",
+                            crate::limits::MAX_ATTACK_ITERATIONS
+                        ),
                     },
                 };
                 Ok(Family::Matching { method, iterations })
