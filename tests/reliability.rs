@@ -409,3 +409,47 @@ fn negative_values_after_a_space_reach_the_flag_s_own_check() {
         "--variance-floor: the variance floor must be in (0, 1), got -1",
     );
 }
+
+/// Rewrites a safetensors file with `edit` applied to its (sorted) named tensors.
+fn edit_checkpoint(path: &Path, edit: impl Fn(&mut Vec<(String, Tensor)>)) {
+    let mut named = Tensor::read_safetensors(path).unwrap();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    edit(&mut named);
+    Tensor::write_safetensors(&named, path).unwrap();
+}
+
+#[test]
+fn every_command_refuses_a_checkpoint_with_nan_weights_or_a_wrong_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, _, stderr) =
+        gradleak(d, &["train", "--epochs", "1", "--out", "run", "--dataset", "embedded", "--batch-size", "128"]);
+    assert_eq!(code, 0, "{stderr}");
+    let checkpoint = d.join("run/epoch-001.safetensors");
+    let original = std::fs::read(&checkpoint).unwrap();
+    // A NaN in one weight: grads wrote a store of NaN gradients and sensitivity ranked NaN layers.
+    edit_checkpoint(&checkpoint, |named| {
+        let _ = named[0].1.view([-1]).get(0).fill_(f64::NAN);
+    });
+    let nan = "epoch-001.safetensors: tensor 'conv1.bias' holds 1 NaN or infinite value; a model with them cannot be \
+               measured";
+    fails_with(d, &["grads", "--run", "run", "--updates", "10", "--out", "store"], nan);
+    assert!(!d.join("store").exists(), "grads wrote a store");
+    fails_with(d, &["sensitivity", "--run", "run", "--samples", "4", "--probes", "2"], nan);
+    fails_with(d, &["attack", "--run", "run", "--method", "dlg", "--samples", "1", "--iterations", "2"], nan);
+    // The same bytes declared I32 instead of F32 loaded as a different model.
+    let mut bytes = original.clone();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+    let at = 8 + header.find("\"F32\"").expect("an F32 tensor in the header") + 1;
+    bytes[at..at + 3].copy_from_slice(b"I32");
+    std::fs::write(&checkpoint, bytes).unwrap();
+    fails_with(
+        d,
+        &["grads", "--run", "run", "--updates", "10", "--out", "store"],
+        "is stored as Int, model lenet5 expects Float",
+    );
+    std::fs::write(&checkpoint, original).unwrap();
+    let (code, _, stderr) = gradleak(d, &["grads", "--run", "run", "--updates", "10", "--out", "store"]);
+    assert_eq!(code, 0, "the original checkpoint: {stderr}");
+}
