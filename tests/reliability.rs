@@ -453,3 +453,56 @@ fn every_command_refuses_a_checkpoint_with_nan_weights_or_a_wrong_dtype() {
     let (code, _, stderr) = gradleak(d, &["grads", "--run", "run", "--updates", "10", "--out", "store"]);
     assert_eq!(code, 0, "the original checkpoint: {stderr}");
 }
+
+#[test]
+fn measurements_that_cannot_run_or_repeat_a_row_are_refused_not_silently_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Tabular data without attributes.
+    let arrays = d.join("tab");
+    std::fs::create_dir(&arrays).unwrap();
+    write_npy(&arrays.join("x_train.npy"), &Tensor::rand([60, 5], (Kind::Float, tch::Device::Cpu))).unwrap();
+    let labels: Vec<i64> = (0..60).map(|i| i % 2).collect();
+    write_npy(&arrays.join("y_train.npy"), &Tensor::from_slice(&labels)).unwrap();
+    let audit = |name: &str, toml: &str, expected: &str| {
+        let toml = format!("dataset = \"arrays:tab\"\nmodel = \"mlp\"\n[training]\nepochs = 1\n{toml}");
+        std::fs::write(d.join(name), toml).unwrap();
+        fails_with(d, &["audit", "--config", name, "--out", "out"], expected);
+        assert!(!d.join("out").exists(), "{name}: the out folder was written");
+    };
+    // An audit of 0 records, reported as success.
+    audit(
+        "a.toml",
+        "[measure]\ntargets = [\"attributes\"]\n",
+        "measure.targets on dataset arrays:tab: no target to measure: the data has no latent attributes",
+    );
+    // An empty attacks array and no note.
+    audit(
+        "b.toml",
+        "[measure]\ntargets = [\"label\"]\nattack = \"idlg\"\n",
+        "measure.attack = \"idlg\" reconstructs images, and no dataset of the sweep has them (arrays:tab)",
+    );
+    // Duplicate rows.
+    for (toml, expected) in [
+        ("[measure]\ntargets = [\"label\", \"label\"]\n", "measure.targets lists 'label' twice"),
+        ("[measure]\nfamilies = [\"linear\", \"linear\"]\n", "measure.families lists 'linear' twice"),
+    ] {
+        let e = format!("{:#}", AuditConfig::from_toml(toml).unwrap_err());
+        assert!(e.contains(expected), "{toml}: {e}");
+    }
+    let x = Tensor::randn([40, 3], (Kind::Double, tch::Device::Cpu));
+    write_npy(&d.join("x.npy"), &x).unwrap();
+    write_npy(&d.join("y.npy"), &x.narrow(1, 0, 1).copy()).unwrap();
+    let vinfo = ["vinfo", "--features", "x.npy", "--target", "y.npy", "--kind", "continuous"];
+    fails_with(d, &[&vinfo[..], &["--family", "linear+linear"]].concat(), "--family: family 'linear' is listed twice");
+
+    // A test split with a class the training split never has: a model with an extra class and 0.00% accuracy.
+    write_npy(&arrays.join("x_test.npy"), &Tensor::rand([10, 5], (Kind::Float, tch::Device::Cpu))).unwrap();
+    let test_labels: Vec<i64> = (0..10).map(|i| if i < 5 { 7 } else { 1 }).collect();
+    write_npy(&arrays.join("y_test.npy"), &Tensor::from_slice(&test_labels)).unwrap();
+    fails_with(
+        d,
+        &["train", "--dataset", "arrays:tab", "--model", "mlp", "--epochs", "1", "--out", "run"],
+        "tab: the test split has label 7 that the training split never has",
+    );
+}

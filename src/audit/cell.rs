@@ -236,6 +236,9 @@ pub fn run_cell(
     )?;
     notes.extend(sensitivity.notes);
     attacks.extend(run_attack(config, &model, split, cell, &keys, out, progress)?);
+    if let Some(method) = config.measure.attack.filter(|_| !model.spec.takes_images()) {
+        notes.push(format!("measure.attack = \"{method}\" did not run: the reference attacks reconstruct images"));
+    }
     Ok(CellResult {
         keys,
         cell: cell.clone(),

@@ -436,6 +436,12 @@ impl AuditConfig {
         if m.families.is_empty() {
             bail!("measure.families is empty; expected some of: linear, mlp, mlp:SIZES, analytic");
         }
+        if let Some(f) = m.families.iter().enumerate().find_map(|(i, f)| m.families[..i].contains(f).then_some(f)) {
+            bail!("measure.families lists '{f}' twice; list each family once");
+        }
+        if let Some(t) = m.targets.iter().enumerate().find_map(|(i, t)| m.targets[..i].contains(t).then_some(t)) {
+            bail!("measure.targets lists '{t}' twice; list each target once");
+        }
         at_least("measure.folds", m.folds as i64, 2)?;
         at_least("measure.bootstrap", m.bootstrap as i64, 1)?;
         at_least("measure.repeats", m.repeats as i64, 1)?;

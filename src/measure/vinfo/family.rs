@@ -80,7 +80,11 @@ impl Family {
         if s.trim().eq_ignore_ascii_case("all") {
             return Ok(vec![Family::Linear, Family::mlp()]);
         }
-        s.split('+').map(str::parse).collect()
+        let families: Vec<Family> = s.split('+').map(str::parse).collect::<Result<_>>()?;
+        if let Some(f) = families.iter().enumerate().find_map(|(i, f)| families[..i].contains(f).then_some(f)) {
+            bail!("family '{f}' is listed twice");
+        }
+        Ok(families)
     }
 
     /// Checks the family's settings.
