@@ -15,6 +15,7 @@ fn main() -> ExitCode {
     // SAFETY: no other thread and no tensor exist yet.
     unsafe { gradleak::limits::reuse_freed_memory() };
     install_panic_hook();
+    gradleak::io::remove_temporary_files_on_signals();
     let matches = negative_numbers(cli::Cli::command()).get_matches();
     let args = cli::Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     match cli::run(args) {

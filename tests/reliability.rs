@@ -506,3 +506,40 @@ fn measurements_that_cannot_run_or_repeat_a_row_are_refused_not_silently_skipped
         "tab: the test split has label 7 that the training split never has",
     );
 }
+
+#[test]
+fn a_stopped_grads_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let out = d.join(format!("store{signal}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gradleak"))
+            .current_dir(d)
+            .args(["grads", "--model", "lenet5", "--dataset", "embedded", "--updates", "5000", "--out"])
+            .arg(&out)
+            .args(["--threads", "1", "--quiet"])
+            .env("OMP_NUM_THREADS", "1")
+            .spawn()
+            .unwrap();
+        let temporary = |out: &Path| {
+            std::fs::read_dir(out)
+                .map(|entries| {
+                    entries.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                })
+                .unwrap_or(false)
+        };
+        let started = std::time::Instant::now();
+        while !temporary(&out) {
+            assert!(child.try_wait().unwrap().is_none(), "grads ended before writing");
+            assert!(started.elapsed().as_secs() < 120, "no temporary file after 2 minutes");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // SAFETY: sends a signal to the child started above.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+        assert!(!temporary(&out), "signal {signal}: a temporary file was left in {}", out.display());
+        assert!(!out.join("manifest.json").exists());
+    }
+}
