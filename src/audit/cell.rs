@@ -283,6 +283,10 @@ pub fn flag_excesses(records: &mut [Record]) {
                 r.bound.as_deref().unwrap_or("upper"),
                 r.ci95[0],
             ));
+        } else if let Some(note) =
+            crate::measure::bounds::above_bound(r.bits, r.ci95, upper, r.bound.as_deref().unwrap_or("upper"))
+        {
+            r.warnings.push(note);
         }
     }
 }
