@@ -30,10 +30,17 @@ fn main() -> ExitCode {
 
 /// Every flag that takes a value accepts a negative number after a space (`--lr -1`), so that the value reaches the
 /// flag's own range check ("--lr must be in (0, 10], got -1") instead of clap's "unexpected argument '-1'" and the
-/// usage. Anything else that starts with `-` is still a flag.
+/// usage. A flag of real numbers takes any value that starts with `-` (`-inf`, which is no "number" to clap): its
+/// parser then names the flag when it is not a number. Otherwise anything else that starts with `-` is a flag.
 fn negative_numbers(command: clap::Command) -> clap::Command {
     command
-        .mut_args(|arg| if arg.get_action().takes_values() { arg.allow_negative_numbers(true) } else { arg })
+        .mut_args(|arg| {
+            if !arg.get_action().takes_values() {
+                return arg;
+            }
+            let real = arg.get_value_parser().type_id() == std::any::TypeId::of::<f64>();
+            arg.allow_negative_numbers(true).allow_hyphen_values(real)
+        })
         .mut_subcommands(negative_numbers)
 }
 
@@ -80,7 +87,11 @@ mod tests {
         assert_eq!(cli.global.threads, -2);
         assert!(format!("{:?}", cli.command).contains("lr: -1.0"), "{:?}", cli.command);
         assert!(parse(&["gradleak", "train", "--lr", "-1e-3"]).is_ok());
+        assert!(parse(&["gradleak", "train", "--lr", "-inf"]).is_ok(), "reaches --lr's own check");
+        // A real-valued flag takes what follows and says it is not a number; another flag does not.
         let e = parse(&["gradleak", "train", "--lr", "--quiet"]).unwrap_err();
+        assert!(e.to_string().contains("'--lr <LR>'"), "{e}");
+        let e = parse(&["gradleak", "train", "--out", "--quiet"]).unwrap_err();
         assert_eq!(e.kind(), clap::error::ErrorKind::InvalidValue, "{e}");
     }
 

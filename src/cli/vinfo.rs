@@ -129,6 +129,9 @@ fn read(flag: &str, spec: &str) -> Result<Tensor> {
 
 pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
     let mut families = Family::parse_list(&args.family).context("--family")?;
+    if args.epochs == 0 {
+        bail!("--epochs must be at least 1, got 0");
+    }
     gradleak::limits::check_count("epochs", args.epochs, gradleak::limits::MAX_EPOCHS)?;
     for family in &mut families {
         if let Family::Mlp(options) = family {
