@@ -205,9 +205,10 @@ fn bad_flag_values_are_refused_in_time_and_named() {
         for &(flag, value) in &target.flags {
             for _ in 0..cases() {
                 let bad = bad_value(value, &mut rng);
-                // Half the time after a space (a negative number must still reach the flag), half with `=`.
+                // Half the time after a space (a negative number must still reach the flag), half with `=`. (`--`
+                // after a space ends the options, as in every Unix tool: only with `=` is it a value.)
                 let mut args: Vec<String> = target.args.iter().map(|s| s.to_string()).collect();
-                if rng.random_bool(0.5) || bad.is_empty() {
+                if (rng.random_bool(0.5) || bad.is_empty()) && bad != "--" {
                     args.extend([flag.to_string(), bad.clone()]);
                 } else {
                     args.push(format!("{flag}={bad}"));
