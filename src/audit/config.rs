@@ -469,6 +469,28 @@ impl AuditConfig {
         }
         crate::measure::layerwise::check_layer_lists(&m.layers, &m.groups)
             .map_err(|e| crate::error::rename_params(e, MEASURE_KEYS))?;
+        // An empty axis leaves its grid without cells: say which.
+        for (i, g) in self.grid.0.iter().enumerate() {
+            for (axis, empty) in [
+                ("batch_size", g.batch_size.is_empty()),
+                ("dropout", g.dropout.is_empty()),
+                ("dp", g.dp.is_empty()),
+                ("defense", g.defense.is_empty()),
+                ("protect", g.protect.is_empty()),
+            ] {
+                if empty {
+                    let which = if self.grid.0.len() > 1 {
+                        format!(" (grid {} of {})", i + 1, self.grid.0.len())
+                    } else {
+                        String::new()
+                    };
+                    bail!(
+                        "the grid has no cells{which}: grid.{axis} is empty; give at least one value, or leave the key \
+                         out for its default"
+                    );
+                }
+            }
+        }
         let cells = self.cells()?;
         if cells.is_empty() {
             bail!("the grid has no cells: every grid axis needs at least one value");
@@ -508,17 +530,6 @@ impl AuditConfig {
             crate::models::ModelSpec::check_name(m).context("model")?;
         }
         let epochs = if g.epoch.is_empty() { vec![self.training.epochs] } else { g.epoch.clone() };
-        for (axis, empty) in [
-            ("batch_size", g.batch_size.is_empty()),
-            ("dropout", g.dropout.is_empty()),
-            ("dp", g.dp.is_empty()),
-            ("defense", g.defense.is_empty()),
-            ("protect", g.protect.is_empty()),
-        ] {
-            if empty {
-                bail!("grid.{axis} is empty; give at least one value, or leave the key out for its default");
-            }
-        }
         for &b in &g.batch_size {
             if b < 1 {
                 bail!("batch_size values must be at least 1, got {b}");
