@@ -15,6 +15,62 @@ pub const MAX_CLASSES: i64 = 1 << 20;
 /// samples takes about 40 s with the linear family; 1,000 x 10,000 ran past 20 minutes (`docs/vinfo.md`).
 pub const MAX_CLASS_SAMPLES: i64 = 1 << 21;
 
+/// Most bootstrap resamples of a V-information interval (`vinfo --bootstrap`, `measure.bootstrap`): each resample
+/// is one mean over the scored samples, and the interval's percentiles need every resample's mean in memory. The
+/// default is 1,000; 100,000 over 10,000 scored samples takes about 5 s.
+pub const MAX_BOOTSTRAP: usize = 100_000;
+
+/// Most bootstrap resamples of the sensitivity intervals (`sensitivity --bootstrap`): a latent resample computes two
+/// principal subspaces (an SVD per group and layer), about 0.04 s for LeNet-5's layers on 300 updates, so the
+/// limit is about 40 s there. The default is 200.
+pub const MAX_SENSITIVITY_BOOTSTRAP: usize = 1_000;
+
+/// Most relabellings of the subspace distance's null reference (`sensitivity --permutations`), each an SVD per
+/// group and layer like a bootstrap resample. The default is 20.
+pub const MAX_PERMUTATIONS: usize = 1_000;
+
+/// Most repetitions of the V-information protocol (`vinfo --repeats`, `measure.repeats`): each is a whole pass of
+/// fits, so the limit is 100 times the default work.
+pub const MAX_REPEATS: usize = 100;
+
+/// Most cross-fitting folds (`vinfo --folds`, `measure.folds`): each is a fit. 100 folds is 20 times the default.
+pub const MAX_FOLDS: usize = 100;
+
+/// Most Hutchinson probes per sample (`sensitivity --probes`, `measure.probes`): each is a double backward pass
+/// over every sample, and the run's memory grows with them (64 probes of LeNet-5 on 64 samples: 1.9 GB, about a
+/// minute on a busy 2-core machine). The default is 16 (8 in the audit).
+pub const MAX_PROBES: usize = 64;
+
+/// Most iterations of a gradient-matching attack per restart (`attack --iterations`, `measure.attack_iterations`,
+/// `ig:N`): Inverting Gradients' published setting, 24,000 (gradleak's default for ig is 4,800). An iteration
+/// costs one double backward pass per victim; this limit lets the published setting run, which takes minutes.
+pub const MAX_ATTACK_ITERATIONS: usize = 24_000;
+
+/// Most restarts of an attack (`attack --restarts`): each repeats every iteration. Inverting Gradients' published
+/// settings use up to 8.
+pub const MAX_RESTARTS: usize = 16;
+
+/// Most training epochs of the MLP family (`vinfo --epochs`; early stopping usually ends sooner), as for training.
+pub const MAX_EPOCHS: usize = 10_000;
+
+/// Most auxiliary updates of the decoder family (`decoder:N`): each is a shared update computed like a victim's
+/// (fewer are used when the split has fewer samples left). The default is 5,000.
+pub const MAX_AUX_UPDATES: usize = 1_000_000;
+
+/// Most pixels (height x width) of one image a dataset may declare (a `folder:` dataset's `dataset.json`, or its
+/// first image): 4096 x 4096, far above every built-in dataset (CelebA crops are 64 x 64). The whole dataset's
+/// values are also checked against the machine's memory before any image is decoded.
+pub const MAX_IMAGE_PIXELS: u64 = 4096 * 4096;
+
+/// Refuses a `value` of the count `param` above `max`, as a [`crate::error::ParamError`] that each front end renames
+/// to its flag or key: `--bootstrap must be at most 100000, got 1000000000000`.
+pub fn check_count(param: &'static str, value: usize, max: usize) -> Result<()> {
+    if value > max {
+        crate::param_bail!(param, "must be at most {max}, got {value} (the limits are in docs/reliability.md)");
+    }
+    Ok(())
+}
+
 /// Keeps the memory that tensors free for the next ones instead of handing it back to the system.
 ///
 /// glibc serves every block above 32 MB with a fresh `mmap` and unmaps it when freed, so each large tensor (a
@@ -83,5 +139,16 @@ mod tests {
             format!("lenet5 would have {} parameters, more than the {MAX_PARAMS} gradleak allows", MAX_PARAMS + 1)
         );
         assert!(check_params("m", None).unwrap_err().to_string().contains("more parameters than can be counted"));
+    }
+
+    #[test]
+    fn counts_above_their_limit_name_the_parameter_and_the_limit() {
+        assert!(check_count("bootstrap", MAX_BOOTSTRAP, MAX_BOOTSTRAP).is_ok());
+        let e = check_count("bootstrap", 1_000_000_000_000, MAX_BOOTSTRAP).unwrap_err();
+        let renamed = crate::error::rename_params(e, &[("bootstrap", "--bootstrap")]).to_string();
+        assert_eq!(
+            renamed,
+            "--bootstrap must be at most 100000, got 1000000000000 (the limits are in docs/reliability.md)"
+        );
     }
 }

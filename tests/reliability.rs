@@ -309,3 +309,237 @@ fn a_cell_file_that_holds_another_cell_is_recomputed_not_reported_under_its_name
     assert_eq!((again["cells_computed"].as_u64(), again["cells_reused"].as_u64()), (Some(2), Some(0)), "{again}");
     assert_eq!(without_timings(&std::fs::read(d.join("out/report.json")).unwrap()), without_timings(&report));
 }
+
+/// Issue 31: every count that sizes work or memory has a limit, checked before any work, and named as the user
+/// wrote it. Each of these once aborted in the allocator or ran on past any limit.
+#[test]
+fn counts_beyond_their_limits_are_one_line_errors_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let x = Tensor::randn([40, 3], (Kind::Double, tch::Device::Cpu));
+    write_npy(&d.join("x.npy"), &x).unwrap();
+    write_npy(&d.join("y.npy"), &x.narrow(1, 0, 1).copy()).unwrap();
+    let vinfo = ["vinfo", "--features", "x.npy", "--target", "y.npy", "--kind", "continuous"];
+    let huge = "1000000000000";
+    for (flag, limit) in [("--bootstrap", "100000"), ("--repeats", "100"), ("--folds", "100"), ("--epochs", "10000")] {
+        fails_with(d, &[&vinfo[..], &[flag, huge]].concat(), &format!("{flag} must be at most {limit}, got {huge}"));
+    }
+    for (family, expected) in [
+        ("ig:1000000000000", "--family: family 'ig:1000000000000': expected 1 to 24000 iterations"),
+        ("decoder:1000000000000", "expected 20 to 1000000 auxiliary updates"),
+    ] {
+        fails_with(d, &[&vinfo[..], &["--family", family]].concat(), expected);
+    }
+    let model = ["--model", "lenet5", "--dataset", "embedded"];
+    let sensitivity = [&["sensitivity"][..], &model[..]].concat();
+    fails_with(d, &[&sensitivity[..], &["--probes", huge]].concat(), "--probes must be at most 64, got");
+    fails_with(d, &[&sensitivity[..], &["--bootstrap", huge]].concat(), "--bootstrap must be at most 1000, got");
+    let attack = [&["attack", "--method", "ig"][..], &model[..]].concat();
+    fails_with(
+        d,
+        &[&attack[..], &["--iterations", huge]].concat(),
+        "--iterations: the number of iterations must be at most 24000, got 1000000000000",
+    );
+    fails_with(
+        d,
+        &[&attack[..], &["--restarts", huge]].concat(),
+        "--restarts: the number of restarts must be at most 16",
+    );
+    // The audit's keys.
+    for (toml, expected) in [
+        ("[measure]\nattack_iterations = 1000000000000\n", "measure.attack_iterations must be at most 24000"),
+        ("[measure]\nbootstrap = 1000000000000\n", "measure.bootstrap must be at most 100000"),
+        ("[measure]\nrepeats = 1000\n", "measure.repeats must be at most 100"),
+        ("[measure]\nprobes = 100000\n", "measure.probes must be at most 64"),
+        ("[measure]\nfolds = 1000\n", "measure.folds must be at most 100"),
+        ("[grid]\nbatch_size = []\n", "grid.batch_size is empty"),
+        ("[grid]\ndp = []\n", "grid.dp is empty"),
+    ] {
+        let e = format!("{:#}", AuditConfig::from_toml(toml).unwrap_err());
+        assert!(e.contains(expected), "{toml}: {e}");
+    }
+}
+
+#[test]
+fn a_folder_dataset_that_declares_huge_images_is_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for class in ["a", "b"] {
+        std::fs::create_dir_all(d.join("imgs").join(class)).unwrap();
+        for i in 0..3 {
+            image::GrayImage::new(4, 4).save(d.join("imgs").join(class).join(format!("{i}.png"))).unwrap();
+        }
+    }
+    std::fs::write(d.join("imgs/dataset.json"), r#"{"height": 100000, "width": 100000}"#).unwrap();
+    fails_with(
+        d,
+        &["data", "show", "folder:imgs"],
+        "imgs/dataset.json: images of 100000 x 100000 pixels; at most 16777216 pixels (4096 x 4096) per image",
+    );
+}
+
+#[test]
+fn negative_values_after_a_space_reach_the_flag_s_own_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fails_with(d, &["train", "--lr", "-1", "--out", "run"], "--lr must be in (0, 10], got -1");
+    fails_with(d, &["train", "--momentum", "-0.5", "--out", "run"], "--momentum must be in [0, 1), got -0.5");
+    // (Without the helper, which sets --threads itself.)
+    let out = Command::new(env!("CARGO_BIN_EXE_gradleak")).args(["--threads=-1", "models"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr, "error: --threads must be in [0, 1024] (0: libtorch's default), got -1\n");
+    let x = Tensor::randn([40, 3], (Kind::Double, tch::Device::Cpu));
+    write_npy(&d.join("x.npy"), &x).unwrap();
+    write_npy(&d.join("y.npy"), &x.narrow(1, 0, 1).copy()).unwrap();
+    let vinfo = ["vinfo", "--features", "x.npy", "--target", "y.npy", "--kind", "continuous"];
+    fails_with(
+        d,
+        &[&vinfo[..], &["--val-fraction", "0"]].concat(),
+        "--val-fraction: the validation fraction must be in (0, 1), got 0",
+    );
+    fails_with(
+        d,
+        &[&vinfo[..], &["--protocol", "split", "--test-fraction", "-0.2"]].concat(),
+        "--test-fraction: the test fraction must be in (0, 1), got -0.2",
+    );
+    fails_with(
+        d,
+        &[&vinfo[..], &["--variance-floor", "-1"]].concat(),
+        "--variance-floor: the variance floor must be in (0, 1), got -1",
+    );
+}
+
+/// Rewrites a safetensors file with `edit` applied to its (sorted) named tensors.
+fn edit_checkpoint(path: &Path, edit: impl Fn(&mut Vec<(String, Tensor)>)) {
+    let mut named = Tensor::read_safetensors(path).unwrap();
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    edit(&mut named);
+    Tensor::write_safetensors(&named, path).unwrap();
+}
+
+#[test]
+fn every_command_refuses_a_checkpoint_with_nan_weights_or_a_wrong_dtype() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (code, _, stderr) =
+        gradleak(d, &["train", "--epochs", "1", "--out", "run", "--dataset", "embedded", "--batch-size", "128"]);
+    assert_eq!(code, 0, "{stderr}");
+    let checkpoint = d.join("run/epoch-001.safetensors");
+    let original = std::fs::read(&checkpoint).unwrap();
+    // A NaN in one weight: grads wrote a store of NaN gradients and sensitivity ranked NaN layers.
+    edit_checkpoint(&checkpoint, |named| {
+        let _ = named[0].1.view([-1]).get(0).fill_(f64::NAN);
+    });
+    let nan = "epoch-001.safetensors: tensor 'conv1.bias' holds 1 NaN or infinite value; a model with them cannot be \
+               measured";
+    fails_with(d, &["grads", "--run", "run", "--updates", "10", "--out", "store"], nan);
+    assert!(!d.join("store").exists(), "grads wrote a store");
+    fails_with(d, &["sensitivity", "--run", "run", "--samples", "4", "--probes", "2"], nan);
+    fails_with(d, &["attack", "--run", "run", "--method", "dlg", "--samples", "1", "--iterations", "2"], nan);
+    // The same bytes declared I32 instead of F32 loaded as a different model.
+    let mut bytes = original.clone();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(bytes[8..8 + header_len].to_vec()).unwrap();
+    let at = 8 + header.find("\"F32\"").expect("an F32 tensor in the header") + 1;
+    bytes[at..at + 3].copy_from_slice(b"I32");
+    std::fs::write(&checkpoint, bytes).unwrap();
+    fails_with(
+        d,
+        &["grads", "--run", "run", "--updates", "10", "--out", "store"],
+        "is stored as Int, model lenet5 expects Float",
+    );
+    std::fs::write(&checkpoint, original).unwrap();
+    let (code, _, stderr) = gradleak(d, &["grads", "--run", "run", "--updates", "10", "--out", "store"]);
+    assert_eq!(code, 0, "the original checkpoint: {stderr}");
+}
+
+#[test]
+fn measurements_that_cannot_run_or_repeat_a_row_are_refused_not_silently_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Tabular data without attributes.
+    let arrays = d.join("tab");
+    std::fs::create_dir(&arrays).unwrap();
+    write_npy(&arrays.join("x_train.npy"), &Tensor::rand([60, 5], (Kind::Float, tch::Device::Cpu))).unwrap();
+    let labels: Vec<i64> = (0..60).map(|i| i % 2).collect();
+    write_npy(&arrays.join("y_train.npy"), &Tensor::from_slice(&labels)).unwrap();
+    let audit = |name: &str, toml: &str, expected: &str| {
+        let toml = format!("dataset = \"arrays:tab\"\nmodel = \"mlp\"\n[training]\nepochs = 1\n{toml}");
+        std::fs::write(d.join(name), toml).unwrap();
+        fails_with(d, &["audit", "--config", name, "--out", "out"], expected);
+        assert!(!d.join("out").exists(), "{name}: the out folder was written");
+    };
+    // An audit of 0 records, reported as success.
+    audit(
+        "a.toml",
+        "[measure]\ntargets = [\"attributes\"]\n",
+        "measure.targets on dataset arrays:tab: no target to measure: the data has no latent attributes",
+    );
+    // An empty attacks array and no note.
+    audit(
+        "b.toml",
+        "[measure]\ntargets = [\"label\"]\nattack = \"idlg\"\n",
+        "measure.attack = \"idlg\" reconstructs images, and no dataset of the sweep has them (arrays:tab)",
+    );
+    // Duplicate rows.
+    for (toml, expected) in [
+        ("[measure]\ntargets = [\"label\", \"label\"]\n", "measure.targets lists 'label' twice"),
+        ("[measure]\nfamilies = [\"linear\", \"linear\"]\n", "measure.families lists 'linear' twice"),
+    ] {
+        let e = format!("{:#}", AuditConfig::from_toml(toml).unwrap_err());
+        assert!(e.contains(expected), "{toml}: {e}");
+    }
+    let x = Tensor::randn([40, 3], (Kind::Double, tch::Device::Cpu));
+    write_npy(&d.join("x.npy"), &x).unwrap();
+    write_npy(&d.join("y.npy"), &x.narrow(1, 0, 1).copy()).unwrap();
+    let vinfo = ["vinfo", "--features", "x.npy", "--target", "y.npy", "--kind", "continuous"];
+    fails_with(d, &[&vinfo[..], &["--family", "linear+linear"]].concat(), "--family: family 'linear' is listed twice");
+
+    // A test split with a class the training split never has: a model with an extra class and 0.00% accuracy.
+    write_npy(&arrays.join("x_test.npy"), &Tensor::rand([10, 5], (Kind::Float, tch::Device::Cpu))).unwrap();
+    let test_labels: Vec<i64> = (0..10).map(|i| if i < 5 { 7 } else { 1 }).collect();
+    write_npy(&arrays.join("y_test.npy"), &Tensor::from_slice(&test_labels)).unwrap();
+    fails_with(
+        d,
+        &["train", "--dataset", "arrays:tab", "--model", "mlp", "--epochs", "1", "--out", "run"],
+        "tab: the test split has label 7 that the training split never has",
+    );
+}
+
+#[test]
+fn a_stopped_grads_leaves_no_temporary_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for signal in [libc::SIGTERM, libc::SIGINT] {
+        let out = d.join(format!("store{signal}"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gradleak"))
+            .current_dir(d)
+            .args(["grads", "--model", "lenet5", "--dataset", "embedded", "--updates", "5000", "--out"])
+            .arg(&out)
+            .args(["--threads", "1", "--quiet"])
+            .env("OMP_NUM_THREADS", "1")
+            .spawn()
+            .unwrap();
+        let temporary = |out: &Path| {
+            std::fs::read_dir(out)
+                .map(|entries| {
+                    entries.filter_map(Result::ok).any(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                })
+                .unwrap_or(false)
+        };
+        let started = std::time::Instant::now();
+        while !temporary(&out) {
+            assert!(child.try_wait().unwrap().is_none(), "grads ended before writing");
+            assert!(started.elapsed().as_secs() < 120, "no temporary file after 2 minutes");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // SAFETY: sends a signal to the child started above.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, signal) }, 0);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+        assert!(!temporary(&out), "signal {signal}: a temporary file was left in {}", out.display());
+        assert!(!out.join("manifest.json").exists());
+    }
+}

@@ -80,6 +80,9 @@ pub fn run_cell(
     let sensitivity = super::sensitivity::measure(&ctx, &cu, &records, &targets)?;
     notes.extend(sensitivity.notes);
     attacks.extend(run_attack(&ctx, &cu.keys)?);
+    if let Some(method) = config.measure.attack.filter(|_| !ctx.model.spec.takes_images()) {
+        notes.push(format!("measure.attack = \"{method}\" did not run: the reference attacks reconstruct images"));
+    }
     Ok(CellResult {
         keys: cu.keys,
         cell: cell.clone(),
@@ -284,6 +287,10 @@ pub fn flag_excesses(records: &mut [Record]) {
                 r.bound.as_deref().unwrap_or("upper"),
                 r.ci95[0],
             ));
+        } else if let Some(note) =
+            crate::measure::bounds::above_bound(r.bits, r.ci95, upper, r.bound.as_deref().unwrap_or("upper"))
+        {
+            r.warnings.push(note);
         }
     }
 }

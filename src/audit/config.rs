@@ -436,6 +436,12 @@ impl AuditConfig {
         if m.families.is_empty() {
             bail!("measure.families is empty; expected some of: {}", families::usage());
         }
+        if let Some(f) = m.families.iter().enumerate().find_map(|(i, f)| m.families[..i].contains(f).then_some(f)) {
+            bail!("measure.families lists '{f}' twice; list each family once");
+        }
+        if let Some(t) = m.targets.iter().enumerate().find_map(|(i, t)| m.targets[..i].contains(t).then_some(t)) {
+            bail!("measure.targets lists '{t}' twice; list each target once");
+        }
         at_least("measure.folds", m.folds as i64, 2)?;
         at_least("measure.bootstrap", m.bootstrap as i64, 1)?;
         at_least("measure.repeats", m.repeats as i64, 1)?;
@@ -445,11 +451,46 @@ impl AuditConfig {
         at_least("measure.latent_k", m.latent_k as i64, 1)?;
         at_least("measure.attack_samples", m.attack_samples as i64, 1)?;
         at_least("measure.attack_iterations", m.attack_iterations as i64, 1)?;
+        // Counts that size work or memory, at most their limits (`limits`, docs/reliability.md).
+        use crate::limits::*;
+        for (key, value, max) in [
+            ("measure.bootstrap", m.bootstrap, MAX_BOOTSTRAP),
+            ("measure.repeats", m.repeats, MAX_REPEATS),
+            ("measure.folds", m.folds, MAX_FOLDS),
+            ("measure.probes", m.probes, MAX_PROBES),
+            ("measure.attack_iterations", m.attack_iterations, MAX_ATTACK_ITERATIONS),
+        ] {
+            if value > max {
+                bail!("{key} must be at most {max}, got {value} (the limits are in docs/reliability.md)");
+            }
+        }
         if !(m.localisation_fraction > 0.0 && m.localisation_fraction < 1.0) {
             bail!("measure.localisation_fraction must be in (0, 1), got {}", m.localisation_fraction);
         }
         crate::measure::groups::check_layer_lists(&m.layers, &m.groups)
             .map_err(|e| crate::error::rename_params(e, MEASURE_KEYS))?;
+        // An empty axis leaves its grid without cells: say which.
+        for (i, g) in self.grid.0.iter().enumerate() {
+            for (axis, empty) in [
+                ("batch_size", g.batch_size.is_empty()),
+                ("dropout", g.dropout.is_empty()),
+                ("dp", g.dp.is_empty()),
+                ("defense", g.defense.is_empty()),
+                ("protect", g.protect.is_empty()),
+            ] {
+                if empty {
+                    let which = if self.grid.0.len() > 1 {
+                        format!(" (grid {} of {})", i + 1, self.grid.0.len())
+                    } else {
+                        String::new()
+                    };
+                    bail!(
+                        "the grid has no cells{which}: grid.{axis} is empty; give at least one value, or leave the key \
+                         out for its default"
+                    );
+                }
+            }
+        }
         let cells = self.cells()?;
         if cells.is_empty() {
             bail!("the grid has no cells: every grid axis needs at least one value");

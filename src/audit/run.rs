@@ -92,6 +92,18 @@ fn fitting_cells(
 /// victims' split. (`training.samples` is an upper bound: a smaller training split is used whole, and each cell's
 /// notes say so.)
 fn check_sizes(config: &AuditConfig, cells: &[Cell], datasets: &BTreeMap<String, Dataset>) -> Result<()> {
+    // A reference attack reconstructs images: configured on a sweep without any, it would silently not run. (On a
+    // study that mixes image and tabular data, the tabular cells' notes say it did not run there.)
+    if let Some(method) = config.measure.attack {
+        if cells.iter().all(|c| !matches!(datasets[&c.dataset].input_shape, data::InputShape::Image { .. })) {
+            let names: Vec<&str> = datasets.keys().map(String::as_str).collect();
+            bail!(
+                "measure.attack = \"{method}\" reconstructs images, and no dataset of the sweep has them ({}); \
+                 remove measure.attack",
+                names.join(", ")
+            );
+        }
+    }
     for cell in cells {
         let dataset = &datasets[&cell.dataset];
         let split = dataset.split(&config.measure.split).context("measure.split")?.len();

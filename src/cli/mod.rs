@@ -115,7 +115,13 @@ pub enum Command {
     Sensitivity(sensitivity::SensitivityArgs),
 }
 
+/// Most libtorch threads `--threads` may ask for.
+const MAX_THREADS: i32 = 1024;
+
 pub fn run(cli: Cli) -> Result<()> {
+    if !(0..=MAX_THREADS).contains(&cli.global.threads) {
+        bail!("--threads must be in [0, {MAX_THREADS}] (0: libtorch's default), got {}", cli.global.threads);
+    }
     if cli.global.threads > 0 {
         tch::set_num_threads(cli.global.threads);
     }

@@ -106,6 +106,10 @@ pub const FLAGS: &[(&str, &str)] = &[
     ("bootstrap", "--bootstrap"),
     ("repeats", "--repeats"),
     ("folds", "--folds"),
+    ("val_fraction", "--val-fraction"),
+    ("test_fraction", "--test-fraction"),
+    ("epochs", "--epochs"),
+    ("variance_floor", "--variance-floor"),
 ];
 
 /// `file.safetensors:tensor` -> (file, Some(tensor)); anything else -> (path, None).
@@ -124,6 +128,10 @@ fn read(flag: &str, spec: &str) -> Result<Tensor> {
 }
 
 pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
+    if args.epochs == 0 {
+        bail!("--epochs must be at least 1, got 0");
+    }
+    gradleak::limits::check_count("epochs", args.epochs, gradleak::limits::MAX_EPOCHS)?;
     let families: Vec<Family> = Family::parse_list(&args.family)
         .context("--family")?
         .into_iter()
@@ -134,7 +142,6 @@ pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
         "split" => Protocol::Split { val_fraction: args.val_fraction, test_fraction: args.test_fraction },
         p => bail!("--protocol: unknown protocol '{p}'; expected crossfit or split"),
     };
-    protocol.validate().context("--protocol")?;
     let opts = EstimateOptions {
         seed: args.seed,
         protocol,
@@ -142,6 +149,7 @@ pub fn run(global: &Global, args: VinfoArgs) -> Result<()> {
         repeats: args.repeats,
         variance_floor: args.variance_floor,
     };
+    opts.validate()?;
     if let Some(store) = &args.store {
         return run_store(global, &args, store, &families, &opts);
     }

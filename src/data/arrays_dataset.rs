@@ -197,6 +197,23 @@ pub fn load(dir: &Path, name: &str) -> Result<Dataset> {
 
     let max_label =
         train.1.max().int64_value(&[]).max(if test.1.numel() > 0 { test.1.max().int64_value(&[]) } else { 0 });
+    // A class of the test split that training never shows: the model gets an output it is never trained on, and
+    // every test sample of the class counts as an error without a word.
+    let seen = train.1.bincount(None::<Tensor>, max_label + 1).gt(0);
+    let unseen = test.1.masked_select(&seen.index_select(0, &test.1).logical_not());
+    if unseen.numel() > 0 {
+        let labels: Vec<String> = Vec::<i64>::try_from(&unseen.unique_dim(0, true, false, false).0)?
+            .into_iter()
+            .map(|l| l.to_string())
+            .collect();
+        bail!(
+            "{}: the test split has label{} {} that the training split never has; a model cannot learn a class it \
+             never sees (add training samples of it, or leave it out of the test split)",
+            dir.display(),
+            if labels.len() == 1 { "" } else { "s" },
+            labels.join(", ")
+        );
+    }
     let classes = match desc.classes {
         Some(c) if (c.len() as i64) > max_label => c,
         Some(c) => bail!("{}: {} class names, but the labels go up to {max_label}", desc_path.display(), c.len()),

@@ -74,7 +74,7 @@ fn is_image(path: &Path) -> bool {
 
 /// Decodes every file, resized to `height` x `width`, as (N, C, H, W) f32 in [0, 1].
 fn read_images(files: &[&PathBuf], channels: i64, height: u32, width: u32) -> Result<Tensor> {
-    let hw = (height * width) as usize;
+    let hw = height as usize * width as usize;
     let mut pixels = Vec::with_capacity(files.len() * channels as usize * hw);
     for path in files {
         let img = image::open(path).map_err(|e| anyhow::anyhow!("{}: cannot decode image ({e})", path.display()))?;
@@ -129,6 +129,18 @@ pub fn load(dir: &Path, name: &str) -> Result<Dataset> {
         }
         _ => bail!("{}: give both height and width (each at least 1), or neither", desc_path.display()),
     };
+    let source = if desc.width.is_some() { desc_path.clone() } else { train_files[0].0.clone() };
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels > crate::limits::MAX_IMAGE_PIXELS {
+        bail!(
+            "{}: images of {height} x {width} pixels; at most {} pixels (4096 x 4096) per image",
+            source.display(),
+            crate::limits::MAX_IMAGE_PIXELS
+        );
+    }
+    let count = (train_files.len() + test_files.as_ref().map_or(0, Vec::len)) as u64;
+    let what = format!("{}: {count} images of {height} x {width} pixels", dir.display());
+    crate::limits::check_allocation(&what, count * pixels * desc.channels.unwrap_or(3).clamp(1, 3) as u64 * 8)?;
     let all = train_files.iter().chain(test_files.iter().flatten());
     let channels = match desc.channels {
         Some(c @ (1 | 3)) => c,

@@ -98,6 +98,12 @@ pub fn target_names(specs: &[String], attributes: &[AttributeInfo]) -> Result<Ve
             },
         }
     }
+    if let Some(twice) = out.iter().enumerate().find_map(|(i, t)| out[..i].contains(t).then_some(t)) {
+        bail!("target '{twice}' is listed twice (attribute and attributes name the first attribute too)");
+    }
+    if out.is_empty() {
+        bail!("no target to measure: the data has no latent attributes for `attributes`; add input or label");
+    }
     Ok(out)
 }
 

@@ -249,7 +249,11 @@ impl Model {
             }
             (None, None) => bail!("model {} needs a file", spec.arch),
         };
-        Ok(Model { spec: spec.clone(), vs, layers, program })
+        let model = Model { spec: spec.clone(), vs, layers, program };
+        if let Some(file) = &spec.file {
+            model.check_finite(&file.path)?;
+        }
+        Ok(model)
     }
 
     /// The loaded module, for a model from a TorchScript file.
@@ -388,6 +392,18 @@ impl Model {
                     v.size()
                 );
             }
+            // Integers would be converted to other weights without a word: a checkpoint is written in the
+            // parameters' own type.
+            if t.kind() != v.kind() {
+                bail!(
+                    "{}: tensor '{name}' is stored as {:?}, model {} expects {:?}",
+                    path.display(),
+                    t.kind(),
+                    self.spec.arch,
+                    v.kind()
+                );
+            }
+            check_finite_tensor(path, name, t)?;
             tch::no_grad(|| v.copy_(t));
         }
         let mut names: Vec<&String> = vars.keys().collect();
@@ -396,6 +412,17 @@ impl Model {
             if !named.iter().any(|(n, _)| n == name) {
                 bail!("{}: checkpoint has no tensor '{name}' that model {} needs", path.display(), self.spec.arch);
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses a model with a NaN or infinite parameter or buffer (`source` names where it came from): every
+    /// measurement of it would be NaN, or silently wrong.
+    pub fn check_finite(&self, source: &std::path::Path) -> Result<()> {
+        let mut vars: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, t) in &vars {
+            check_finite_tensor(source, name, t)?;
         }
         Ok(())
     }
@@ -438,4 +465,20 @@ impl Model {
     pub fn kind(&self) -> Kind {
         self.layers[0].weight().kind()
     }
+}
+
+/// A checkpoint's tensor `name` must be finite.
+fn check_finite_tensor(path: &std::path::Path, name: &str, t: &Tensor) -> Result<()> {
+    if t.is_floating_point() {
+        let bad = t.isfinite().logical_not().sum(tch::Kind::Int64).int64_value(&[]);
+        if bad > 0 {
+            bail!(
+                "{}: tensor '{name}' holds {bad} NaN or infinite value{}; a model with them cannot be measured (did \
+                 its training diverge?)",
+                path.display(),
+                if bad == 1 { "" } else { "s" }
+            );
+        }
+    }
+    Ok(())
 }

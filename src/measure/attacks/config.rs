@@ -91,6 +91,15 @@ impl AttackConfig {
         if self.restarts == 0 {
             return Err(invalid(Restarts, "the number of restarts must be at least 1, got 0"));
         }
+        for (setting, what, value, max) in [
+            (Iterations, "iterations", self.iterations, crate::limits::MAX_ATTACK_ITERATIONS),
+            (Restarts, "restarts", self.restarts, crate::limits::MAX_RESTARTS),
+        ] {
+            if value > max {
+                let message = format!("the number of {what} must be at most {max}, got {value} (docs/reliability.md)");
+                return Err(invalid(setting, message));
+            }
+        }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(invalid(StepSize, format!("the step size must be a finite number > 0, got {}", self.lr)));
         }

@@ -86,8 +86,13 @@ pub(super) fn entry() -> Entry {
         usage: "decoder[:AUXILIARY UPDATES]".into(),
         parse: Box::new(|setting| {
             let example = "decoder:20000";
-            let aux_updates =
-                parse_count(setting, DEFAULT_AUX_UPDATES, MIN_AUX_UPDATES, "a number of auxiliary updates", example)?;
+            let aux_updates = parse_count(
+                setting,
+                DEFAULT_AUX_UPDATES,
+                (MIN_AUX_UPDATES, crate::limits::MAX_AUX_UPDATES),
+                "auxiliary updates",
+                example,
+            )?;
             Ok(Family::new(Decoder { aux_updates }))
         }),
     }

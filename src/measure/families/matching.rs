@@ -70,7 +70,13 @@ pub(super) fn entry(method: Method) -> Entry {
         usage: format!("{method}[:ITERATIONS]"),
         parse: Box::new(move |setting| {
             let example = format!("{method}:500");
-            let iterations = parse_count(setting, DEFAULT_MATCHING_ITERATIONS, 1, "a number of iterations", &example)?;
+            let iterations = parse_count(
+                setting,
+                DEFAULT_MATCHING_ITERATIONS,
+                (1, crate::limits::MAX_ATTACK_ITERATIONS),
+                "iterations",
+                &example,
+            )?;
             Ok(Family::new(Matching { method, iterations }))
         }),
     }

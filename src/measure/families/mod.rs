@@ -216,7 +216,11 @@ impl Family {
                 _ => items.push(token.to_string()),
             }
         }
-        items.iter().map(|item| item.parse()).collect()
+        let families: Vec<Family> = items.iter().map(|item| item.parse()).collect::<Result<_>>()?;
+        if let Some(f) = families.iter().enumerate().find_map(|(i, f)| families[..i].contains(f).then_some(f)) {
+            bail!("family '{f}' is listed twice");
+        }
+        Ok(families)
     }
 
     /// Estimates the V-information of `features` about `target` with the family's predictor; the estimate carries
@@ -285,13 +289,20 @@ impl FromStr for Family {
     }
 }
 
-/// A count written after a family's name (`ig:500`): at least `min`, or the default when absent.
-fn parse_count(setting: Option<&str>, default: usize, min: usize, what: &str, example: &str) -> Result<usize> {
+/// A count written after a family's name (`ig:500`): from `min` to `max`, or the default when absent.
+fn parse_count(
+    setting: Option<&str>,
+    default: usize,
+    range: (usize, usize),
+    what: &str,
+    example: &str,
+) -> Result<usize> {
+    let (min, max) = range;
     match setting {
         None => Ok(default),
         Some(n) => match n.trim().parse::<usize>() {
-            Ok(n) if n >= min => Ok(n),
-            _ => bail!("expected {what} of at least {min}, e.g. {example}"),
+            Ok(n) if (min..=max).contains(&n) => Ok(n),
+            _ => bail!("expected {min} to {max} {what}, e.g. {example}"),
         },
     }
 }

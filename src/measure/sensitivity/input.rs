@@ -481,9 +481,13 @@ pub fn input_sensitivity(
     if !config.exact && config.probes < 1 {
         crate::param_bail!("probes", "must be at least 1, got {}", config.probes);
     }
+    if !config.exact {
+        crate::limits::check_count("probes", config.probes, crate::limits::MAX_PROBES)?;
+    }
     if config.bootstrap < 1 {
         crate::param_bail!("bootstrap", "must be at least 1, got 0");
     }
+    crate::limits::check_count("bootstrap", config.bootstrap, crate::limits::MAX_SENSITIVITY_BOOTSTRAP)?;
     let chunk = match config.chunk_size {
         Some(c) if c < 1 => bail!("the chunk size must be at least 1, got {c}"),
         Some(c) => c,

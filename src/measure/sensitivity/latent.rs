@@ -58,14 +58,17 @@ impl Default for LatentConfig {
 }
 
 impl LatentConfig {
-    /// Every count at least 1: no resamples would give a zero-width interval, no relabellings a NaN null.
+    /// Every count at least 1: no resamples would give a zero-width interval, no relabellings a NaN null. And at
+    /// most its limit (`limits::MAX_SENSITIVITY_BOOTSTRAP`, `limits::MAX_PERMUTATIONS`): each is an SVD per group
+    /// and layer.
     pub fn validate(&self) -> Result<()> {
         for (param, value) in [("k", self.k), ("bootstrap", self.bootstrap), ("permutations", self.permutations)] {
             if value < 1 {
                 crate::param_bail!(param, "must be at least 1, got {value}");
             }
         }
-        Ok(())
+        crate::limits::check_count("bootstrap", self.bootstrap, crate::limits::MAX_SENSITIVITY_BOOTSTRAP)?;
+        crate::limits::check_count("permutations", self.permutations, crate::limits::MAX_PERMUTATIONS)
     }
 }
 

@@ -6,7 +6,8 @@
 //! `{ y ~ N(a + b * R(g), diag(v)) }`. Its slopes and intercepts are fitted on the training part by least squares,
 //! dimension by dimension; the variance, the choice between per-dimension slopes and one shared slope, and the
 //! constant predictor (no slope, PVI 0) on the validation part, the way held-out victims are scored
-//! ([`GaussianValidation`]). Predictions are clipped to the targets' range, as the other continuous families' are.
+//! ([`GaussianValidation`]). Predictions are clipped to the targets' range, what is clipped away added to their
+//! variance, as the other continuous families' are.
 //! Two parameters per dimension, however long the gradient: a few hundred victims calibrate it.
 
 use anyhow::{anyhow, bail, Result};
@@ -69,7 +70,8 @@ impl ConditionalModel for AffineCalibration {
         let mut best: Option<(f64, &'static str, Tensor, Tensor)> = None;
         for (form, slope) in [("per_dimension", per_dimension), ("shared", shared)] {
             let intercept = &y_mean - &slope * &x_mean;
-            let (bits, var) = validation.score(&range.clip(&(&intercept + &slope * val.x)));
+            let pred = &intercept + &slope * val.x;
+            let (bits, var) = validation.score(&range.clip(&pred), &range.excess(&pred));
             tried.push((form, bits));
             if best.as_ref().is_none_or(|b| bits > b.0) {
                 best = Some((bits, form, slope, var));
@@ -92,8 +94,7 @@ impl ConditionalModel for AffineCalibration {
 
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("calibration used before fit"))?;
-        let mean = f.range.clip(&(&f.intercept + &f.slope * x));
-        Ok(Prediction::Gaussian { mean, var: f.var.shallow_clone() })
+        Ok(f.range.predict(&(&f.intercept + &f.slope * x), &f.var))
     }
 
     fn constant(&self) -> bool {

@@ -17,11 +17,12 @@ pub(crate) enum PreparedTarget {
         y: Tensor,
         classes: i64,
     },
-    /// `scale`: the power of two the values were multiplied by ([`rescaling`]; 1 almost always).
+    /// `scale_log2`: the exponent of the power of two the values were multiplied by ([`rescaling`]; 0 almost
+    /// always).
     Values {
         y: Tensor,
         floor: Tensor,
-        scale: f64,
+        scale_log2: i32,
     },
 }
 
@@ -45,14 +46,20 @@ fn check_finite(what: &str, t: &Tensor) -> Result<()> {
 /// Magnitudes within which squares and sums of squares stay normal f64 numbers: 2^-500 .. 2^500.
 const SAFE_LOG2_MAGNITUDE: f64 = 500.0;
 
-/// The power of two that brings the largest magnitude of `t` to [1, 2), when it lies outside
+/// The exponent e of the power of two 2^e that brings the largest magnitude of `t` to [1, 2), when it lies outside
 /// 2^±[`SAFE_LOG2_MAGNITUDE`]; `None` otherwise (and for an all-zero `t`). Multiplying by a power of two is exact,
 /// and every family is invariant to one scale of the whole feature matrix (or target): features of 1e200 or 1e-200
 /// give the answer standardised ones give, where squares would overflow to infinity or underflow to 0.
-fn rescaling(t: &Tensor) -> Option<f64> {
+fn rescaling(t: &Tensor) -> Option<i32> {
     let max = t.abs().max().double_value(&[]);
     let log2 = max.log2();
-    (max > 0.0 && log2.abs() > SAFE_LOG2_MAGNITUDE).then(|| 2f64.powi(-(log2.floor() as i32)))
+    (max > 0.0 && log2.abs() > SAFE_LOG2_MAGNITUDE).then(|| -(log2.floor() as i32))
+}
+
+/// `x` times 2^`e`, in steps that stay within f64: a subnormal 1e-320 needs 2^1063, which is not a finite f64.
+fn times_power_of_two(x: Tensor, e: i32) -> Tensor {
+    let (half, rest) = (e / 2, e - e / 2);
+    x * 2f64.powi(half) * 2f64.powi(rest)
 }
 
 /// Features as an (N, D) f64 matrix: (N,) becomes (N, 1); more dimensions are flattened per sample.
@@ -71,7 +78,7 @@ fn prepare_features(features: &Tensor) -> Result<Tensor> {
     }
     check_finite("features", &x)?;
     Ok(match rescaling(&x) {
-        Some(scale) => x * scale,
+        Some(e) => times_power_of_two(x, e),
         None => x,
     })
 }
@@ -136,8 +143,8 @@ fn prepare_target(target: &Target, n: i64, variance_floor: f64) -> Result<Prepar
                 bail!("continuous target: no dimensions (shape {size:?})");
             }
             check_finite("continuous target", &y)?;
-            let scale = rescaling(&y).unwrap_or(1.0);
-            let y = if scale == 1.0 { y } else { y * scale };
+            let scale_log2 = rescaling(&y).unwrap_or(0);
+            let y = if scale_log2 == 0 { y } else { times_power_of_two(y, scale_log2) };
             let var = y.var_dim(0, false, false);
             let mean_var = var.mean(Kind::Double).double_value(&[]);
             if mean_var <= 0.0 {
@@ -148,7 +155,7 @@ fn prepare_target(target: &Target, n: i64, variance_floor: f64) -> Result<Prepar
             }
             // Dimensions constant over all samples fall back to a fraction of the mean variance.
             let floor = var.where_self(&var.gt(0.0), &(var.zeros_like() + mean_var)) * variance_floor;
-            Ok(PreparedTarget::Values { y, floor, scale })
+            Ok(PreparedTarget::Values { y, floor, scale_log2 })
         }
     }
 }
@@ -252,14 +259,9 @@ impl Estimator {
         let start = Instant::now();
         let x = prepare_features(features)?;
         let (n, d) = (x.size()[0], x.size()[1]);
-        let prepared = prepare_target(target, n, opts.variance_floor)?;
-        if opts.bootstrap == 0 {
-            bail!("bootstrap resamples must be at least 1");
-        }
+        opts.validate()?;
         predictor.validate()?;
-        if opts.repeats == 0 {
-            crate::param_bail!("repeats", "must be at least 1, got 0");
-        }
+        let prepared = prepare_target(target, n, opts.variance_floor)?;
         let mut pvi_index = Vec::new();
         let mut lp_null_all = Vec::new();
         let mut lp_cond_all = Vec::new();
@@ -340,22 +342,26 @@ impl Estimator {
         let sampling = bootstrap_ci(&pvi, opts.bootstrap, rng::derive(opts.seed, Stream::VinfoBootstrap));
         let fit_se = fit_standard_error(&repeat_bits);
         let ci95 = fold_in(sampling, mean_pvi, fit_se);
-        let (target_dims, continuous, scale) = match &prepared {
-            PreparedTarget::Classes { classes, .. } => (*classes as usize, false, 1.0),
-            PreparedTarget::Values { y, scale, .. } => (y.size()[1] as usize, true, *scale),
+        let (target_dims, continuous, scale_log2) = match &prepared {
+            PreparedTarget::Classes { classes, .. } => (*classes as usize, false, 0),
+            PreparedTarget::Values { y, scale_log2, .. } => (y.size()[1] as usize, true, *scale_log2),
         };
+        let scale_bits = f64::from(scale_log2);
         Ok(VInfoEstimate {
             family: predictor.to_string(),
             target: target.kind_name().to_string(),
             bits: mean_pvi,
             ci95,
             // Differential entropies in the target's own units: h(Y) = h(sY) - K log2 s.
-            h_null_bits: h_null_bits - target_dims as f64 * scale.log2() * f64::from(continuous),
-            h_cond_bits: h_cond_bits - target_dims as f64 * scale.log2() * f64::from(continuous),
+            h_null_bits: h_null_bits - target_dims as f64 * scale_bits * f64::from(continuous),
+            h_cond_bits: h_cond_bits - target_dims as f64 * scale_bits * f64::from(continuous),
             bits_per_dim: continuous.then(|| mean_pvi / target_dims as f64),
             r2: continuous.then(|| 1.0 - sse / sst),
             // In the target's own units.
-            mse: continuous.then(|| sse / (scored * target_dims as f64) / (scale * scale)),
+            mse: continuous.then(|| {
+                let mse = sse / (scored * target_dims as f64);
+                mse * 2f64.powi(-scale_log2) * 2f64.powi(-scale_log2)
+            }),
             accuracy: (!continuous).then(|| correct as f64 / scored),
             null_accuracy: (!continuous).then(|| null_correct as f64 / scored),
             n_samples: n as usize,
@@ -380,6 +386,24 @@ impl Estimator {
 }
 
 impl EstimateOptions {
+    /// Checks the protocol and the counts: bootstrap resamples and repetitions at least 1 and at most their limits
+    /// (`limits::MAX_BOOTSTRAP`, `limits::MAX_REPEATS`), so that neither can exhaust memory or run for hours.
+    pub fn validate(&self) -> Result<()> {
+        self.protocol.validate()?;
+        if !(self.variance_floor > 0.0 && self.variance_floor < 1.0) {
+            let message = format!("the variance floor must be in (0, 1), got {}", self.variance_floor);
+            return Err(crate::error::ParamError::sentence("variance_floor", message));
+        }
+        if self.bootstrap == 0 {
+            crate::param_bail!("bootstrap", "must be at least 1, got 0");
+        }
+        crate::limits::check_count("bootstrap", self.bootstrap, crate::limits::MAX_BOOTSTRAP)?;
+        if self.repeats == 0 {
+            crate::param_bail!("repeats", "must be at least 1, got 0");
+        }
+        crate::limits::check_count("repeats", self.repeats, crate::limits::MAX_REPEATS)
+    }
+
     /// The seed of repetition `r` of the protocol: the seed itself for the first, an independent one derived from it
     /// for the others.
     pub fn repetition_seed(&self, r: usize) -> u64 {

@@ -98,7 +98,8 @@ impl ConditionalModel for RidgeGaussian {
                     continue;
                 }
                 let coef = rhs.cholesky_solve(&l, false);
-                let (bits, var) = validation.score(&y_range.clip(&(val_design.matmul(&coef) + &y_mean)));
+                let pred = val_design.matmul(&coef) + &y_mean;
+                let (bits, var) = validation.score(&y_range.clip(&pred), &y_range.excess(&pred));
                 tried.push((map.name(), 10f64.powi(log10), bits));
                 if map_best.as_ref().is_none_or(|b| bits > b.0) {
                     map_best = Some((bits, coef, var, log10));
@@ -149,8 +150,7 @@ impl ConditionalModel for RidgeGaussian {
 
     fn predict(&self, x: &Tensor) -> Result<Prediction> {
         let f = self.fitted.as_ref().ok_or_else(|| anyhow!("ridge model used before fit"))?;
-        let mean = f.y_range.clip(&(f.transform.apply(x).matmul(&f.weight) + &f.y_mean));
-        Ok(Prediction::Gaussian { mean, var: f.var.shallow_clone() })
+        Ok(f.y_range.predict(&(f.transform.apply(x).matmul(&f.weight) + &f.y_mean), &f.var))
     }
 
     fn summary(&self) -> serde_json::Value {

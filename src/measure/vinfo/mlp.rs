@@ -65,6 +65,7 @@ impl MlpOptions {
         if self.batch_size < 1 || self.max_epochs < 1 || self.patience < 1 {
             bail!("the MLP batch size, epochs and patience must be >= 1");
         }
+        crate::limits::check_count("epochs", self.max_epochs, crate::limits::MAX_EPOCHS)?;
         Ok(())
     }
 }
@@ -184,10 +185,13 @@ impl ConditionalModel for Mlp {
         // validation (a pixel the network cannot predict falls back to the mean).
         let mean = null_mean(train.y, val.y);
         let range = TargetRange::fit(train.y, val.y);
-        let calibrated = |net: &nn::Sequential| -> (Tensor, Tensor) {
-            let pred = range.clip(&(forward_f64(net, &xv) * &y_scale + &y_mean));
+        // Also the squared distance clipped away, shrunk alike (`TargetRange`).
+        let calibrated = |net: &nn::Sequential| -> (Tensor, Tensor, Tensor) {
+            let raw = forward_f64(net, &xv) * &y_scale + &y_mean;
+            let pred = range.clip(&raw);
             let shrink = shrinkage_towards_mean(val.y, &pred, &mean);
-            (&mean + (pred - &mean) * &shrink, shrink)
+            let excess = range.excess(&raw) * shrink.square();
+            (&mean + (pred - &mean) * &shrink, shrink, excess)
         };
         let (validation, class_validation) = match &self.task {
             Task::Gaussian(floor) => (Some(GaussianValidation::new(train, val, floor)), None),
@@ -203,7 +207,8 @@ impl ConditionalModel for Mlp {
                 }
                 Task::Gaussian(_) => {
                     let validation = validation.as_ref().expect("continuous targets have a validation scorer");
-                    -validation.score(&calibrated(net).0).0 * std::f64::consts::LN_2
+                    let (pred, _, excess) = calibrated(net);
+                    -validation.score(&pred, &excess).0 * std::f64::consts::LN_2
                 }
             }
         };
@@ -250,7 +255,7 @@ impl ConditionalModel for Mlp {
                 (None, None, prior, constant)
             }
             Task::Gaussian(floor) => {
-                let (pred, mut shrink) = calibrated(&net);
+                let (pred, mut shrink, _) = calibrated(&net);
                 // The family holds the constant predictor (the null model's mean): take it when the network does
                 // not beat it on validation, so that features without usable information give exactly 0 bits.
                 let constant_pred = val.y.zeros_like() + &mean;
@@ -298,8 +303,9 @@ impl ConditionalModel for Mlp {
             Some(var) => {
                 let pred = out * &f.y_scale + &f.y_mean;
                 let shrink = f.shrink.as_ref().ok_or_else(|| anyhow!("MLP: missing shrinkage"))?;
-                let pred = f.range.clip(&pred);
-                Prediction::Gaussian { mean: &f.mean + (pred - &f.mean) * shrink, var: var.shallow_clone() }
+                let clipped = f.range.clip(&pred);
+                let var = f.range.excess(&pred) * shrink.square() + var;
+                Prediction::Gaussian { mean: &f.mean + (clipped - &f.mean) * shrink, var }
             }
         })
     }

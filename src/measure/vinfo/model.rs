@@ -28,7 +28,8 @@ impl Part<'_> {
 pub enum Prediction {
     /// Log-probabilities of every class, (N, C) f64, nats.
     Categorical(Tensor),
-    /// A Gaussian with diagonal covariance: means (N, K) and variances (K,), f64.
+    /// A Gaussian with diagonal covariance: means (N, K) and variances (K,), or (N, K) when they differ by sample
+    /// ([`TargetRange::predict`]), f64.
     Gaussian { mean: Tensor, var: Tensor },
 }
 
@@ -60,11 +61,13 @@ impl Prediction {
     }
 }
 
-/// Log-density (nats) of each row of `y` under independent Gaussians N(mean_ik, var_k); (N,).
+/// Log-density (nats) of each row of `y` under independent Gaussians N(mean_ik, var_k), or N(mean_ik, var_ik) when
+/// `var` is (N, K); (N,).
 pub fn gaussian_log_prob(y: &Tensor, mean: &Tensor, var: &Tensor) -> Tensor {
     let r = y - mean;
     let quad = (&r * &r / var).sum_dim_intlist(1, false, Kind::Double);
-    let norm = (var * (2.0 * PI)).log().sum(Kind::Double);
+    let log_var = (var * (2.0 * PI)).log();
+    let norm = if var.dim() == 2 { log_var.sum_dim_intlist(1, false, Kind::Double) } else { log_var.sum(Kind::Double) };
     (quad + norm) * -0.5
 }
 
@@ -126,10 +129,12 @@ impl<'a> GaussianValidation<'a> {
         GaussianValidation { train_y: train.y, val_y: val.y, floor, lp_null }
     }
 
-    /// Mean validation PVI (bits) of the predicted means `pred` (N_val, K), and the variance that goes with them.
-    pub fn score(&self, pred: &Tensor) -> (f64, Tensor) {
+    /// Mean validation PVI (bits) of the predicted means `pred` (N_val, K), clipped to the fitting targets' range,
+    /// and the variance (K,) that goes with them. `excess`: the squared distance each prediction was clipped by
+    /// ([`TargetRange::excess`]), added to the variance of that sample as held-out samples get it.
+    pub fn score(&self, pred: &Tensor, excess: &Tensor) -> (f64, Tensor) {
         let var = conditional_variance(&(self.val_y - pred), self.train_y, self.val_y, self.floor);
-        let lp = gaussian_log_prob(self.val_y, pred, &var);
+        let lp = gaussian_log_prob(self.val_y, pred, &(excess + &var));
         let bits = (lp - &self.lp_null).mean(Kind::Double).double_value(&[]) / std::f64::consts::LN_2;
         (if bits.is_finite() { bits } else { f64::NEG_INFINITY }, var)
     }
@@ -137,8 +142,17 @@ impl<'a> GaussianValidation<'a> {
 
 /// The per-dimension range of the fitting targets (training and validation), to which the continuous families clip
 /// their predicted means: a pixel is never predicted brighter than the brightest seen. A victim far outside the
-/// training features then costs a bounded squared error instead of an arbitrary one (the null mixture bounds its
-/// log-loss; clipping also keeps R^2 meaningful). A clipped predictor is still a member of the Gaussian family.
+/// training features then costs a bounded squared error instead of an arbitrary one (clipping also keeps R^2
+/// meaningful).
+///
+/// What is clipped away is not thrown away: the squared distance between the prediction and the range is added to
+/// that sample's variance ([`TargetRange::predict`]). A prediction beyond the range says that the target may lie
+/// beyond it too; clipped alone, a held-out target outside the fitting range (a tail sample of an exact affine copy)
+/// cost (distance^2 / 2 var) nats under a variance fitted to tiny residuals, thousands of bits, where the null model
+/// pays a few. With the distance in the variance such a sample costs at most about what the null model pays
+/// (`docs/vinfo.md`, "Predictions beyond the fitting range"), and a wild extrapolation to a target inside the range
+/// costs the log of the distance, not its square. The variance is a function of the features, so the predictor is
+/// still a member of a (heteroscedastic) Gaussian family.
 #[derive(Debug)]
 pub struct TargetRange {
     lo: Tensor,
@@ -154,6 +168,17 @@ impl TargetRange {
     /// Predicted means (N, K) clipped to the range.
     pub fn clip(&self, pred: &Tensor) -> Tensor {
         pred.clamp_tensor(Some(&self.lo), Some(&self.hi))
+    }
+
+    /// The squared distance of each predicted mean (N, K) from the range: 0 inside it.
+    pub fn excess(&self, pred: &Tensor) -> Tensor {
+        (pred - self.clip(pred)).square()
+    }
+
+    /// The Gaussian prediction around the means `pred` (N, K) clipped to the range, with variance `var` (K,) plus
+    /// each sample's [`TargetRange::excess`].
+    pub fn predict(&self, pred: &Tensor, var: &Tensor) -> Prediction {
+        Prediction::Gaussian { mean: self.clip(pred), var: self.excess(pred) + var }
     }
 }
 

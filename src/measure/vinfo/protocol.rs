@@ -54,9 +54,10 @@ pub const MIN_TRAIN: usize = 4;
 pub const MIN_VAL: usize = 2;
 pub const MIN_TEST: usize = 2;
 
-fn check_fraction(name: &str, v: f64) -> Result<()> {
+/// `param`: the library's name of the fraction, which each front end renames to its flag.
+fn check_fraction(param: &'static str, name: &str, v: f64) -> Result<()> {
     if !(v > 0.0 && v < 1.0) {
-        bail!("{name} must be in (0, 1), got {v}");
+        return Err(crate::error::ParamError::sentence(param, format!("{name} must be in (0, 1), got {v}")));
     }
     Ok(())
 }
@@ -66,17 +67,18 @@ impl Protocol {
     pub fn validate(&self) -> Result<()> {
         match *self {
             Protocol::Split { val_fraction, test_fraction } => {
-                check_fraction("the validation fraction", val_fraction)?;
-                check_fraction("the test fraction", test_fraction)?;
+                check_fraction("val_fraction", "the validation fraction", val_fraction)?;
+                check_fraction("test_fraction", "the test fraction", test_fraction)?;
                 if val_fraction + test_fraction >= 1.0 {
                     bail!("validation and test fractions ({val_fraction} + {test_fraction}) leave no training samples");
                 }
             }
             Protocol::CrossFit { folds, val_fraction } => {
-                check_fraction("the validation fraction", val_fraction)?;
+                check_fraction("val_fraction", "the validation fraction", val_fraction)?;
                 if folds < 2 {
-                    bail!("cross-fitting needs at least 2 folds, got {folds}");
+                    crate::param_bail!("folds", "must be at least 2 (cross-fitting), got {folds}");
                 }
+                crate::limits::check_count("folds", folds, crate::limits::MAX_FOLDS)?;
             }
         }
         Ok(())
