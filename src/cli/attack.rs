@@ -46,7 +46,7 @@ pub struct AttackArgs {
     #[arg(long)]
     pub tv: Option<f64>,
     /// A defence applied before sharing, repeatable: dp:clip=C,sigma=S | dropout:P | prune:F | quantize:B |
-    /// noise:STD | protect:L1+L2
+    /// noise:STD | sign | protect:L1+L2
     #[arg(long = "defense", alias = "defence")]
     pub defenses: Vec<Defense>,
     /// Replace the checkpoint's weights by uniform(-BOUND, BOUND) values (seeded), the DLG paper's

@@ -14,7 +14,7 @@ use super::{keywords, Global};
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// TOML configuration (see the README); the flags below override it.
+    /// TOML configuration (see docs/cli.md); the flags below override it.
     #[arg(long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
     /// A built-in configuration: `paper` (the study design of Mo et al. 2022 at a scale of about an hour on 2

@@ -23,7 +23,7 @@ pub struct GradsArgs {
     /// Samples per shared update (the victim is the first).
     #[arg(long, default_value_t = 1)]
     pub batch_size: i64,
-    /// A defence, repeatable: dp:clip=C,sigma=S | dropout:P | prune:F | quantize:B | noise:STD | protect:L1+L2
+    /// A defence, repeatable: dp:clip=C,sigma=S | dropout:P | prune:F | quantize:B | noise:STD | sign | protect:L1+L2
     #[arg(long = "defense", alias = "defence")]
     pub defenses: Vec<Defense>,
     /// DP accounting: delta (with a dp defence).

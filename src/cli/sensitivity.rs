@@ -8,7 +8,6 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use gradleak::defenses::{describe, Defense};
-use gradleak::error::rename_params;
 use gradleak::gradients::store::GradientStore;
 use gradleak::measure::bounds::{fisher_of_release, LayerFisher, ReleaseNoise};
 use gradleak::measure::sensitivity::{
@@ -52,7 +51,7 @@ pub struct SensitivityArgs {
     /// Layers to measure, comma-separated (default: all).
     #[arg(long, value_delimiter = ',')]
     pub layers: Option<Vec<String>>,
-    /// A defence, repeatable: dp:clip=C,sigma=S | dropout:P | prune:F | quantize:B | noise:STD | protect:L1+L2
+    /// A defence, repeatable: dp:clip=C,sigma=S | dropout:P | prune:F | quantize:B | noise:STD | sign | protect:L1+L2
     #[arg(long = "defense", alias = "defence")]
     pub defenses: Vec<Defense>,
     /// Samples per pass (default: from the model size, to bound memory).
@@ -93,8 +92,13 @@ struct InputRun {
 }
 
 /// The flag of each library parameter this command sets.
-pub const FLAGS: &[(&str, &str)] =
-    &[("probes", "--probes"), ("k", "--k"), ("bootstrap", "--bootstrap"), ("permutations", "--permutations")];
+pub const FLAGS: &[(&str, &str)] = &[
+    ("probes", "--probes"),
+    ("k", "--k"),
+    ("bootstrap", "--bootstrap"),
+    ("permutations", "--permutations"),
+    ("samples", "--samples"),
+];
 
 pub fn run(global: &Global, args: SensitivityArgs) -> Result<()> {
     let progress = Progress::new(global.quiet || args.json);
@@ -180,8 +184,7 @@ fn input_part(global: &Global, args: &SensitivityArgs, progress: Progress) -> Re
         bootstrap: args.bootstrap,
         seed: args.seed,
     };
-    let report = input_sensitivity_on_split(&model, split, args.samples, &config, progress)
-        .map_err(|e| rename_params(e, &[("samples", "--samples")]))?;
+    let report = input_sensitivity_on_split(&model, split, args.samples, &config, progress)?;
     // The shared update of one victim (batch size 1), so the noise is DP's sigma*C plus any `noise`.
     let fisher = fisher_of_release(&report, &args.defenses, 1, args.bootstrap, args.seed)?;
     Ok(InputRun {

@@ -124,7 +124,7 @@ pub fn per_sample_factors_of(
 }
 
 /// Per-sample gradients by ordinary backpropagation of each sample's loss alone, in evaluation mode: correct for
-/// any model, at the cost of one forward and one backward pass per sample (see the README for the measured cost).
+/// any model, at the cost of one forward and one backward pass per sample (see docs/benchmarks.md for the measured cost).
 pub fn per_sample_by_loop(model: &Model, inputs: &Tensor, labels: &Tensor, create_graph: bool) -> Vec<Tensor> {
     let params: Vec<&Tensor> = model.layers().iter().flat_map(|l| l.tensors()).collect();
     let mut per_layer: Vec<Vec<Tensor>> = model.layers().iter().map(|_| Vec::new()).collect();

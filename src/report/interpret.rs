@@ -486,7 +486,7 @@ impl Leak<'_> {
     }
 }
 
-/// An attack (or an model-backed family's reconstructions) beating the mean-image guess by at least
+/// An attack (or a model-backed family's reconstructions) beating the mean-image guess by at least
 /// [`ATTACK_SUCCEEDS_DB`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reconstruction<'a> {

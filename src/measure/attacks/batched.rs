@@ -18,8 +18,8 @@
 //! - an attack step is many small operations that split poorly over libtorch's threads, so the victims are split
 //!   over workers with one libtorch thread each ([`on_workers`]).
 //!
-//! Together about 9 to 11x the loop's victims per second in single precision and 4x in double precision (the
-//! README's benchmark table has the measured figures).
+//! Together about 9 to 11x the loop's victims per second in single precision and 4x in double precision
+//! (docs/benchmarks.md has the measured figures).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
