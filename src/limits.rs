@@ -38,8 +38,9 @@ pub const MAX_FOLDS: usize = 100;
 
 /// Most Hutchinson probes per sample (`sensitivity --probes`, `measure.probes`): each is a double backward pass
 /// over every sample, and the run's memory grows with them (64 probes of LeNet-5 on 64 samples: 1.9 GB, about a
-/// minute on a busy 2-core machine). The default is 16 (8 in the audit).
-pub const MAX_PROBES: usize = 64;
+/// minute on a busy 2-core machine; the known-answer tests of `tests/sensitivity.rs` use 256 on small models). The
+/// default is 16 (8 in the audit).
+pub const MAX_PROBES: usize = 256;
 
 /// Most iterations of a gradient-matching attack per restart (`attack --iterations`, `measure.attack_iterations`,
 /// `ig:N`): Inverting Gradients' published setting, 24,000 (gradleak's default for ig is 4,800). An iteration

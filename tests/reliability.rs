@@ -332,7 +332,7 @@ fn counts_beyond_their_limits_are_one_line_errors_naming_the_flag() {
     }
     let model = ["--model", "lenet5", "--dataset", "embedded"];
     let sensitivity = [&["sensitivity"][..], &model[..]].concat();
-    fails_with(d, &[&sensitivity[..], &["--probes", huge]].concat(), "--probes must be at most 64, got");
+    fails_with(d, &[&sensitivity[..], &["--probes", huge]].concat(), "--probes must be at most 256, got");
     fails_with(d, &[&sensitivity[..], &["--bootstrap", huge]].concat(), "--bootstrap must be at most 1000, got");
     let attack = [&["attack", "--method", "ig"][..], &model[..]].concat();
     fails_with(
@@ -350,7 +350,7 @@ fn counts_beyond_their_limits_are_one_line_errors_naming_the_flag() {
         ("[measure]\nattack_iterations = 1000000000000\n", "measure.attack_iterations must be at most 24000"),
         ("[measure]\nbootstrap = 1000000000000\n", "measure.bootstrap must be at most 100000"),
         ("[measure]\nrepeats = 1000\n", "measure.repeats must be at most 100"),
-        ("[measure]\nprobes = 100000\n", "measure.probes must be at most 64"),
+        ("[measure]\nprobes = 100000\n", "measure.probes must be at most 256"),
         ("[measure]\nfolds = 1000\n", "measure.folds must be at most 100"),
         ("[grid]\nbatch_size = []\n", "grid.batch_size is empty"),
         ("[grid]\ndp = []\n", "grid.dp is empty"),

@@ -62,7 +62,7 @@ fn targets() -> Vec<Target> {
         Target { args: SPLIT, flags: vec![("--test-fraction", open(0.0, 1.0))] },
         Target {
             args: &["sensitivity", "--model", "lenet5", "--dataset", "embedded"],
-            flags: vec![("--probes", count(1, 64)), ("--bootstrap", count(1, 1_000)), ("--samples", count(1, 5_000))],
+            flags: vec![("--probes", count(1, 256)), ("--bootstrap", count(1, 1_000)), ("--samples", count(1, 5_000))],
         },
         Target {
             args: &["attack", "--method", "ig", "--model", "lenet5", "--dataset", "embedded"],
