@@ -253,12 +253,15 @@ impl PartialEq for Family {
     }
 }
 
+/// A parser of the setting written after a family's name and `:` (None when there is none).
+pub type SettingParser = Box<dyn Fn(Option<&str>) -> Result<Family> + Send + Sync>;
+
 /// A family's entry in the registry: its name, how it is written, and its parser of the setting after `:`.
 pub struct Entry {
     pub name: &'static str,
     /// How it is written, e.g. `ig[:ITERATIONS]`.
     pub usage: String,
-    pub parse: Box<dyn Fn(Option<&str>) -> Result<Family> + Send + Sync>,
+    pub parse: SettingParser,
 }
 
 /// Every family, in the order they are listed to users.
