@@ -19,7 +19,7 @@ use crate::measure::families::{Behind, ReconstructionScore, Setup};
 use crate::measure::groups::layer_groups;
 use crate::measure::layerwise::{layerwise, Layerwise};
 use crate::measure::localisation::{localise, refit_family};
-use crate::measure::targets::{resolve, target_names, TargetName};
+use crate::measure::targets::{resolve, target_names, NamedTarget, TargetName};
 use crate::measure::vinfo::EstimateOptions;
 use crate::models::Model;
 use crate::progress::Progress;
@@ -54,6 +54,8 @@ pub(super) struct CellUpdates {
     pub config: UpdateConfig,
     pub updates: SharedUpdates,
     pub keys: CellKeys,
+    /// The targets of `measure.targets`, with the victims' values in `updates`.
+    pub targets: Vec<NamedTarget>,
 }
 
 /// Measures one cell of the audit writing into `out` (attack outputs go to `cells/<key>-attack/`), stage by stage:
@@ -75,8 +77,7 @@ pub fn run_cell(
     notes.extend(measured.notes);
     let mut attacks = family_galleries(&ctx, &cu, measured.image_scores)?;
     let localisation = localise_targets(&ctx, &cu, &records)?;
-    let targets: Vec<String> =
-        target_names(&config.measure.targets, &dataset.attributes)?.iter().map(|t| t.to_string()).collect();
+    let targets: Vec<String> = cu.targets.iter().map(|t| t.name.to_string()).collect();
     let sensitivity = super::sensitivity::measure(&ctx, &cu, &records, &targets)?;
     notes.extend(sensitivity.notes);
     attacks.extend(run_attack(&ctx, &cu.keys)?);
@@ -178,7 +179,9 @@ fn compute_cell_updates(ctx: &CellContext, saved: &SavedRun, key: &str) -> Resul
         epsilon: dp.and_then(|d| d.epsilon),
         test_accuracy,
     };
-    Ok(CellUpdates { config: update_config, updates, keys })
+    let names = target_names(&config.measure.targets, &ctx.dataset.attributes).context("measure.targets")?;
+    let targets = resolve(&names, &ctx.dataset.attributes, &updates).context("measure.targets")?;
+    Ok(CellUpdates { config: update_config, updates, keys, targets })
 }
 
 fn estimate_options(config: &AuditConfig) -> EstimateOptions {
@@ -197,14 +200,13 @@ fn estimate_options(config: &AuditConfig) -> EstimateOptions {
 /// per layer and target and each record's upper bound; and what the model-backed families showed of their work.
 fn measure_information(ctx: &CellContext, cu: &CellUpdates) -> Result<(Vec<Record>, Layerwise)> {
     let (config, updates) = (ctx.config, &cu.updates);
-    let names = target_names(&config.measure.targets, &ctx.dataset.attributes).context("measure.targets")?;
-    let targets = resolve(&names, &ctx.dataset.attributes, updates).context("measure.targets")?;
+    let names: Vec<TargetName> = cu.targets.iter().map(|t| t.name.clone()).collect();
     let groups = layer_groups(updates, &config.measure.layers, &config.measure.groups, config.measure.all_layers)
         .map_err(|e| rename_params(e, super::config::MEASURE_KEYS))?;
     let behind =
         Behind { model: &ctx.model, split: ctx.split, update_config: &cu.config, attributes: &ctx.dataset.attributes };
     let setup = Setup { updates, behind: Some(behind), targets: &names, seed: config.seed, progress: ctx.progress };
-    let measured = layerwise(&setup, &groups, &targets, &config.measure.families, &estimate_options(config))
+    let measured = layerwise(&setup, &groups, &cu.targets, &config.measure.families, &estimate_options(config))
         .map_err(|e| rename_params(e, UPDATE_KEYS))?;
     let num_updates = updates.num_updates() as usize;
     let records = measured.rows.iter().map(|row| Record::measured(&cu.keys, row, num_updates)).collect();
@@ -231,9 +233,7 @@ fn localise_targets(ctx: &CellContext, cu: &CellUpdates, records: &[Record]) -> 
     if updates.layers.len() < 2 {
         return Ok(localisation);
     }
-    let names = target_names(&config.measure.targets, &ctx.dataset.attributes).context("measure.targets")?;
-    let targets = resolve(&names, &ctx.dataset.attributes, updates).context("measure.targets")?;
-    for t in targets.iter().filter(|t| t.name != TargetName::Label) {
+    for t in cu.targets.iter().filter(|t| t.name != TargetName::Label) {
         let target = t.name.to_string();
         let best_of = |layer: &str| records.iter().find(|r| r.layer == layer && r.target == target && r.family == BEST);
         let single: Vec<(String, f64)> =
